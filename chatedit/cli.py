@@ -1,0 +1,157 @@
+"""The ``chatedit`` command line.
+
+Only argparse is imported at the top: torch and the models load inside each subcommand, so
+``chatedit --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+
+
+def _add_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="folder with the built-in models (default: the weights shipped in the package)")
+
+
+# --------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from chatedit.tools.builtin.loading import WEIGHTS_DIR
+    from chatedit.tools.builtin.train import TrainConfig, train_builtin, train_fields_only
+
+    cfg = TrainConfig.quick(seed=args.seed) if args.quick else TrainConfig(seed=args.seed)
+    out = args.out or WEIGHTS_DIR
+    if args.what == "field":
+        times = train_fields_only(args.weights or WEIGHTS_DIR, out, cfg)
+    else:
+        times = train_builtin(out, cfg)
+    print(json.dumps({"out": str(out), "seconds": times, "total_seconds": round(sum(times.values()), 1)}))
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from chatedit.tools.builtin.backend import BuiltinBackend
+
+    backend = BuiltinBackend.load(args.weights, args.device)
+    if args.what == "edit":
+        from chatedit import bench_edit as bench
+
+        result = bench.run(backend, faces=args.faces)
+    else:
+        from chatedit import bench_builtin as bench
+
+        result = bench.run(backend, people=args.people)
+    print(json.dumps(result) if args.json else bench.markdown(result))
+    return 0
+
+
+# --------------------------------------------------------------------------- sheet
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from chatedit.sheet import degree_sheet, edit_sheet
+
+    if args.edits:
+        from chatedit.tools.builtin.backend import BuiltinBackend
+
+        image = edit_sheet(BuiltinBackend.load(args.weights, args.device), seed=args.seed)
+    else:
+        image = degree_sheet(faces=args.faces, seed=args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(args.out)
+    print(f"wrote {args.out} ({image.width}×{image.height})")
+    return 0
+
+
+# --------------------------------------------------------------------------- not yet built
+
+
+def _later(issue: str):
+    def run(args: argparse.Namespace) -> int:
+        print(f"chatedit {args.command}: not available yet; it arrives with {issue}.", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatedit", description="Chat-driven face editing: talk to a portrait, watch the edit happen."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train models from scratch on this machine")
+    tsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    t = tsub.add_parser("builtin", help="all built-in models: autoencoder, predictors, identity encoder")
+    t.add_argument("--quick", action="store_true", help="a few minutes, for smoke tests (weights are not good)")
+    t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+    t = tsub.add_parser("field", help="semantic fields and the linear baseline, over existing built-in models")
+    t.add_argument("--quick", action="store_true", help="a few steps, for smoke tests")
+    t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
+    t.add_argument("--seed", type=int, default=0)
+    _add_weights(t)
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="benchmarks that print numbers (markdown, or JSON with --json)")
+    bsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    b = bsub.add_parser("builtin", help="reconstruction, predictors and identity of the built-in backend")
+    b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    b.add_argument("--people", type=int, default=300, help="held-out people (4 renders each)")
+    _add_weights(b)
+    _add_device(b)
+    b.set_defaults(func=cmd_bench)
+    b = bsub.add_parser("edit", help="field walks against the linear baseline, graded by the evaluation predictor")
+    b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    b.add_argument("--faces", type=int, default=200, help="held-out faces (each edited once per attribute)")
+    _add_weights(b)
+    _add_device(b)
+    b.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sheet", help="render a contact sheet: faces × the six degrees of each attribute")
+    p.add_argument("--out", type=Path, default=Path("degree_sheet.png"))
+    p.add_argument("--faces", type=int, default=3, help="faces per attribute")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--edits", action="store_true",
+                   help="instead: field and linear walks of the built-in models across each attribute's degrees")
+    _add_weights(p)
+    _add_device(p)
+    p.set_defaults(func=cmd_sheet)
+
+    for name, help_text, issue in (
+        ("serve", "open the chat page in a browser (Gradio)", "the Gradio app (issue #6)"),
+        ("replay", "replay scripted conversations and check what happened", "scripted replays (issue #5)"),
+        ("parse", "show the tool calls the language model makes for a request", "the dialog engine (issue #4)"),
+    ):
+        p = sub.add_parser(name, help=f"{help_text} [not yet available]")
+        p.set_defaults(func=_later(issue))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"chatedit {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

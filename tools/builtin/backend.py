@@ -1,0 +1,108 @@
+"""The built-in backend: encode, generate, predict and identify with the shipped models.
+
+Faces live as latent codes ``w`` (B, w_dim). A new face is a fresh render pushed through the
+encoder, so sampled faces are always ones the generator has learned to draw. Uploaded images are
+inverted with the encoder and then a short optimisation of ``w`` against the pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from chatedit.attributes import attribute_names
+
+from .fields import mahalanobis
+from .loading import BuiltinModels, load_builtin
+from .models import identity_similarity
+from .renderer import render, sample_portraits
+
+
+@dataclass(frozen=True)
+class Reading:
+    degrees: torch.Tensor  # (B, A) integer degree per attribute
+    expected: torch.Tensor  # (B, A) expected degree under the predicted distribution
+    probs: torch.Tensor  # (B, A, D)
+
+
+class BuiltinBackend:
+    name = "builtin"
+    resolution = 128
+
+    def __init__(self, models: BuiltinModels):
+        self.models = models
+        self.device = models.device
+        self.attributes = attribute_names()
+
+    @classmethod
+    def load(cls, weights_dir: str | Path | None = None, device: str | None = None) -> "BuiltinBackend":
+        return cls(load_builtin(weights_dir, device))
+
+    @torch.no_grad()
+    def sample(self, seed: int) -> torch.Tensor:
+        """A new face for ``seed``: the same seed gives the same face on every machine and turn."""
+        image = render(sample_portraits(1, seed)).to(self.device)
+        return self.models.encoder(image)
+
+    def encode(self, image: torch.Tensor, refine_steps: int = 0, lr: float = 0.03) -> torch.Tensor:
+        """Latent codes (B, w_dim) for images (B, 3, 128, 128) in [0, 1]: E, then optimisation.
+
+        The optimisation minimises pixel error plus a light Mahalanobis pull towards the codes of
+        training faces, so an unusual photo does not drag ``w`` off the learned face space.
+        """
+        if image.ndim != 4 or tuple(image.shape[1:]) != (3, self.resolution, self.resolution):
+            raise ValueError(f"images must be (B, 3, {self.resolution}, {self.resolution}), got {tuple(image.shape)}")
+        image = image.to(self.device)
+        with torch.no_grad():
+            w = self.models.encoder(image)
+        if refine_steps <= 0:
+            return w
+        generator = self.models.generator
+        precision = torch.linalg.inv(generator.w_cov + 1e-4 * torch.eye(generator.w_dim, device=self.device))
+        w = w.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=lr)
+        for _ in range(refine_steps):
+            centred = w - generator.w_mean
+            prior = torch.einsum("bi,ij,bj->b", centred, precision, centred).mean() / generator.w_dim
+            loss = F.mse_loss(generator(w), image) + 1e-4 * prior
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return w.detach()
+
+    @torch.no_grad()
+    def generate(self, w: torch.Tensor) -> torch.Tensor:
+        return self.models.generator(w.to(self.device))
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> Reading:
+        logits = self.models.predictor(image.to(self.device))
+        probs = logits.softmax(-1)
+        expected = (probs * torch.arange(probs.shape[-1], device=probs.device)).sum(-1)
+        return Reading(probs.argmax(-1), expected, probs)
+
+    @torch.no_grad()
+    def identity(self, image: torch.Tensor) -> torch.Tensor:
+        return self.models.identity(image.to(self.device))
+
+    @torch.no_grad()
+    def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return identity_similarity(self.identity(a), self.identity(b))
+
+    # ----------------------------------------------------------------- what the walk needs
+
+    @torch.no_grad()
+    def step(self, method: str, attribute: int, w: torch.Tensor) -> torch.Tensor:
+        """The latent step that raises ``attribute`` by one degree at ``w``: the field's, or the linear baseline's."""
+        if method == "field":
+            return self.models.fields[attribute](w)
+        if method == "linear":
+            return self.models.linear(attribute, w)
+        raise ValueError(f"unknown edit method {method!r}; use 'field' or 'linear'")
+
+    @torch.no_grad()
+    def latent_distance(self, w: torch.Tensor) -> torch.Tensor:
+        return mahalanobis(self.models.generator, w)

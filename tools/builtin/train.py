@@ -1,0 +1,283 @@
+"""Training the built-in backend from scratch on a CPU: ``chatedit train builtin``.
+
+The recipe, in order:
+1. render a training set: ``people`` identities, each in ``variants`` attribute combinations;
+2. train the autoencoder E, G on it (MSE), then record where encoded faces live (mean, covariance);
+3. reconstruct the set through G(E(x)) so the steering models learn to read generated faces too;
+4. train the attribute predictor P on renders and reconstructions;
+5. train the evaluation predictor on renders only, with another architecture, seed and blur/noise
+   augmentation, so benchmarks never grade an edit with the model that steered it;
+6. train the identity encoder I with a supervised contrastive loss over variants of each person.
+Step counts are fixed (not timed), so a run is reproducible for its seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import RenderSet, render_set, to_uint8
+from .fields import FieldConfig, train_all_fields
+from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, save_model
+from .models import AttributePredictor, Encoder, Generator, IdentityEncoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    people: int = 3000
+    variants: int = 4
+    w_dim: int = 64
+    ae_steps: int = 3000
+    ae_batch: int = 32
+    ae_lr: float = 1e-3
+    predictor_steps: int = 700
+    identity_steps: int = 500
+    field_steps: int = 150
+    batch: int = 64
+    lr: float = 2e-3
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides) -> "TrainConfig":
+        """A few minutes end to end: for smoke tests, not for shipping."""
+        return replace(cls(people=120, variants=4, ae_steps=60, predictor_steps=40, identity_steps=30, field_steps=8), **overrides)
+
+
+def _bf16_ok() -> bool:
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def _schedule(step: int, steps: int, lr: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _steps(name: str, steps: int, progress: bool):
+    return tqdm(range(steps), desc=name, disable=not progress, mininterval=2.0)
+
+
+def _optimise(params, step: int, steps: int, lr: float, opt: torch.optim.Optimizer, loss: torch.Tensor):
+    for group in opt.param_groups:
+        group["lr"] = _schedule(step, steps, lr)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+# --------------------------------------------------------------------------- 2. autoencoder
+
+
+def train_autoencoder(data: RenderSet, cfg: TrainConfig) -> tuple[Encoder, Generator]:
+    torch.manual_seed(cfg.seed + 1)
+    encoder, generator = Encoder(w_dim=cfg.w_dim), Generator(w_dim=cfg.w_dim)
+    params = list(encoder.parameters()) + list(generator.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.ae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    bf16 = _bf16_ok()
+    bar = _steps("autoencoder", cfg.ae_steps, cfg.progress)
+    for step in bar:
+        x = data.batch(torch.randint(len(data), (cfg.ae_batch,), generator=g))
+        with _autocast(bf16):
+            w = encoder(x)
+            y = generator(w)
+        mse = F.mse_loss(y.float(), x)
+        # keep codes near the unit ball so the latent space has a scale walks can rely on
+        loss = mse + 1e-3 * w.float().pow(2).mean()
+        _optimise(params, step, cfg.ae_steps, cfg.ae_lr, opt, loss)
+        if step % 50 == 0:
+            bar.set_postfix(psnr=f"{-10 * math.log10(max(mse.item(), 1e-10)):.2f}dB")
+    encoder.eval().requires_grad_(False)
+    generator.eval().requires_grad_(False)
+    codes = encode_all(encoder, data)
+    generator.w_mean.copy_(codes.mean(0))
+    generator.w_cov.copy_(torch.cov(codes.T))
+    return encoder, generator
+
+
+@torch.no_grad()
+def encode_all(encoder: Encoder, data: RenderSet, chunk: int = 256) -> torch.Tensor:
+    return torch.cat([encoder(data.batch(torch.arange(s, min(s + chunk, len(data))))) for s in range(0, len(data), chunk)])
+
+
+@torch.no_grad()
+def reconstruct_all(encoder: Encoder, generator: Generator, data: RenderSet, chunk: int = 256) -> torch.Tensor:
+    """G(E(x)) for the whole set, as uint8 (bfloat16 where the CPU has it: these are training inputs)."""
+    out = torch.empty_like(data.images)
+    for s in range(0, len(data), chunk):
+        idx = torch.arange(s, min(s + chunk, len(data)))
+        with _autocast(_bf16_ok()):
+            out[idx] = to_uint8(generator(encoder(data.batch(idx))).float())
+    return out
+
+
+# --------------------------------------------------------------------------- 4-5. predictors
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+    k = (k / k.sum()).to(x)
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5).repeat(3, 1, 1, 1), groups=3)
+    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1).repeat(3, 1, 1, 1), groups=3)
+
+
+def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random softening and sensor noise, so a predictor reads slightly blurry generated faces."""
+    t = torch.rand(x.shape[0], 1, 1, 1, generator=g)
+    x = torch.lerp(x, _blur(x), t)
+    noise = torch.randn(x.shape, generator=g) * (0.02 * torch.rand(x.shape[0], 1, 1, 1, generator=g))
+    return (x + noise).clamp(0, 1)
+
+
+def train_predictor(
+    data: RenderSet, cfg: TrainConfig, reconstructions: torch.Tensor | None, model: AttributePredictor,
+    seed: int, augment: bool, name: str,
+) -> AttributePredictor:
+    """Cross-entropy on degree labels, plus a small pull of the expected degree to the true value."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed + 1)
+    degrees, values = data.degrees(), data.portraits.attributes
+    steps_range = torch.arange(model.num_degrees).float()
+    bf16 = _bf16_ok()
+    bar = _steps(name, cfg.predictor_steps, cfg.progress)
+    for step in bar:
+        idx = torch.randint(len(data), (cfg.batch,), generator=g)
+        x = data.batch(idx)
+        if reconstructions is not None:  # half of each batch read from G(E(x))
+            use_rec = torch.rand(cfg.batch, generator=g) < 0.5
+            x[use_rec] = reconstructions[idx[use_rec]].float() / 255
+        if augment:
+            x = _augment(x, g)
+        with _autocast(bf16):
+            logits = model(x).float()  # (B, A, D)
+        ce = F.cross_entropy(logits.reshape(-1, model.num_degrees), degrees[idx].reshape(-1))
+        expected = (logits.softmax(-1) * steps_range).sum(-1)
+        loss = ce + 0.1 * F.smooth_l1_loss(expected, values[idx])
+        _optimise(list(model.parameters()), step, cfg.predictor_steps, cfg.lr, opt, loss)
+        if step % 50 == 0:
+            bar.set_postfix(ce=f"{ce.item():.3f}")
+    return model.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------- 6. identity
+
+
+def train_identity(data: RenderSet, cfg: TrainConfig, reconstructions: torch.Tensor | None) -> IdentityEncoder:
+    """Supervised contrastive loss: variants of one person attract, other people repel."""
+    torch.manual_seed(cfg.seed + 7)
+    model = IdentityEncoder()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(cfg.seed + 8)
+    people = len(data) // cfg.variants
+    per_batch = cfg.batch // cfg.variants
+    bf16 = _bf16_ok()
+    bar = _steps("identity", cfg.identity_steps, cfg.progress)
+    for step in bar:
+        chosen = torch.randperm(people, generator=g)[:per_batch]
+        idx = (chosen[:, None] * cfg.variants + torch.arange(cfg.variants)).reshape(-1)
+        x = data.batch(idx)
+        if reconstructions is not None:
+            use_rec = torch.rand(len(idx), generator=g) < 0.5
+            x[use_rec] = reconstructions[idx[use_rec]].float() / 255
+        with _autocast(bf16):
+            z = model(x).float()
+        person = data.person[idx]
+        logits = z @ z.T / 0.1
+        logits = logits - torch.eye(len(idx)) * 1e4  # never one's own pair
+        positive = (person[:, None] == person[None, :]) & ~torch.eye(len(idx), dtype=torch.bool)
+        log_prob = logits.log_softmax(-1)
+        loss = -(log_prob * positive).sum(-1).div(positive.sum(-1)).mean()
+        _optimise(list(model.parameters()), step, cfg.identity_steps, cfg.lr, opt, loss)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return model.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------- all of it
+
+
+def train_builtin(out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
+    """Trains every built-in model and writes them to ``out_dir``; returns seconds per stage."""
+    out_dir = Path(out_dir)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        times[name] = round(time.perf_counter() - t0, 1)
+        logger.info("%s done in %.1fs", name, times[name])
+        t0 = time.perf_counter()
+
+    # 1. training renders
+    data = render_set(cfg.people, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
+    lap("render")
+    # 2. autoencoder
+    encoder, generator = train_autoencoder(data, cfg)
+    save_model(encoder, out_dir / MODEL_FILES["encoder"])
+    save_model(generator, out_dir / MODEL_FILES["generator"])
+    lap("autoencoder")
+    # 3. reconstructions
+    recon = reconstruct_all(encoder, generator, data)
+    lap("reconstruct")
+    # 4. steering predictor
+    predictor = train_predictor(data, cfg, recon, AttributePredictor(), seed=cfg.seed + 3, augment=False,
+                                name="predictor")
+    save_model(predictor, out_dir / MODEL_FILES["predictor"])
+    lap("predictor")
+    # 5. evaluation predictor: renders only, another architecture and seed
+    eval_model = AttributePredictor(channels=(32, 64, 128, 256), patch=2, res_blocks=False)
+    eval_predictor = train_predictor(data, cfg, None, eval_model, seed=cfg.seed + 5, augment=True,
+                                     name="eval predictor")
+    save_model(eval_predictor, out_dir / MODEL_FILES["eval_predictor"])
+    lap("eval_predictor")
+    # 6. identity encoder
+    identity = train_identity(data, cfg, recon)
+    save_model(identity, out_dir / MODEL_FILES["identity"])
+    lap("identity")
+    # 7. semantic fields and the linear baseline
+    fields_cfg = FieldConfig(steps=cfg.field_steps, seed=cfg.seed + 11, progress=cfg.progress)
+    linear, fields = train_all_fields(encoder, generator, predictor, identity, data, fields_cfg,
+                                      lambda: _autocast(_bf16_ok()))
+    save_fields(out_dir, linear, fields)
+    lap("fields")
+    return times
+
+
+def save_fields(out_dir: Path, linear, fields) -> None:
+    from chatedit.attributes import attribute_names
+
+    save_model(linear, Path(out_dir) / LINEAR_FILE)
+    for name, field in zip(attribute_names(), fields):
+        save_model(field, Path(out_dir) / FIELD_FILE.format(name=name))
+
+
+def train_fields_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
+    """``chatedit train field``: fields and linear baseline over existing E, G, P and I."""
+    from .loading import load_model
+
+    start = time.perf_counter()
+    models = {k: load_model(Path(weights_dir) / f) for k, f in MODEL_FILES.items()}
+    data = render_set(cfg.people // 3, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
+    fields_cfg = FieldConfig(steps=cfg.field_steps, seed=cfg.seed + 11, progress=cfg.progress)
+    linear, fields = train_all_fields(models["encoder"], models["generator"], models["predictor"], models["identity"],
+                                      data, fields_cfg, lambda: _autocast(_bf16_ok()))
+    save_fields(Path(out_dir), linear, fields)
+    return {"fields": round(time.perf_counter() - start, 1)}
