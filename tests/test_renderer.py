@@ -46,7 +46,7 @@ def test_looks_hold_steady_near_a_degree_and_change_between_degrees():
         imgs = _person(name, [2.0, 2.15, 3.0])
         near = (imgs[0] - imgs[1]).abs().mean()
         far = (imgs[0] - imgs[2]).abs().mean()
-        assert far > 0.002, name
+        assert far > 0.0005, name
         assert near < 0.25 * far, name
 
 
@@ -84,14 +84,14 @@ def test_smile_opens_the_mouth_only_at_the_top_degrees():
     bright_teeth = [(img[:, mouth[0], mouth[1]].min(0).values > 0.85).float().sum().item() for img in imgs]
     dark_cavity = [(img[:, mouth[0], mouth[1]].max(0).values < 0.35).float().sum().item() for img in imgs]
     assert bright_teeth[3] == 0 and bright_teeth[4] > 5
-    assert dark_cavity[5] > dark_cavity[4] > dark_cavity[3]
+    assert dark_cavity[5] > max(dark_cavity[:5]) + 10
 
 
 def test_age_greys_the_hair_and_lines_the_face():
     imgs = _person("age", [0, 1, 2, 3, 4, 5])
-    top = _box(-0.85, -0.7, -0.2, 0.2)
+    top = _box(-0.75, -0.4, -0.5, 0.5)
     saturation = [(img[:, top[0], top[1]].max(0).values - img[:, top[0], top[1]].min(0).values).mean().item() for img in imgs]
-    assert saturation[5] < saturation[3] - 0.05  # grey hair has no colour
+    assert saturation[5] < saturation[3] - 0.03 < saturation[2] - 0.03  # grey hair has no colour
     assert (imgs[0] - imgs[2]).abs().mean() > 0.005  # a child's proportions differ from an adult's
 
 

@@ -99,6 +99,14 @@ def sample_attributes(identity: torch.Tensor, g: torch.Generator) -> torch.Tenso
     return jitter_degrees(degrees, g)
 
 
+def is_plausible(identity: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """(B,) whether the world has such a face: beards only on men, stubble from the teens, beards from adulthood."""
+    beard = attributes[:, ATTRIBUTES.index("beard")].round()
+    age = attributes[:, ATTRIBUTES.index("age")].round()
+    male = identity[:, IDENTITY.index("masc")] > 0.5
+    return (beard == 0) | (male & (age >= 1) & ((beard <= 1) | (age >= 2)))
+
+
 def sample_portraits(n: int, seed: int) -> Portraits:
     """Draws ``n`` new people in new scenes, deterministically for ``seed``."""
     g = torch.Generator().manual_seed(seed)
@@ -206,7 +214,7 @@ def render(portraits: Portraits) -> torch.Tensor:
     eye_y = face_cy - 0.05 + 0.05 * p["eye_y"] + 0.07 * young
     eye_dx = 0.17 + 0.05 * p["eye_gap"]
     eye_r = (0.052 + 0.018 * p["eye_size"]) * (1 + 0.3 * young)
-    squint = 1 - 0.45 * _smooth(3.0, 5.0, a["smiling"])
+    squint = 1 - 0.2 * _smooth(2.0, 3.0, a["smiling"]) - 0.3 * _smooth(4.0, 5.0, a["smiling"])
     brow_y = eye_y - 0.1 - 0.03 * p["brow_arch"] - 0.4 * eye_r * young
     nose_y = eye_y + (0.17 + 0.06 * p["nose_len"]) * (1 - 0.2 * young)
     mouth_y = nose_y + 0.11 + 0.02 * p["nose_len"]
@@ -220,7 +228,7 @@ def render(portraits: Portraits) -> torch.Tensor:
     shade = skin * 0.8
     base_hair = _lerp(rgb(0.88, 0.74, 0.48), rgb(0.1, 0.08, 0.07), p["hair_dark"])
     base_hair = _lerp(base_hair, rgb(0.62, 0.27, 0.1), 0.6 * p["hair_red"] * (1 - p["hair_dark"]))
-    greyness = _smooth(2.6 + 0.8 * p["grey_onset"], 4.6 + 0.3 * p["grey_onset"], age)
+    greyness = 0.25 * _smooth(2.5, 3.3, age) + 0.75 * _smooth(3.6 + 0.4 * p["grey_onset"], 4.6 + 0.3 * p["grey_onset"], age)
     hair = _lerp(base_hair, rgb(0.86, 0.86, 0.84), greyness)
     hair_dark = hair * 0.72
     iris = _lerp(rgb(0.35, 0.22, 0.12), rgb(0.3, 0.5, 0.7), p["iris"])
@@ -265,12 +273,12 @@ def render(portraits: Portraits) -> torch.Tensor:
 
     # 5. age lines: forehead, nasolabial folds, crow's feet, eye bags
     lines = torch.zeros_like(face_alpha)
-    forehead = _smooth(2.5, 3.3, age) * 0.5 + _smooth(3.5, 4.5, age) * 0.5
+    forehead = _smooth(2.5, 3.3, age) * 0.75 + _smooth(3.5, 4.5, age) * 0.25
     for k in range(3):
         ly = hairline + 0.05 + 0.035 * k + 0.01 * torch.cos(x * 6)
         line = _fill((y - ly).abs() - 0.004 - 0.003 * old) * _fill(x.abs() - face_w * 0.55)
         lines = torch.maximum(lines, line * forehead * (1.0 if k < 2 else _smooth(4.2, 5.0, age)))
-    folds = _smooth(2.5, 3.5, age) * 0.6 + _smooth(3.5, 5.0, age) * 0.4
+    folds = _smooth(2.5, 3.3, age) * 0.8 + _smooth(3.5, 5.0, age) * 0.2
     for side in (-1, 1):
         t = ((y - nose_y) / (mouth_y + 0.06 - nose_y)).clamp(0, 1)
         fx = side * (0.08 + 0.03 * p["nose_w"] + 0.1 * t)
@@ -284,7 +292,7 @@ def render(portraits: Portraits) -> torch.Tensor:
         bag = _fill(((y - (eye_y + eye_r * 1.2)) + 1.5 * (x - side * eye_dx) ** 2).abs() - 0.004)
         bag = bag * _fill((x - side * eye_dx).abs() - eye_r * 1.1)
         lines = torch.maximum(lines, bag * _smooth(4.0, 4.8, age))
-    img = _mix(img, shade * 0.8, lines * 0.75 * face_alpha)
+    img = _mix(img, shade * 0.7, lines * 0.9 * face_alpha)
 
     # 6. beard: stubble, then a short beard up the jaw to the ears, a moustache, then length below the chin
     beard = a["beard"]
@@ -302,28 +310,28 @@ def render(portraits: Portraits) -> torch.Tensor:
     texture = 1 - 0.6 * (1 - _smooth(1.3, 2.0, beard)) * (noise > 0.5).float()
     img = _mix(img, hair_dark, region * density * texture)
 
-    # 7. mouth: corners rise with the smile; it opens to show teeth, then to laugh
+    # 7. mouth: corners rise and the mouth widens with the smile; then it opens to show teeth, then to laugh
     smile = a["smiling"]
-    mw = (0.11 + 0.04 * p["mouth_w"]) * (1 + 0.12 * _smooth(1.5, 3.0, smile) + 0.08 * _smooth(3.5, 5.0, smile))
-    lift = -0.006 + 0.012 * smile.clamp(max=3) + 0.006 * (smile - 3).clamp(min=0)
+    mw = (0.1 + 0.04 * p["mouth_w"]) * (1 + 0.1 * smile.clamp(max=3) + 0.05 * (smile - 3).clamp(min=0))
+    lift = -0.012 + 0.028 * smile.clamp(max=3) + 0.006 * (smile - 3).clamp(min=0)
     u = (x / mw).clamp(-1.2, 1.2)
-    curve = mouth_y - lift * u**2 + lift * 0.3
+    curve = mouth_y - lift * u**2 + lift * 0.35
     opening = 0.03 * _smooth(3.3, 4.0, smile) + 0.055 * _smooth(4.3, 5.0, smile)
     in_mouth = _fill(x.abs() - mw)
     lower = curve + opening * (1 - u**2).clamp(min=0)
+    lip_line = _fill((y - curve).abs() - 0.009) * _fill(x.abs() - mw - 0.005)
+    img = _mix(img, lip * 0.45, lip_line)
     cavity = _fill(torch.maximum(curve - y, y - lower)) * in_mouth
     img = _mix(img, rgb(0.3, 0.08, 0.1), cavity)
     teeth = _fill(torch.maximum(curve - y, y - (curve + torch.minimum(opening, 0.025 + 0 * opening)))) * in_mouth
     img = _mix(img, rgb(0.96, 0.95, 0.9), teeth * _smooth(3.3, 3.8, smile))
-    lip_line = _fill((y - curve).abs() - 0.006) * _fill(x.abs() - mw - 0.005)
-    img = _mix(img, lip * 0.65, lip_line)
-    lower_lip = _fill(((y - lower - 0.016)).abs() - 0.011) * _fill(x.abs() - mw * 0.8)
+    lower_lip = _fill(((y - lower - 0.018)).abs() - 0.013) * _fill(x.abs() - mw * 0.85)
     img = _mix(img, lip, lower_lip)
-    cheek = _smooth(2.4, 3.2, smile)
-    for side in (-1, 1):
-        cx, cy = side * (mw + 0.03), mouth_y - lift * 0.5
-        dimple = _fill(_ellipse(x, y, cx, cy, 0.012 + 0 * x, 0.035 + 0 * x).abs() - 0.003) * _fill(y - cy - 0.01) * (x * side > cx * side)
-        img = _mix(img, shade * 0.85, dimple * cheek * 0.8)
+    cheek = _smooth(1.5, 3.0, smile)
+    for side in (-1, 1):  # smile lines bracketing the mouth corners
+        cx, cy = side * (mw + 0.035), mouth_y - lift * 0.6
+        bracket = _fill(_ellipse(x, y, cx, cy, 0.014 + 0 * x, 0.045 + 0 * x).abs() - 0.004) * (x * side > cx * side)
+        img = _mix(img, shade * 0.75, bracket * cheek)
 
     # 8. nose
     for side in (-1, 1):
@@ -356,7 +364,7 @@ def render(portraits: Portraits) -> torch.Tensor:
     img = _mix(img, hair * strands, _fill(hair_cap))
     bangs = a["bangs"]
     reach = (brow_y + 0.045) - hairline
-    fringe_y = hairline + reach * bangs / 5 + 0.012 * torch.sin(x * 55)
+    fringe_y = hairline + reach * (0.08 + 0.92 * bangs / 5) + 0.012 * torch.sin(x * 55)
     fringe = torch.maximum(y - fringe_y, face_sdf + 0.01)
     fringe = torch.maximum(fringe, hairline - 0.06 - y)
     img = _mix(img, hair * strands, _fill(fringe) * _smooth(0.15, 0.5, bangs))

@@ -5,8 +5,9 @@ The recipe, in order:
 2. train the autoencoder E, G on it (MSE), then record where encoded faces live (mean, covariance);
 3. reconstruct the set through G(E(x)) so the steering models learn to read generated faces too;
 4. train the attribute predictor P on renders and reconstructions;
-5. train the evaluation predictor on renders only, with another architecture, seed and blur/noise
-   augmentation, so benchmarks never grade an edit with the model that steered it;
+5. train the evaluation predictor with another architecture, seed and blur/noise augmentation, so
+   benchmarks never grade an edit with the model that steered it (it reads renders and
+   reconstructions, as its job is grading generated faces);
 6. train the identity encoder I with a supervised contrastive loss over variants of each person.
 Step counts are fixed (not timed), so a run is reproducible for its seed.
 """
@@ -37,12 +38,14 @@ class TrainConfig:
     people: int = 3000
     variants: int = 4
     w_dim: int = 64
-    ae_steps: int = 3000
+    ae_steps: int = 2600
     ae_batch: int = 32
     ae_lr: float = 1e-3
     predictor_steps: int = 700
     identity_steps: int = 500
-    field_steps: int = 150
+    field_steps: int = 120
+    field_pairs: int = 1000
+    field_fit_steps: int = 600
     batch: int = 64
     lr: float = 2e-3
     progress: bool = True
@@ -50,7 +53,8 @@ class TrainConfig:
     @classmethod
     def quick(cls, **overrides) -> "TrainConfig":
         """A few minutes end to end: for smoke tests, not for shipping."""
-        return replace(cls(people=120, variants=4, ae_steps=60, predictor_steps=40, identity_steps=30, field_steps=8), **overrides)
+        return replace(cls(people=120, variants=4, ae_steps=60, predictor_steps=40, identity_steps=30, field_steps=4,
+                           field_pairs=40, field_fit_steps=20), **overrides)
 
 
 def _bf16_ok() -> bool:
@@ -242,9 +246,9 @@ def train_builtin(out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
                                 name="predictor")
     save_model(predictor, out_dir / MODEL_FILES["predictor"])
     lap("predictor")
-    # 5. evaluation predictor: renders only, another architecture and seed
+    # 5. evaluation predictor: another architecture, seed and augmentation
     eval_model = AttributePredictor(channels=(32, 64, 128, 256), patch=2, res_blocks=False)
-    eval_predictor = train_predictor(data, cfg, None, eval_model, seed=cfg.seed + 5, augment=True,
+    eval_predictor = train_predictor(data, cfg, recon, eval_model, seed=cfg.seed + 5, augment=True,
                                      name="eval predictor")
     save_model(eval_predictor, out_dir / MODEL_FILES["eval_predictor"])
     lap("eval_predictor")
@@ -252,8 +256,11 @@ def train_builtin(out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
     identity = train_identity(data, cfg, recon)
     save_model(identity, out_dir / MODEL_FILES["identity"])
     lap("identity")
-    # 7. semantic fields and the linear baseline
-    fields_cfg = FieldConfig(steps=cfg.field_steps, seed=cfg.seed + 11, progress=cfg.progress)
+    # 7. semantic fields and the linear baseline (field_steps=0 leaves them to `chatedit train field`)
+    if cfg.field_steps <= 0:
+        return times
+    fields_cfg = FieldConfig(steps=cfg.field_steps, fit_steps=cfg.field_fit_steps, pairs=cfg.field_pairs,
+                             seed=cfg.seed + 11, progress=cfg.progress)
     linear, fields = train_all_fields(encoder, generator, predictor, identity, data, fields_cfg,
                                       lambda: _autocast(_bf16_ok()))
     save_fields(out_dir, linear, fields)
@@ -276,7 +283,8 @@ def train_fields_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainCo
     start = time.perf_counter()
     models = {k: load_model(Path(weights_dir) / f) for k, f in MODEL_FILES.items()}
     data = render_set(cfg.people // 3, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
-    fields_cfg = FieldConfig(steps=cfg.field_steps, seed=cfg.seed + 11, progress=cfg.progress)
+    fields_cfg = FieldConfig(steps=cfg.field_steps, fit_steps=cfg.field_fit_steps, pairs=cfg.field_pairs,
+                             seed=cfg.seed + 11, progress=cfg.progress)
     linear, fields = train_all_fields(models["encoder"], models["generator"], models["predictor"], models["identity"],
                                       data, fields_cfg, lambda: _autocast(_bf16_ok()))
     save_fields(Path(out_dir), linear, fields)
