@@ -1,0 +1,34 @@
+"""Pieces of field training that can be checked exactly: the linear baseline and the rendered pairs."""
+
+import torch
+
+from chatedit.tools.builtin.fields import fit_linear, mahalanobis
+from chatedit.tools.builtin.models import Generator
+from chatedit.tools.builtin.renderer import IDENTITY, is_plausible, sample_portraits
+
+
+def test_linear_step_raises_the_regressed_value_by_one_degree():
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(2000, 16, generator=g)
+    mixing = torch.randn(16, 3, generator=g)
+    values = codes @ mixing + 2.0
+    linear = fit_linear(codes, values, ridge=1e-6)
+    for a in range(3):
+        moved = (codes[:5] + linear(a, codes[:5])) @ mixing + 2.0
+        assert torch.allclose(moved[:, a] - values[:5, a], torch.ones(5), atol=1e-3)
+
+
+def test_world_rules_for_beards():
+    people = sample_portraits(4, 0)
+    identity = people.identity.clone()
+    identity[:, IDENTITY.index("masc")] = torch.tensor([0.9, 0.9, 0.9, 0.1])
+    # bangs, glasses, beard, smiling, age
+    attrs = torch.tensor([[0, 0, 3, 0, 3], [0, 0, 1, 0, 1], [0, 0, 3, 0, 1], [0, 0, 1, 0, 3]], dtype=torch.float32)
+    assert is_plausible(identity, attrs).tolist() == [True, True, False, False]
+
+
+def test_mahalanobis_is_zero_at_the_mean_and_grows_away_from_it():
+    gen = Generator(w_dim=4, channels=(8, 8))
+    gen.w_mean.copy_(torch.tensor([1.0, 0, 0, 0]))
+    d = mahalanobis(gen, torch.tensor([[1.0, 0, 0, 0], [1.0, 2, 0, 0], [1.0, 4, 0, 0]]))
+    assert d[0] < 1e-3 < d[1] < d[2]

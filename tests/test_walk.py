@@ -1,0 +1,134 @@
+"""The walk's stopping rule, failure reasons, directions and streaming, on a transparent backend.
+
+``LineBackend`` is a world where the latent *is* the attribute values: the predictor reads them
+back exactly, so every expectation below follows from the walk's rules alone.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from chatedit.tools.walk import FaceState, edit, resolve_target, walk
+
+
+@dataclass
+class LineReading:
+    degrees: torch.Tensor
+    expected: torch.Tensor
+
+
+class LineBackend:
+    attributes = ("smiling", "age")
+
+    def __init__(self, wall: float = 99.0, speed: float = 1.0):
+        self.wall, self.speed, self.calls = wall, speed, 0
+
+    def generate(self, w):
+        image = torch.zeros(w.shape[0], 3, 4, 4)
+        image[:, 0, 0, :2] = w
+        return image
+
+    def predict(self, image):
+        self.calls += 1
+        values = image[:, 0, 0, :2].clamp(0, 5)
+        return LineReading(values.round().long(), values)
+
+    def identity(self, image):
+        return torch.ones(image.shape[0], 1)
+
+    def step(self, method, attribute, w):
+        out = torch.zeros_like(w)
+        out[:, attribute] = self.speed if w[0, attribute] < self.wall else 0.0
+        if method == "linear":
+            out[:, 1 - attribute] = 0.3  # the baseline drags the other attribute along
+        return out
+
+    def latent_distance(self, w):
+        return torch.tensor(1.0)
+
+
+def state(smiling: float, age: float = 2.0) -> FaceState:
+    return FaceState(torch.tensor([[smiling, age]]), torch.ones(1, 1))
+
+
+def test_walk_stops_inside_the_target_degree_near_its_middle():
+    result = edit(LineBackend(), state(1.0), "smiling", target=3)
+    assert result.reached and result.reason is None
+    assert result.degrees["smiling"] == 3 and result.degrees["age"] == 2
+    assert abs(result.latent[0, 0].item() - 3.0) <= 0.13
+    assert result.steps == len(result.frames) - 1 > 0
+    assert result.frames[result.chosen].latent is result.latent
+
+
+def test_change_is_relative_to_what_the_predictor_reads_and_is_kept_in_range():
+    assert resolve_target(4, None, 3) == 5
+    assert resolve_target(1, None, -2) == 0
+    result = edit(LineBackend(), state(4.0), "smiling", change=-2)
+    assert result.start_degree == 4 and result.target == 2 and result.degrees["smiling"] == 2
+
+
+def test_backward_walks_go_down():
+    result = edit(LineBackend(), state(5.0), "smiling", target=0)
+    values = [f.expected["smiling"] for f in result.frames]
+    assert all(b <= a for a, b in zip(values, values[1:]))
+    assert result.degrees["smiling"] == 0
+
+
+def test_already_at_target_makes_no_step():
+    backend = LineBackend()
+    result = edit(backend, state(3.1), "smiling", target=3)
+    assert result.reason == "already_at_target" and result.reached and result.steps == 0
+    assert torch.equal(result.latent, state(3.1).latent)
+
+
+def test_a_wall_makes_the_edit_unreachable_and_returns_the_closest_frame():
+    result = edit(LineBackend(wall=3.2), state(1.0), "smiling", target=5)
+    assert result.reason == "unreachable" and not result.reached
+    assert result.degrees["smiling"] == 3
+
+
+def test_step_budget_runs_out_with_max_steps():
+    result = edit(LineBackend(speed=0.2), state(0.0), "smiling", target=5, max_steps=10)
+    assert result.reason == "max_steps" and not result.reached and result.steps == 10
+    assert result.degrees["smiling"] == 0  # 10 steps of 0.2/8 went 0.25 of a degree
+
+
+def test_big_steps_that_jump_a_degree_are_halved():
+    result = edit(LineBackend(speed=20.0), state(1.0), "smiling", target=2)
+    assert result.reached and result.degrees["smiling"] == 2
+
+
+def test_frames_stream_before_the_walk_ends():
+    backend = LineBackend()
+    frames = walk(backend, state(0.0), "smiling", target=4)
+    first = next(frames)
+    calls_after_first = backend.calls
+    assert first.step == 1 and first.degrees["smiling"] == 0
+    seen = [first, *frames]  # exhausting the generator finishes the walk
+    assert backend.calls > calls_after_first
+    assert [f.step for f in seen] == list(range(1, len(seen) + 1))
+
+
+def test_on_frame_sees_every_step_in_order():
+    got = []
+    result = edit(LineBackend(), state(0.5), "age", target=4, on_frame=got.append)
+    assert [f.step for f in got] == [f.step for f in result.frames[1:]]
+    assert got[-1].expected["age"] >= got[0].expected["age"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(attribute="hat", target=1), "unknown attribute 'hat'"),
+        (dict(attribute="smiling", target=7), "target must be a degree from 0 to 5, got 7"),
+        (dict(attribute="smiling", change=0), "non-zero"),
+        (dict(attribute="smiling", target=1, change=1), "exactly one of target or change"),
+        (dict(attribute="smiling"), "exactly one of target or change"),
+    ],
+)
+def test_bad_requests_raise_before_any_step(kwargs, message):
+    backend = LineBackend()
+    with pytest.raises(ValueError, match=message):
+        edit(backend, state(1.0), **kwargs)
+    assert backend.calls <= 1

@@ -1,0 +1,188 @@
+"""Fine-grained attribute edits by walking a latent field (after Talk-to-Edit, ICCV 2021).
+
+``walk`` resolves a request (a target degree, or a change of ±n degrees) against what the
+attribute predictor reads now, then steps the latent code along the backend's field for that
+attribute, re-reading the predictor after every step, and settles on the frame that reads the
+target degree most clearly. It yields every frame as it goes, so a UI can show the edit forming,
+and returns an ``EditResult``; it never raises for an edit that cannot be made, but says why.
+
+The walk is backend-neutral: a backend supplies ``generate``, ``predict``, ``identity``,
+``step`` (one degree's worth of change for an attribute at a point, by ``method``) and
+``latent_distance`` (how far a code is from where real codes live).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, Protocol
+
+import torch
+
+Method = Literal["field", "linear"]
+Reason = Literal["already_at_target", "unreachable", "max_steps"]
+SUBSTEPS = 8  # walk steps per degree of change
+SETTLE = 4  # extra steps allowed after reaching the target, to move into the middle of the degree
+STALL = 10  # steps without progress before an edit is called unreachable
+
+
+class Reading(Protocol):
+    degrees: torch.Tensor  # (B, A)
+    expected: torch.Tensor  # (B, A)
+
+
+class WalkBackend(Protocol):
+    attributes: tuple[str, ...]
+
+    def generate(self, w: torch.Tensor) -> torch.Tensor: ...
+    def predict(self, image: torch.Tensor) -> Reading: ...
+    def identity(self, image: torch.Tensor) -> torch.Tensor: ...
+    def step(self, method: Method, attribute: int, w: torch.Tensor) -> torch.Tensor: ...
+    def latent_distance(self, w: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class FaceState:
+    """What an edit needs to know about a session's face; small, and owned by the session."""
+
+    latent: torch.Tensor  # (1, w_dim) the current code
+    original_identity: torch.Tensor  # (1, E) identity embedding of the session's original image
+
+
+@dataclass(frozen=True)
+class Frame:
+    step: int
+    latent: torch.Tensor  # (1, w_dim)
+    image: torch.Tensor  # (3, H, W) in [0, 1]
+    degrees: dict[str, int]
+    expected: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EditResult:
+    attribute: str
+    start_degree: int
+    target: int
+    reached: bool
+    reason: Reason | None  # None when the target degree was reached
+    latent: torch.Tensor
+    image: torch.Tensor
+    degrees: dict[str, int]
+    identity_similarity: float
+    steps: int  # steps walked (the chosen frame may be an earlier one)
+    chosen: int  # index in ``frames`` of the frame returned
+    frames: list[Frame] = field(repr=False)
+
+
+def resolve_target(current: int, target: int | None, change: int | None, max_degree: int = 5) -> int:
+    """The degree an edit aims for: ``target`` as given, or ``current + change`` kept in range."""
+    if (target is None) == (change is None):
+        raise ValueError(f"give exactly one of target or change, got target={target!r}, change={change!r}")
+    if target is not None:
+        if not 0 <= target <= max_degree:
+            raise ValueError(f"target must be a degree from 0 to {max_degree}, got {target!r}")
+        return int(target)
+    if change == 0 or not -max_degree <= change <= max_degree:
+        raise ValueError(f"change must be a non-zero whole number from -{max_degree} to {max_degree}, got {change!r}")
+    return int(min(max(current + change, 0), max_degree))
+
+
+def _frame(backend: WalkBackend, step: int, w: torch.Tensor) -> Frame:
+    image = backend.generate(w)
+    reading = backend.predict(image)
+    names = backend.attributes
+    return Frame(
+        step=step,
+        latent=w,
+        image=image[0],
+        degrees={n: int(reading.degrees[0, i]) for i, n in enumerate(names)},
+        expected={n: float(reading.expected[0, i]) for i, n in enumerate(names)},
+    )
+
+
+def walk(
+    backend: WalkBackend,
+    state: FaceState,
+    attribute: str,
+    target: int | None = None,
+    change: int | None = None,
+    method: Method = "field",
+    max_steps: int = 64,
+) -> Iterator[Frame]:
+    """Yields each frame of the edit; the generator's return value is the ``EditResult``.
+
+    Use ``edit(...)`` to get the result directly, with an optional per-frame callback.
+    """
+    names = backend.attributes
+    if attribute not in names:
+        raise ValueError(f"unknown attribute {attribute!r}; known attributes are {', '.join(names)}")
+    a = names.index(attribute)
+
+    # 1. read where the face is now and resolve the request to a target degree
+    start = _frame(backend, 0, state.latent)
+    current = start.degrees[attribute]
+    goal = resolve_target(current, target, change)
+    frames = [start]
+
+    def finish(best: Frame, reached: bool, reason: Reason | None) -> EditResult:
+        similarity = float((backend.identity(best.image[None]) * state.original_identity).sum(-1).clamp(0, 1))
+        return EditResult(attribute, current, goal, reached, reason, best.latent, best.image, best.degrees,
+                          similarity, len(frames) - 1, best.step, frames)
+
+    if current == goal:
+        return finish(start, True, "already_at_target")
+
+    # 2. step along the field, towards the goal, re-reading after every step
+    sign = 1.0 if goal > current else -1.0
+    scale = 1.0 / SUBSTEPS
+    distance_limit = max(float(backend.latent_distance(state.latent)) * 1.5, 2.0)
+    w, last = state.latent, start
+    best: Frame | None = None
+    progress, stalled, settling = -float("inf"), 0, 0
+    while len(frames) - 1 < max_steps:
+        candidate = w + sign * scale * backend.step(method, a, w)
+        frame = _frame(backend, len(frames), candidate)
+        overshoot = sign * (frame.degrees[attribute] - goal) > 0
+        if overshoot and best is None and scale > 1 / (SUBSTEPS * 8):
+            scale /= 2  # stepped over the whole target degree: go back and take smaller steps
+            continue
+        frames.append(frame)
+        yield frame
+        w, last = candidate, frame
+        gap = abs(frame.expected[attribute] - goal)
+        if frame.degrees[attribute] == goal:
+            if best is None or gap < abs(best.expected[attribute] - goal):
+                best, settling = frame, 0
+            else:
+                settling += 1
+            if settling >= 2 or gap < 0.1 or len(frames) - 1 - best.step >= SETTLE:
+                break
+            continue
+        if best is not None or overshoot:
+            break  # left the target degree, or stepped past it
+        # 3. give up when the walk stops making progress or leaves the space of real faces
+        moved = sign * frame.expected[attribute]
+        stalled = 0 if moved > progress + 0.02 else stalled + 1
+        progress = max(progress, moved)
+        if stalled >= STALL or float(backend.latent_distance(candidate)) > distance_limit:
+            return finish(_closest(frames, attribute, goal), False, "unreachable")
+
+    if best is not None:
+        return finish(best, True, None)
+    return finish(_closest(frames, attribute, goal), False, "max_steps")
+
+
+def _closest(frames: list[Frame], attribute: str, goal: int) -> Frame:
+    return min(frames, key=lambda f: (abs(f.degrees[attribute] - goal), abs(f.expected[attribute] - goal)))
+
+
+def edit(backend: WalkBackend, state: FaceState, attribute: str, target: int | None = None,
+         change: int | None = None, method: Method = "field", max_steps: int = 64, on_frame=None) -> EditResult:
+    """Runs ``walk`` to the end, calling ``on_frame(frame)`` for every intermediate frame."""
+    frames = walk(backend, state, attribute, target=target, change=change, method=method, max_steps=max_steps)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration as done:
+            return done.value
+        if on_frame is not None:
+            on_frame(frame)
