@@ -1,0 +1,260 @@
+"""The built-in language understanding, on how people actually phrase requests.
+
+None of these sentences is taken from the Talk-to-Edit benchmark (a test below checks that):
+they are the generalisation check, written as a user of the chat page would type.
+"""
+
+import json
+
+import pytest
+
+from chatedit.bench_parse import DEFAULT_PATH
+from chatedit.language import DialogContext, Intent, intents_to_calls, normalise, parse
+
+
+def edit(attribute, target=None, change=None):
+    args = {"attribute": attribute, "target": target, "change": change}
+    return {"name": "edit_attribute", "args": {k: v for k, v in args.items() if v is not None}}
+
+
+def calls(text, context=DialogContext()):
+    return intents_to_calls(parse(text, context))
+
+
+def kinds(text, context=DialogContext()):
+    return [i.kind for i in parse(text, context)]
+
+
+SMILED = DialogContext(focus="smiling", last_change=1)
+MADE_YOUNGER = DialogContext(focus="age", last_change=-2)
+GREW_BEARD = DialogContext(focus="beard", last_change=2, degrees={"beard": 3})
+ASKED_GLASSES = DialogContext(focus="smiling", last_change=1,
+                              suggestion={"name": "edit_attribute", "args": {"attribute": "eyeglasses", "target": 2}})
+
+# (message, expected calls): my own requests, the generalisation check
+REQUESTS = [
+    # synonyms and target degrees
+    ("Could you give her a gentle smile?", [edit("smiling", target=2)]),
+    ("give him thick-framed sunglasses", [edit("eyeglasses", target=5)]),
+    ("rimless glasses please", [edit("eyeglasses", target=1)]),
+    ("put some specs on her", [edit("eyeglasses", target=2)]),
+    ("I'd like to see him in shades", [edit("eyeglasses", target=4)]),
+    ("swap the glasses for sunglasses", [edit("eyeglasses", target=4)]),
+    ("change the glasses to rimless ones", [edit("eyeglasses", target=1)]),
+    ("make him look 40", [edit("age", target=3)]),
+    ("make him look like he's in his forties", [edit("age", target=3)]),
+    ("she should be in her 50s", [edit("age", target=4)]),
+    ("make her about 25", [edit("age", target=2)]),
+    ("turn her into a child", [edit("age", target=0)]),
+    ("can he look like a teenager?", [edit("age", target=1)]),
+    ("I want him to look like a grandpa", [edit("age", target=5)]),
+    ("no beard on him please", [edit("beard", target=0)]),
+    ("clean-shaven please", [edit("beard", target=0)]),
+    ("give him some stubble", [edit("beard", target=1)]),
+    ("let him grow a long beard", [edit("beard", target=4)]),
+    ("I'd love to see him with a big bushy beard", [edit("beard", target=4)]),
+    ("wipe the smile off her face", [edit("smiling", target=0)]),
+    ("stop smiling", [edit("smiling", target=0)]),
+    ("make her look sad", [edit("smiling", target=0)]),
+    ("she should be laughing out loud", [edit("smiling", target=5)]),
+    ("big toothy grin", [edit("smiling", target=4)]),
+    ("bangs covering the eyebrows", [edit("bangs", target=5)]),
+    ("I want bangs that reach her eyebrows", [edit("bangs", target=4)]),
+    ("short bangs", [edit("bangs", target=2)]),
+    ("get rid of the fringe", [edit("bangs", target=0)]),
+    # "add X" from none: a typical degree, not the faintest one
+    ("add a pair of glasses", [edit("eyeglasses", target=2)]),
+    ("add a moustache", [edit("beard", target=3)]),
+    ("give her a fringe", [edit("bangs", target=3)]),
+    ("make her smile", [edit("smiling", target=2)]),
+    # definite and indefinite changes
+    ("make her smile a little", [edit("smiling", change=1)]),
+    ("a tiny bit older", [edit("age", change=1)]),
+    ("much older please", [edit("age", change=3)]),
+    ("make her look younger", [edit("age", change=-2)]),
+    ("remove some beard", [edit("beard", change=-1)]),
+    ("trim the beard a little", [edit("beard", change=-1)]),
+    ("a little less smile", [edit("smiling", change=-1)]),
+    ("make her a bit less serious", [edit("smiling", change=1)]),
+    ("she looks too old", [edit("age", change=-2)]),
+    ("he looks too young, add some years", [edit("age", change=2)]),
+    ("tone down the smile", [edit("smiling", change=-2)]),
+    ("thinner frames please", [edit("eyeglasses", change=-2)]),
+    ("can the beard be a bit fuller?", [edit("beard", change=1)]),
+    ("shorten the bangs a little", [edit("bangs", change=-1)]),
+    ("make the fringe longer, but don't overdo it", [edit("bangs", change=2)]),
+    ("make the fringe longer, down to the eyebrows", [edit("bangs", target=4)]),
+    # several edits in one message
+    ("older and with a beard", [edit("age", change=2), edit("beard", target=3)]),
+    ("add glasses and make her smile", [edit("eyeglasses", target=2), edit("smiling", target=2)]),
+    ("remove the glasses and the beard", [edit("eyeglasses", target=0), edit("beard", target=0)]),
+    ("make him older, add glasses and remove the smile",
+     [edit("age", change=2), edit("eyeglasses", target=2), edit("smiling", target=0)]),
+    # negation
+    ("don't add glasses, just smile", [edit("smiling", target=2)]),
+    ("no more changes to the beard, but make him older", [edit("age", change=2)]),
+    ("keep the smile as it is but add a beard", [edit("beard", target=3)]),
+    ("leave the glasses alone and remove the beard", [edit("beard", target=0)]),
+    ("I don't want any glasses", [edit("eyeglasses", target=0)]),
+    ("don't smile", [edit("smiling", target=0)]),
+    ("without sunglasses", [edit("eyeglasses", target=0)]),          # what goes, not a degree
+    ("make the sunglasses lighter", [edit("eyeglasses", change=-2)]),  # the subject, not a degree
+    ("I don't want rimless glasses, I want thick ones", [edit("eyeglasses", target=3)]),
+    ("he's too old and serious", [edit("age", change=-2), edit("smiling", change=2)]),
+    ("make her look 5 years younger", [edit("age", change=-2)]),
+    ("set the smile to 4", [edit("smiling", target=4)]),
+    # typos
+    ("make her smle more", [edit("smiling", change=2)]),
+    ("add some glases", [edit("eyeglasses", target=2)]),
+    ("make him oldr", [edit("age", change=2)]),
+    ("a bit more beerd", [edit("beard", change=1)]),
+    ("sunglases please", [edit("eyeglasses", target=4)]),
+    # commands
+    ("undo", [{"name": "undo", "args": {"steps": 1}}]),
+    ("undo the last two", [{"name": "undo", "args": {"steps": 2}}]),
+    ("undo the last 3 changes", [{"name": "undo", "args": {"steps": 3}}]),
+    ("can you redo that", [{"name": "redo", "args": {"steps": 1}}]),
+    ("start over", [{"name": "reset", "args": {}}]),
+    ("back to the original please", [{"name": "reset", "args": {}}]),
+    ("another face", [{"name": "new_face", "args": {}}]),
+    ("show me a new person, seed 7", [{"name": "new_face", "args": {"seed": 7}}]),
+    ("what do you see", [{"name": "describe", "args": {}}]),
+    ("describe the face", [{"name": "describe", "args": {}}]),
+    ("how old does she look?", [{"name": "describe", "args": {}}]),
+    ("is he smiling?", [{"name": "describe", "args": {}}]),
+]
+
+
+@pytest.mark.parametrize("text,expected", REQUESTS, ids=[t for t, _ in REQUESTS])
+def test_request_becomes_the_expected_calls(text, expected):
+    assert calls(text) == expected
+
+
+# (message, context, expected calls): follow-ups and answers that need the dialog
+FOLLOW_UPS = [
+    ("a bit more", SMILED, [edit("smiling", change=1)]),
+    ("more", MADE_YOUNGER, [edit("age", change=-1)]),                # more of the last change: younger
+    ("a lot more", SMILED, [edit("smiling", change=3)]),
+    ("keep going", GREW_BEARD, [edit("beard", change=1)]),
+    ("even longer", GREW_BEARD, [edit("beard", change=2)]),
+    ("less", SMILED, [edit("smiling", change=-1)]),
+    ("too much, go back a little", SMILED, [edit("smiling", change=-1)]),
+    ("that's too much", MADE_YOUNGER, [edit("age", change=1)]),
+    ("make it shorter", GREW_BEARD, [edit("beard", change=-2)]),
+    ("remove it", GREW_BEARD, [edit("beard", target=0)]),
+    ("add a pair of glasses", DialogContext(degrees={"eyeglasses": 3}), [edit("eyeglasses", change=1)]),
+    ("yes", ASKED_GLASSES, [edit("eyeglasses", target=2)]),
+    ("yeah, go ahead", ASKED_GLASSES, [edit("eyeglasses", target=2)]),
+    ("sure, and make her older", ASKED_GLASSES, [edit("eyeglasses", target=2), edit("age", change=2)]),
+    ("no, add a beard instead", ASKED_GLASSES, [edit("beard", target=3)]),
+]
+
+
+@pytest.mark.parametrize("text,context,expected", FOLLOW_UPS, ids=[f"{t} ({c.focus})" for t, c, _ in FOLLOW_UPS])
+def test_follow_up_uses_the_dialog_context(text, context, expected):
+    assert calls(text, context) == expected
+
+
+@pytest.mark.parametrize("text", ["a bit more", "even longer", "less", "too much, go back a little", "keep going"])
+def test_follow_up_without_focus_is_unknown(text):
+    assert parse(text) == [Intent("unknown")]
+
+
+def test_follow_up_that_does_not_fit_the_focus_is_unknown():
+    assert parse("even longer", SMILED) == [Intent("unknown")]   # a smile is not long
+
+
+@pytest.mark.parametrize("text", ["no", "no thanks", "nope", "not now"])
+def test_no_declines_the_suggestion(text):
+    assert parse(text, ASKED_GLASSES) == [Intent("decline")]
+
+
+def test_declining_and_asking_for_something_else():
+    assert kinds("no, add a beard instead", ASKED_GLASSES) == ["decline", "edit"]
+
+
+def test_yes_without_a_question_does_nothing():
+    assert parse("ok") == [Intent("unknown")]
+
+
+def test_no_beard_is_an_edit_even_with_a_pending_question():
+    assert calls("no beard", ASKED_GLASSES) == [edit("beard", target=0)]
+
+
+@pytest.mark.parametrize("text,thing", [
+    ("make the background blue", "background"),
+    ("add a hat", "hat"),
+    ("give her earrings", "earrings"),
+    ("put some makeup on her", "makeup"),
+    ("make her hair blonde", "hair colour"),
+    ("make her eyes green", "eyes"),
+])
+def test_out_of_scope_names_the_thing_and_edits_nothing(text, thing):
+    assert parse(text) == [Intent("out_of_scope", thing=thing)]
+    assert calls(text) == []
+
+
+def test_mixed_message_gives_the_edit_and_the_out_of_scope_thing():
+    intents = parse("make her smile and change the background to a beach")
+    assert Intent("out_of_scope", thing="background") in intents
+    assert intents_to_calls(intents) == [edit("smiling", target=2)]
+
+
+def test_out_of_scope_comparative_does_not_touch_the_focus():
+    assert parse("make the background darker", DialogContext(focus="eyeglasses", last_change=1)) == [
+        Intent("out_of_scope", thing="background")]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "?!", "asdfgh qwerty", "hello", "the bread is good",
+                                  "I think she looks fine", "Let me have a look. It would be nicer this way."])
+def test_empty_garbage_and_chatter_are_unknown(text):
+    assert parse(text) == [Intent("unknown")]
+    assert parse(text, SMILED) == [Intent("unknown")]
+
+
+@pytest.mark.parametrize("text", ["don't make him older", "please don't touch the glasses", "never add a beard",
+                                  "I don't want the glasses to change", "no more changes to the beard"])
+def test_negated_requests_edit_nothing(text):
+    assert calls(text) == []
+
+
+def test_typos_are_fixed_but_real_words_are_kept():
+    assert normalise("smle glases") == ["smile", "glasses"]
+    assert normalise("bread then think order") == ["bread", "then", "think", "order"]
+
+
+def test_intents_to_calls_keeps_only_tool_calls_and_drops_empty_arguments():
+    intents = [Intent("edit", "smiling", change=1), Intent("decline"), Intent("out_of_scope", thing="hat"),
+               Intent("unknown"), Intent("undo", steps=2), Intent("new_face"), Intent("reset"), Intent("describe")]
+    assert intents_to_calls(intents) == [
+        edit("smiling", change=1), {"name": "undo", "args": {"steps": 2}}, {"name": "new_face", "args": {}},
+        {"name": "reset", "args": {}}, {"name": "describe", "args": {}}]
+
+
+def test_every_edit_has_exactly_one_of_target_and_change_in_range():
+    for text, _ in REQUESTS:
+        for intent in parse(text):
+            if intent.kind == "edit":
+                assert (intent.target is None) != (intent.change is None), text
+                assert intent.target is None or 0 <= intent.target <= 5, text
+                assert intent.change is None or (intent.change != 0 and -5 <= intent.change <= 5), text
+
+
+@pytest.mark.skipif(DEFAULT_PATH is None, reason="shared/benchmarks/talk_to_edit_requests.jsonl not found")
+def test_these_sentences_are_not_benchmark_sentences():
+    def key(text):
+        return " ".join(w for w in normalise(text) if w.isalnum())
+
+    bench = {key(json.loads(line)["text"]) for line in DEFAULT_PATH.read_text().splitlines() if line.strip()}
+    mine = [t for t, _ in REQUESTS] + [t for t, _, _ in FOLLOW_UPS]
+    assert [t for t in mine if key(t) in bench] == []
+
+
+@pytest.mark.parametrize("context,message", [
+    (DialogContext(focus="hair"), "focus 'hair'"),
+    (DialogContext(degrees={"freckles": 2}), "freckles"),
+    (DialogContext(suggestion={"name": "paint", "args": {}}), "paint"),
+])
+def test_bad_context_fails_loudly(context, message):
+    with pytest.raises(ValueError, match=message):
+        parse("more", context)
