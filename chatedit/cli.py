@@ -43,6 +43,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "parse":
+        from chatedit import bench_parse
+
+        path = args.file or bench_parse.find_benchmark()
+        if path is None:
+            raise FileNotFoundError("benchmark file shared/benchmarks/talk_to_edit_requests.jsonl not found; pass --file")
+        result = bench_parse.run(bench_parse.rules_parse_calls, path)
+        print(json.dumps(result) if args.json else bench_parse.markdown(result))
+        return 0
+
     from chatedit.tools.builtin.backend import BuiltinBackend
 
     backend = BuiltinBackend.load(args.weights, args.device)
@@ -121,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--faces", type=int, default=200, help="held-out faces (each edited once per attribute)")
     _add_weights(b)
     _add_device(b)
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("parse", help="the built-in language understanding on labelled single-turn requests")
+    b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    b.add_argument("--file", type=Path, default=None,
+                   help="requests JSONL (default: shared/benchmarks/talk_to_edit_requests.jsonl, searched upwards)")
     b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sheet", help="render a contact sheet: faces × the six degrees of each attribute")

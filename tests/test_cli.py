@@ -7,7 +7,7 @@ import pytest
 
 from chatedit import cli
 
-SUBCOMMANDS = [["train", "builtin"], ["train", "field"], ["bench", "builtin"], ["bench", "edit"], ["sheet"], ["serve"], ["replay"], ["parse"], ["train"], ["bench"]]
+SUBCOMMANDS = [["train", "builtin"], ["train", "field"], ["bench", "builtin"], ["bench", "edit"], ["bench", "parse"], ["sheet"], ["serve"], ["replay"], ["parse"], ["train"], ["bench"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w))
