@@ -93,6 +93,7 @@ def run(backend: BuiltinBackend, people: int = 300, variants: int = 4, refine: i
         "identity_other_mean": round(float(sim[~same & upper].mean()), 3),
         "eval_agreement_within1": _per_attribute((eval_on_recon - labels).abs() <= 1),
         "eval_exact_on_renders": _per_attribute(eval_on_render == labels),
+        "eval_exact_on_reconstructions": _per_attribute(eval_on_recon == labels),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
