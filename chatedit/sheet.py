@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from chatedit.attributes import load_attributes
 from chatedit.images import to_pil
-from chatedit.tools.builtin.renderer import IDENTITY, Portraits, render, sample_portraits
+from chatedit.tools.builtin.renderer import IDENTITY, Portraits, is_plausible, render, sample_portraits
 
 CELL = 128
 LABEL_W = 110
@@ -72,7 +72,12 @@ def edit_sheet(backend, seed: int = 3, frames: int = 7) -> Image.Image:
     attributes = load_attributes()
     rows: list[tuple[str, list[torch.Tensor], list[str]]] = []
     for a, attribute in enumerate(attributes):
-        w = backend.sample(seed + (17 if attribute.name == "beard" else 0))
+        face_seed = seed
+        if attribute.name == "beard":  # a person the world lets grow a full beard
+            full = torch.tensor([[0.0, 0.0, 5.0, 0.0, 3.0]])
+            while not (is_plausible(sample_portraits(1, face_seed).identity, full)[0]):
+                face_seed += 1
+        w = backend.sample(face_seed)
         image = backend.generate(w)
         start = int(backend.predict(image).degrees[0, a])
         target = 0 if start >= 3 else 5
@@ -82,7 +87,7 @@ def edit_sheet(backend, seed: int = 3, frames: int = 7) -> Image.Image:
             walk = result.frames[: result.chosen + 1]
             picks = [walk[round(i * (len(walk) - 1) / (frames - 1))] for i in range(frames)]
             captions = [f"{f.degrees[attribute.name]}" for f in picks]
-            label = f"{attribute.label} {start}→{target}\n{method}\nid {result.identity_similarity:.2f}"
+            label = f"{attribute.label} {start} to {target}\n{method}\nid {result.identity_similarity:.2f}"
             rows.append((label, [f.image for f in picks], captions))
 
     width = LABEL_W + frames * CELL
