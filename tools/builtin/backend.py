@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from chatedit.attributes import attribute_names
 
-from .fields import mahalanobis
+from .fields import latent_precision, mahalanobis
 from .loading import BuiltinModels, load_builtin
 from .models import identity_similarity
 from .renderer import render, sample_portraits
@@ -36,6 +36,8 @@ class BuiltinBackend:
         self.models = models
         self.device = models.device
         self.attributes = attribute_names()
+        # computed once: the walk checks every step's distance from where real codes live
+        self.precision = latent_precision(models.generator)
 
     @classmethod
     def load(cls, weights_dir: str | Path | None = None, device: str | None = None) -> "BuiltinBackend":
@@ -61,7 +63,7 @@ class BuiltinBackend:
         if refine_steps <= 0:
             return w
         generator = self.models.generator
-        precision = torch.linalg.inv(generator.w_cov + 1e-4 * torch.eye(generator.w_dim, device=self.device))
+        precision = self.precision
         w = w.clone().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=lr)
         for _ in range(refine_steps):
@@ -105,4 +107,4 @@ class BuiltinBackend:
 
     @torch.no_grad()
     def latent_distance(self, w: torch.Tensor) -> torch.Tensor:
-        return mahalanobis(self.models.generator, w)
+        return mahalanobis(self.models.generator, w, self.precision)

@@ -78,9 +78,14 @@ def render_pairs(encoder: Encoder, data: RenderSet, codes: torch.Tensor, attribu
     return Pairs(*(torch.cat(parts) for parts in zip(*found)))
 
 
-def mahalanobis(generator: Generator, w: torch.Tensor) -> torch.Tensor:
+def latent_precision(generator: Generator) -> torch.Tensor:
+    """Inverse covariance of the training codes (w_dim, w_dim), lightly regularised."""
+    return torch.linalg.inv(generator.w_cov + 1e-4 * torch.eye(generator.w_dim, device=generator.w_cov.device))
+
+
+def mahalanobis(generator: Generator, w: torch.Tensor, precision: torch.Tensor | None = None) -> torch.Tensor:
     """Distance of codes (B, w_dim) from the training codes' mean, in units of their spread (≈1 for real codes)."""
-    precision = torch.linalg.inv(generator.w_cov + 1e-4 * torch.eye(generator.w_dim, device=w.device))
+    precision = latent_precision(generator) if precision is None else precision
     centred = w - generator.w_mean
     return torch.einsum("bi,ij,bj->b", centred, precision, centred).clamp(min=0).div(generator.w_dim).sqrt()
 
