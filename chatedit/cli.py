@@ -22,6 +22,10 @@ def _add_weights(parser: argparse.ArgumentParser) -> None:
                         help="folder with the built-in models (default: the weights shipped in the package)")
 
 
+def _add_llm(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--llm", default="rules", help="chat model: rules (built in, the default)")
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -49,7 +53,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         path = args.file or bench_parse.find_benchmark()
         if path is None:
             raise FileNotFoundError("benchmark file shared/benchmarks/talk_to_edit_requests.jsonl not found; pass --file")
-        result = bench_parse.run(bench_parse.rules_parse_calls, path)
+        from chatedit.agent import first_response
+        from chatedit.llms import make_chat_model
+
+        llm = make_chat_model(args.llm)
+        result = bench_parse.run(lambda text: first_response(llm, text)["calls"], path)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
 
@@ -66,6 +74,78 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench.run(backend, people=args.people)
     print(json.dumps(result) if args.json else bench.markdown(result))
     return 0
+
+
+# --------------------------------------------------------------------------- parse
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from chatedit.agent import first_response
+    from chatedit.llms import make_chat_model
+
+    llm = make_chat_model(args.llm)
+    if args.jsonl is None:
+        if args.text is None:
+            raise ValueError("give a request to parse, or --jsonl FILE")
+        print(json.dumps(first_response(llm, args.text)))
+        return 0
+    lines = sys.stdin if str(args.jsonl) == "-" else args.jsonl.open()
+    with lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{args.jsonl}:{number}: expected a JSON object with a \"text\" field ({err})")
+            print(json.dumps(first_response(llm, str(text))), flush=False)
+    return 0
+
+
+# --------------------------------------------------------------------------- chat
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Talk to a face in the terminal (or run ``--say`` messages in order); the face is saved after every turn."""
+    from chatedit.agent import Reply, ToolEvent, build_agent
+    from chatedit.images import from_pil, to_pil
+
+    agent = build_agent(llm=args.llm, seed=args.seed)
+    image = None
+    if args.image is not None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            image = from_pil(Image.open(args.image), agent.editor.backend.resolution)
+        except (OSError, UnidentifiedImageError) as err:
+            raise ValueError(f"cannot read {args.image} as an image ({err})")
+    session, opened = agent.open(seed=args.face, image=image)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    to_pil(opened.image).save(args.out)
+    print(f"chatedit> {opened.text}  [{args.out}]")
+    messages = iter(args.say) if args.say else _prompt_lines()
+    for text in messages:
+        if args.say:
+            print(f"you> {text}")
+        for event in agent.chat(session.id, text):
+            if isinstance(event, ToolEvent) and args.verbose:
+                print(f"  [{event.name} {json.dumps(event.args)}: {'ok' if event.ok else 'refused'}]")
+            elif isinstance(event, Reply):
+                if event.image is not None:
+                    to_pil(event.image).save(args.out)
+                print(f"chatedit> {event.text}")
+    return 0
+
+
+def _prompt_lines():
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            return
+        if line.strip().lower() in {"quit", "exit", "bye"}:
+            return
+        yield line
 
 
 # --------------------------------------------------------------------------- sheet
@@ -137,7 +217,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--file", type=Path, default=None,
                    help="requests JSONL (default: shared/benchmarks/talk_to_edit_requests.jsonl, searched upwards)")
+    _add_llm(b)
     b.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("parse", help="show the tool calls the chat model makes for a request, in a fresh session")
+    p.add_argument("text", nargs="?", default=None, help="the request, e.g. \"make her smile a bit more\"")
+    p.add_argument("--jsonl", type=Path, default=None,
+                   help="read lines with a \"text\" field from FILE (- for stdin); print one JSON object per line")
+    _add_llm(p)
+    p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser("chat", help="talk to a face in the terminal; the face is saved as a PNG after every turn")
+    p.add_argument("--say", action="append", default=[], metavar="TEXT",
+                   help="a message to send instead of reading the terminal (repeat for several turns)")
+    p.add_argument("--face", type=int, default=None, help="seed of the generated face to start from")
+    p.add_argument("--image", type=Path, default=None, help="start from this photo instead of a generated face")
+    p.add_argument("--out", type=Path, default=Path("chatedit_face.png"), help="where the current face is saved")
+    p.add_argument("--seed", type=int, default=None, help="seed for new faces asked for without one")
+    _add_llm(p)
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("sheet", help="render a contact sheet: faces × the six degrees of each attribute")
     p.add_argument("--out", type=Path, default=Path("degree_sheet.png"))
@@ -152,7 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, issue in (
         ("serve", "open the chat page in a browser (Gradio)", "the Gradio app (issue #6)"),
         ("replay", "replay scripted conversations and check what happened", "scripted replays (issue #5)"),
-        ("parse", "show the tool calls the language model makes for a request", "the dialog engine (issue #4)"),
     ):
         p = sub.add_parser(name, help=f"{help_text} [not yet available]")
         p.set_defaults(func=_later(issue))

@@ -47,7 +47,8 @@ class DialogContext:
 
 @dataclass(frozen=True)
 class Intent:
-    kind: str   # "edit" | "undo" | "redo" | "reset" | "new_face" | "describe" | "decline" | "out_of_scope" | "unknown"
+    kind: str   # "edit" | "undo" | "redo" | "reset" | "new_face" | "describe" | "decline" | "content" | "out_of_scope"
+    #             | "unknown"
     attribute: str | None = None
     target: int | None = None
     change: int | None = None
@@ -554,7 +555,11 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
         r.cues.append(Cue(ADD, dict(every), "verb", "make", intensity or 0))
         r.verb = "add"
 
-    # 7. nothing but names: "the beard", "glasses please"
+    # 7. nothing but names: "the beard", "glasses please"; with an intensity, a step: "smile a bit"
+    plain = all(s.has("name") or s.words[0] in vocab.fillers for s in spans if not s.has("intensity"))
+    if r.names and not r.cues and plain and intensity is not None:
+        r.cues.append(Cue(ADD, dict(every), "verb", "add", intensity))
+        r.verb = "add"
     r.bare = bool(r.names) and not r.cues and all(s.has("name") or s.words[0] in vocab.fillers for s in spans)
     return r
 
@@ -703,6 +708,9 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     elif _covered(first, vocab.answers["no"]):
         clauses = clauses[1:]
         slots.append(Intent("decline"))
+    elif _covered(first, vocab.answers["content"]):
+        clauses = clauses[1:]
+        slots.append(Intent("content"))
 
     # 3. read each clause: a command, or cues bound to attributes
     cues: dict[str, list[Cue]] = defaultdict(list)

@@ -1,5 +1,6 @@
 """The command line: every subcommand answers --help, and help never loads torch."""
 
+import json
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 
 from chatedit import cli
 
-SUBCOMMANDS = [["train", "builtin"], ["train", "field"], ["bench", "builtin"], ["bench", "edit"], ["bench", "parse"], ["sheet"], ["serve"], ["replay"], ["parse"], ["train"], ["bench"]]
+SUBCOMMANDS = [["chat"], ["train", "builtin"], ["train", "field"], ["bench", "builtin"], ["bench", "edit"], ["bench", "parse"], ["sheet"], ["serve"], ["replay"], ["parse"], ["train"], ["bench"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w))
@@ -32,3 +33,34 @@ def test_help_imports_no_heavy_library():
 def test_commands_not_built_yet_say_so(capsys):
     assert cli.main(["serve"]) == 2
     assert "not available yet" in capsys.readouterr().err
+
+
+def test_parse_prints_the_calls_and_reply_for_a_fresh_session(capsys):
+    assert cli.main(["parse", "make her smile a bit more and add thin specs"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["calls"] == [{"name": "edit_attribute", "args": {"attribute": "smiling", "change": 1}},
+                            {"name": "edit_attribute", "args": {"attribute": "eyeglasses", "target": 2}}]
+    assert cli.main(["parse", "put a hat on him"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["calls"] == [] and "hat" in out["reply"]
+
+
+def test_parse_jsonl_answers_every_line_in_order(tmp_path, capsys):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"text": "undo twice"}\n\n{"text": "shave him", "id": 7}\n{"text": "a new face, seed 12"}\n')
+    assert cli.main(["parse", "--jsonl", str(requests)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["calls"] for line in lines] == [
+        [{"name": "undo", "args": {"steps": 2}}],
+        [{"name": "edit_attribute", "args": {"attribute": "beard", "target": 0}}],
+        [{"name": "new_face", "args": {"seed": 12}}],
+    ]
+
+
+def test_parse_rejects_bad_input_with_a_message(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "smile"}\nnot json\n')
+    assert cli.main(["parse", "--jsonl", str(bad)]) == 1
+    assert "bad.jsonl:2" in capsys.readouterr().err
+    assert cli.main(["parse", "smile", "--llm", "gpt-99"]) == 1
+    assert "unknown chat model 'gpt-99'" in capsys.readouterr().err

@@ -258,3 +258,13 @@ def test_these_sentences_are_not_benchmark_sentences():
 def test_bad_context_fails_loudly(context, message):
     with pytest.raises(ValueError, match=message):
         parse("more", context)
+
+
+@pytest.mark.parametrize("text", ["smile a bit", "smile a little", "a little smile", "just a touch of a smile"])
+def test_a_name_with_an_intensity_is_a_small_step(text):
+    assert calls(text) == [edit("smiling", change=1)]
+
+
+@pytest.mark.parametrize("text", ["perfect", "thanks!", "great", "that's enough", "looks good"])
+def test_being_pleased_never_runs_the_pending_suggestion(text):
+    assert parse(text, ASKED_GLASSES) == [Intent("content")]

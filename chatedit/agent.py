@@ -1,0 +1,262 @@
+"""The agent: the standard LangChain tool-calling loop over one session's tools, streaming frames.
+
+For each message: the chat model (with the tools bound) answers with ``AIMessage.tool_calls``;
+each call runs as a tool bound to this session and comes back as a ``ToolMessage``; the model
+sees the results and answers in words. The loop works with any LangChain chat model; the
+built-in one is ``RulesChatModel``.
+
+``Agent.chat`` is a generator of events: a ``FrameEvent`` for every frame of an edit while the
+edit runs, a ``ToolEvent`` per finished call, then one ``Reply``. Sessions are keyed by id and
+hold only their own state and messages; the editor and its models are shared, read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Iterator
+
+import torch
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from chatedit.attributes import load_attributes
+from chatedit.editor import EditError, Editor, Outcome
+from chatedit.feedback import load_feedback
+from chatedit.state import DialogState, Turn
+from chatedit.toolkit import make_tools
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class FrameEvent:
+    call_id: str
+    attribute: str
+    step: int
+    image: torch.Tensor  # (3, H, W) in [0, 1]
+    degrees: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ToolEvent:
+    call_id: str
+    name: str
+    args: dict
+    text: str
+    ok: bool
+    changed: bool
+    image: torch.Tensor | None  # the face after the call, when it changed
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    image: torch.Tensor | None  # the face shown at the end of the turn
+    degrees: dict[str, int]
+    calls: list[dict]  # {"name", "args", "ok"} in the order they ran
+
+
+Event = FrameEvent | ToolEvent | Reply
+
+
+@dataclass
+class Session:
+    id: str
+    state: DialogState = field(default_factory=DialogState)
+    messages: list[BaseMessage] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def system_prompt(state: DialogState) -> str:
+    """The system message: what the assistant can do, and the session's state as JSON."""
+    template = resources.files("chatedit.prompts").joinpath("system.md").read_text()
+    scales = "\n".join(f"- {a.name}: " + "; ".join(f"{i} {d}" for i, d in enumerate(a.degrees))
+                       for a in load_attributes())
+    snapshot = {
+        "degrees": dict(state.current.degrees) if state.has_face else None,
+        "focus": state.focus, "last_change": state.last_change, "question": state.question,
+        "can_undo": state.can_undo(), "can_redo": state.can_redo(),
+    }
+    return template.format(scales=scales, state=json.dumps(snapshot))
+
+
+class Agent:
+    def __init__(self, editor: Editor, llm: BaseChatModel, max_rounds: int = 4, memory_turns: int = 12):
+        self.editor = editor
+        self.llm = llm
+        self.max_rounds = max_rounds
+        self.memory_turns = memory_turns
+        self.sessions: dict[str, Session] = {}
+
+    # ----------------------------------------------------------------- sessions
+
+    def open(self, session_id: str | None = None, seed: int | None = None,
+             image: torch.Tensor | None = None) -> tuple[Session, Outcome]:
+        """A new session with its first face: ``image`` (3, H, W) if given, else a generated one."""
+        session = Session(session_id or uuid.uuid4().hex)
+        if session.id in self.sessions:
+            raise ValueError(f"session {session.id!r} is already open")
+        outcome = self.editor.upload(session.state, image) if image is not None \
+            else self.editor.new_face(session.state, seed)
+        self.sessions[session.id] = session
+        return session, outcome
+
+    def close(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+
+    def session(self, session_id: str) -> Session:
+        if session_id not in self.sessions:
+            raise KeyError(f"no open session {session_id!r}")
+        return self.sessions[session_id]
+
+    # ----------------------------------------------------------------- a turn
+
+    def respond(self, session_id: str, text: str) -> Reply:
+        """Runs a whole turn and returns its reply (frames are dropped)."""
+        reply = None
+        for event in self.chat(session_id, text):
+            if isinstance(event, Reply):
+                reply = event
+        return reply
+
+    def chat(self, session_id: str, text: str) -> Iterator[Event]:
+        session = self.session(session_id)
+        with session.lock:  # one turn at a time per session; other sessions run freely
+            yield from self._turn(session, text)
+
+    def _turn(self, session: Session, text: str) -> Iterator[Event]:
+        state = session.state
+        # 1. refuse what cannot be a request, leaving everything as it was
+        if not isinstance(text, str) or not text.strip():
+            yield self._reply(state, "Please type what you would like to change.", [])
+            return
+        if len(text) > MAX_MESSAGE_CHARS:
+            yield self._reply(state, f"That message is {len(text)} characters long; please keep requests under "
+                                     f"{MAX_MESSAGE_CHARS}.", [])
+            return
+
+        # 2. the conversation so far, the session's state, the new message
+        frames: queue.Queue = queue.Queue()
+        current_call: dict = {}
+
+        def on_frame(frame) -> None:
+            frames.put(FrameEvent(current_call.get("id", ""), current_call.get("attribute", ""), frame.step,
+                                  frame.image, frame.degrees))
+
+        tools = {t.name: t for t in make_tools(self.editor, state, on_frame)}
+        model = self.llm.bind_tools(list(tools.values()))
+        human = HumanMessage(text)
+        messages = [SystemMessage(system_prompt(state)), *self._memory(session), human]
+        new: list[BaseMessage] = [human]
+        calls: list[dict] = []
+        answer: str | None = None
+
+        # 3. the tool-calling loop
+        for _ in range(self.max_rounds):
+            try:
+                ai = model.invoke(messages)
+            except Exception as error:  # a real model's server can fail; the session must not
+                logger.exception("chat model failed")
+                answer = f"The language model failed ({type(error).__name__}: {error}); nothing was changed by it."
+                break
+            messages.append(ai)
+            new.append(ai)
+            if not ai.tool_calls:
+                answer = ai.text
+                break
+            for call in ai.tool_calls:
+                current_call.clear()
+                current_call.update(id=call["id"], attribute=call["args"].get("attribute", ""))
+                result = yield from self._run_tool(tools, call, frames)
+                messages.append(result)
+                new.append(result)
+                artifact = result.artifact or {}
+                ok = result.status != "error"
+                calls.append({"name": call["name"], "args": call["args"], "ok": ok})
+                yield ToolEvent(call["id"], call["name"], call["args"], result.text, ok,
+                                bool(artifact.get("changed")), artifact.get("image"))
+        if answer is None or not answer.strip():  # the model stopped without words: report the tools' own
+            answer = " ".join(m.text for m in new if isinstance(m, ToolMessage)) or load_feedback().say("unknown")
+            if not isinstance(new[-1], AIMessage) or new[-1].tool_calls:
+                new.append(AIMessage(answer))
+
+        # 4. remember the turn
+        session.messages.extend(new)
+        reply = self._reply(state, answer, calls)
+        state.turns.append(Turn(text, [{k: c[k] for k in ("name", "args", "ok")} for c in calls], answer,
+                                dict(reply.degrees)))
+        yield reply
+
+    def _run_tool(self, tools: dict, call: dict, frames: queue.Queue):
+        """Runs one call in a worker thread, yielding its frames as they come; returns the ``ToolMessage``."""
+        tool = tools.get(call["name"])
+        if tool is None:
+            known = ", ".join(tools)
+            return ToolMessage(f"there is no tool {call['name']!r}; the tools are {known}", tool_call_id=call["id"],
+                               name=call["name"], status="error")
+        box: dict = {}
+
+        def work() -> None:
+            try:
+                box["message"] = tool.invoke({**call, "type": "tool_call"})
+            except Exception as error:  # a bug, not a bad request: log it, keep the session
+                logger.exception("tool %s failed", call["name"])
+                box["message"] = ToolMessage(f"{call['name']} failed unexpectedly ({type(error).__name__}); the face "
+                                             "was left as it was", tool_call_id=call["id"], name=call["name"],
+                                             status="error")
+            finally:
+                frames.put(None)
+
+        worker = threading.Thread(target=work, name=f"tool-{call['name']}", daemon=True)
+        worker.start()
+        try:
+            while (event := frames.get()) is not None:
+                yield event
+        finally:
+            worker.join()
+        return box["message"]
+
+    def _memory(self, session: Session) -> list[BaseMessage]:
+        """The last ``memory_turns`` turns of this session, cut at a person's message."""
+        starts = [i for i, m in enumerate(session.messages) if isinstance(m, HumanMessage)]
+        if len(starts) <= self.memory_turns:
+            return list(session.messages)
+        return session.messages[starts[-self.memory_turns]:]
+
+    def _reply(self, state: DialogState, text: str, calls: list[dict]) -> Reply:
+        if not state.has_face:
+            return Reply(text, None, {}, calls)
+        return Reply(text, self.editor.image(state), dict(state.current.degrees), calls)
+
+
+def first_response(llm: BaseChatModel, text: str, state: DialogState | None = None) -> dict:
+    """What a chat model does with ``text`` in a session (fresh by default), before any tool runs:
+    ``{"calls": [{"name", "args"}], "reply": text}``. Used by ``chatedit parse`` and ``bench parse``."""
+    state = state or DialogState()
+    model = llm.bind_tools(make_tools(None, state))
+    ai = model.invoke([SystemMessage(system_prompt(state)), HumanMessage(text)])
+    return {"calls": [{"name": c["name"], "args": c["args"]} for c in ai.tool_calls], "reply": ai.text}
+
+
+def build_agent(backend: str = "builtin", llm: str = "rules", seed: int | None = None,
+                method: str = "field") -> Agent:
+    """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm``)."""
+    from chatedit.llms import make_chat_model
+
+    if backend != "builtin":
+        raise ValueError(f"unknown backend {backend!r}; available: builtin")
+    from chatedit.tools.builtin.backend import BuiltinBackend
+
+    return Agent(Editor(BuiltinBackend.load(), method=method, seed=seed), make_chat_model(llm))
+
+
+__all__ = ["Agent", "EditError", "Event", "FrameEvent", "Reply", "Session", "ToolEvent", "build_agent", "first_response",
+           "system_prompt"]

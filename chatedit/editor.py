@@ -1,0 +1,193 @@
+"""The session operations behind the agent's tools: edit, undo, redo, reset, new face, describe.
+
+An ``Editor`` holds the (shared, read-only) backend; every call takes the session's own
+``DialogState`` and either changes it completely or not at all. Each returns an ``Outcome``:
+the sentence the person and the model read, and the face shown afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from chatedit.attributes import MAX_DEGREE, attribute_names
+from chatedit.feedback import Feedback, load_feedback
+from chatedit.state import DialogState, Entry
+from chatedit.tools.walk import FaceState, Frame, Method, edit
+
+logger = logging.getLogger(__name__)
+
+
+class EditError(ValueError):
+    """A request the editor refuses, with a message meant for the person and the model."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    text: str
+    changed: bool  # whether the face shown is a different one now
+    image: torch.Tensor | None  # (3, H, W) in [0, 1]: the face shown after the call
+    question: str | None = None  # a follow-up the assistant now asks (its call is ``state.question``)
+
+
+class Editor:
+    def __init__(self, backend, method: Method = "field", max_steps: int = 64, seed: int | None = None,
+                 refine_steps: int = 40, feedback: Feedback | None = None):
+        self.backend = backend
+        self.method = method
+        self.max_steps = max_steps
+        self.refine_steps = refine_steps
+        self.feedback = feedback or load_feedback()
+        self._seeds = random.Random(seed)  # only for new faces asked for without a seed
+
+    # ----------------------------------------------------------------- faces
+
+    @torch.no_grad()
+    def read(self, latent: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
+        image = self.backend.generate(latent)
+        degrees = self.backend.predict(image).degrees[0]
+        return image[0], {name: int(degrees[i]) for i, name in enumerate(self.backend.attributes)}
+
+    def image(self, state: DialogState) -> torch.Tensor:
+        return self.read(state.current.latent)[0]
+
+    def _push(self, state: DialogState, latent: torch.Tensor, action: str, face: int) -> torch.Tensor:
+        image, degrees = self.read(latent)
+        state.push(Entry(latent.detach().float().cpu(), degrees, action, face))
+        return image
+
+    def new_face(self, state: DialogState, seed: int | None = None) -> Outcome:
+        if seed is None:
+            seed = self._seeds.randrange(1_000_000)
+        if not 0 <= seed < 2**31:
+            raise EditError(f"seed must be a whole number from 0 to {2**31 - 1}, got {seed}")
+        image = self._push(state, self.backend.sample(seed), f"new face (seed {seed})", state.next_face_id())
+        self._forget_dialog(state)
+        text = self.feedback.say("new_face.done", seed=seed, describe=self.feedback.describe(state.current.degrees))
+        return Outcome(text, True, image)
+
+    def upload(self, state: DialogState, image: torch.Tensor) -> Outcome:
+        """Starts a new face from an image (3, H, W) in [0, 1] at the backend's resolution."""
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise EditError(f"an image must be (3, H, W), got {tuple(image.shape)}")
+        latent = self.backend.encode(image[None], refine_steps=self.refine_steps)
+        shown = self._push(state, latent, "uploaded photo", state.next_face_id())
+        self._forget_dialog(state)
+        return Outcome("Got it. " + self.feedback.describe(state.current.degrees), True, shown)
+
+    def describe(self, state: DialogState) -> Outcome:
+        if not state.has_face:
+            return Outcome(self.feedback.say("no_face"), False, None)
+        state.question = None
+        return Outcome(self.feedback.describe(state.current.degrees), False, None)
+
+    # ----------------------------------------------------------------- history
+
+    def undo(self, state: DialogState, steps: int = 1) -> Outcome:
+        return self._move(state, -steps, "undo")
+
+    def redo(self, state: DialogState, steps: int = 1) -> Outcome:
+        return self._move(state, steps, "redo")
+
+    def _move(self, state: DialogState, steps: int, kind: str) -> Outcome:
+        if not state.has_face:
+            return Outcome(self.feedback.say("no_face"), False, None)
+        before = state.current.degrees
+        moved = state.move(steps)
+        if moved == 0:
+            return Outcome(self.feedback.say(f"{kind}.nothing"), False, None)
+        self._forget_dialog(state)
+        changes = self.feedback.changes(before, state.current.degrees)
+        key = f"{kind}.same" if not changes else f"{kind}.done" if moved == 1 else f"{kind}.done_many"
+        return Outcome(self.feedback.say(key, changes=changes, n=moved), True, self.image(state))
+
+    def reset(self, state: DialogState) -> Outcome:
+        if not state.has_face:
+            return Outcome(self.feedback.say("no_face"), False, None)
+        original = state.original
+        if torch.equal(original.latent, state.current.latent):
+            return Outcome(self.feedback.say("reset.nothing"), False, None)
+        before = state.current.degrees
+        image = self._push(state, original.latent, "reset", original.face)
+        self._forget_dialog(state)
+        changes = self.feedback.changes(before, state.current.degrees)
+        return Outcome(self.feedback.say("reset.done" if changes else "reset.same", changes=changes), True, image)
+
+    @staticmethod
+    def _forget_dialog(state: DialogState) -> None:
+        state.focus, state.last_change, state.question = None, None, None
+
+    # ----------------------------------------------------------------- the edit
+
+    def edit(self, state: DialogState, attribute: str, target: int | None = None, change: int | None = None,
+             on_frame: Callable[[Frame], None] | None = None) -> Outcome:
+        """Walks ``attribute`` to ``target`` (or by ``change``) and pushes the result, or leaves the state alone."""
+        # 1. check the request before touching anything
+        names = attribute_names()
+        if attribute not in names:
+            raise EditError(f"there is no attribute {attribute!r}; I can edit {', '.join(names)}")
+        if (target is None) == (change is None):
+            raise EditError(f"give exactly one of target or change (got target={target}, change={change})")
+        if target is not None and not 0 <= target <= MAX_DEGREE:
+            raise EditError(f"target must be a degree from 0 to {MAX_DEGREE}, got {target}")
+        if change is not None and (change == 0 or not -MAX_DEGREE <= change <= MAX_DEGREE):
+            raise EditError(f"change must be a non-zero whole number from -{MAX_DEGREE} to {MAX_DEGREE}, got {change}")
+        if not state.has_face:
+            raise EditError(self.feedback.say("no_face"))
+
+        # 2. walk, from the face shown now, measuring identity against this face's original
+        current = state.current
+        original_image = self.backend.generate(state.original.latent.to(self.backend.device))
+        face = FaceState(current.latent.to(self.backend.device), self.backend.identity(original_image))
+        result = edit(self.backend, face, attribute, target=target, change=change, method=self.method,
+                      max_steps=self.max_steps, on_frame=on_frame)
+        start, reached = result.start_degree, result.degrees[attribute]
+        logger.info("edit %s %d→%d (aim %d): %s in %d steps, identity %.3f", attribute, start, reached,
+                    result.target, result.reason or "reached", result.steps, result.identity_similarity)
+
+        # 3. keep the result when it moved the attribute towards the aim; otherwise change nothing
+        state.focus = attribute
+        progressed = (reached - start) * (result.target - start) > 0
+        if result.reason == "already_at_target" or not progressed:
+            state.last_change, state.question = None, None
+            key = "already" if result.reason == "already_at_target" else "failed"
+            return Outcome(self.feedback.edit(key, attribute, start), False, None)
+        state.push(Entry(result.latent.detach().float().cpu(), dict(result.degrees),
+                         f"{attribute} {start}→{reached}", current.face))
+        state.last_change = reached - start
+        state.edits += 1
+
+        # 4. say what changed, in words of the degree scale, and what could come next
+        sentences = [self.feedback.edit("reached" if result.reached else "partial", attribute, reached)]
+        for other in names:
+            if other != attribute and result.degrees[other] != current.degrees[other]:
+                sentences.append(self.feedback.edit("side_effect", other, result.degrees[other]))
+        state.question = self._question(state, attribute) if result.reached else None
+        question = state.question.pop("say") if state.question else None
+        return Outcome(" ".join(sentences), True, result.image, question)
+
+    def _question(self, state: DialogState, attribute: str) -> dict | None:
+        """Every other edit asks whether it is enough; the others offer an attribute not touched yet."""
+        degrees = state.current.degrees
+        up = state.last_change > 0
+        room = degrees[attribute] < MAX_DEGREE if up else degrees[attribute] > 0
+        if state.edits % 2 == 1 and room:
+            more = self.feedback.attribute(attribute)["more"]["up" if up else "down"]
+            return {"name": "edit_attribute", "args": {"attribute": attribute, "change": 1 if up else -1},
+                    "say": self.feedback.say("ask.more", more=more)}
+        names = list(attribute_names())
+        touched = {e.action.split(" ")[0] for e in state.entries if e.face == state.current.face}
+        start = names.index(attribute)
+        for other in names[start + 1:] + names[:start]:
+            if other in touched:
+                continue
+            offer = self.feedback.attribute(other)["offer"]["up" if degrees[other] == 0 else "down"]
+            if offer is None:
+                continue
+            return {"name": "edit_attribute", "args": {"attribute": other, **offer["args"]},
+                    "say": self.feedback.say("ask.offer", offer=offer["say"])}
+        return None

@@ -1,0 +1,105 @@
+"""The built-in language model (``--llm rules``): a deterministic LangChain chat model.
+
+It speaks the same protocol as any tool-calling chat model, so the agent loop cannot tell it
+from a real one: given a conversation ending in the person's message it answers with an
+``AIMessage`` carrying ``tool_calls`` (or with a reply when nothing is to be called); given the
+tool results it answers with the reply. It reads the dialog state (focus, last change, pending
+question, degrees) from the ``<state>`` block of the system message, as a real model would read
+it from the prompt. Understanding lives in ``chatedit.language``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Sequence
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from chatedit.feedback import load_feedback
+from chatedit.language import DialogContext, Intent, intents_to_calls, parse
+
+STATE_BLOCK = re.compile(r"<state>\s*(\{.*?\})\s*</state>", re.S)
+
+
+def read_state(messages: Sequence[BaseMessage]) -> DialogContext:
+    """The dialog context from the last system message's ``<state>`` JSON; empty when there is none."""
+    for message in reversed(messages):
+        if isinstance(message, SystemMessage):
+            match = STATE_BLOCK.search(message.text)
+            if match:
+                data = json.loads(match.group(1))
+                return DialogContext(focus=data.get("focus"), last_change=data.get("last_change"),
+                                     suggestion=data.get("question"), degrees=data.get("degrees"))
+    return DialogContext()
+
+
+def _describe_call(call: dict) -> str:
+    args = call["args"]
+    if call["name"] != "edit_attribute":
+        return call["name"].replace("_", " ")
+    if "target" in args:
+        return f"{args['attribute']} to degree {args['target']}"
+    return f"{args['attribute']} {args['change']:+d}"
+
+
+class RulesChatModel(BaseChatModel):
+    """Understands the five attributes and dialog follow-ups with rules; no weights, no network."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "chatedit-rules"
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any):
+        names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
+        return self.bind(tool_names=names, **kwargs)
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager=None,
+                  tool_names: Sequence[str] | None = None, **kwargs: Any) -> ChatResult:
+        if not messages:
+            raise ValueError("the rules model needs at least one message")
+        # the person's last message, and the tool results that came after it (if any)
+        turn_start = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage)) \
+            if any(isinstance(m, HumanMessage) for m in messages) else None
+        if turn_start is None:
+            return self._reply(load_feedback().say("unknown"))
+        human = messages[turn_start]
+        intents = parse(human.text, read_state(messages[:turn_start]))
+        results = [m for m in messages[turn_start + 1:] if isinstance(m, ToolMessage)]
+        calls = intents_to_calls(intents)
+        if tool_names is not None:
+            calls = [c for c in calls if c["name"] in tool_names]
+        notes = self._notes(intents, bool(calls))
+        if results or not calls:
+            # 2. after the tools ran (or when there is nothing to run): the reply, with the question last
+            said = [(m.artifact or {}).get("text", m.text) if isinstance(m.artifact, dict) else m.text for m in results]
+            question = results[-1].artifact.get("question") if results and isinstance(results[-1].artifact, dict) \
+                else None
+            return self._reply(" ".join([*said, *notes, *([question] if question else [])]).strip())
+        # 1. the calls, with a short plan as content
+        start = sum(len(m.tool_calls) for m in messages if isinstance(m, AIMessage))
+        tool_calls = [{"name": c["name"], "args": c["args"], "id": f"call_{start + i}", "type": "tool_call"}
+                      for i, c in enumerate(calls)]
+        plan = "; ".join(_describe_call(c) for c in calls)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=plan, tool_calls=tool_calls))])
+
+    @staticmethod
+    def _notes(intents: list[Intent], calling: bool) -> list[str]:
+        """What to say about the parts of the message that call no tool."""
+        feedback = load_feedback()
+        notes = []
+        for intent in intents:
+            if intent.kind == "out_of_scope":
+                notes.append(feedback.say("out_of_scope", thing=f"the {intent.thing}"))
+            elif intent.kind in ("decline", "content") and not calling:
+                notes.append(feedback.say(intent.kind))
+        if not calling and not notes:
+            notes.append(feedback.say("unknown"))
+        return notes
+
+    @staticmethod
+    def _reply(text: str) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])

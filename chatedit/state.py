@@ -1,0 +1,125 @@
+"""Per-session dialog state: the face's history with undo/redo, what is in focus, the open question.
+
+A session owns one ``DialogState``; nothing in it is shared between sessions. Every entry of the
+history is a whole face (its latent code and measured degrees), so undo and redo never recompute
+anything, and an edit that fails part-way leaves the history untouched. ``to_json`` /
+``from_json`` round-trip everything, latents included.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from chatedit.language import DialogContext
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One face in the history."""
+
+    latent: torch.Tensor  # (1, w_dim) float32, on the CPU
+    degrees: dict[str, int]  # as the steering predictor reads this face
+    action: str  # what made it: "start", "new face (seed 7)", "smiling 1→3", "reset"
+    face: int  # which face of the session it belongs to (new_face starts the next one)
+
+    def to_dict(self) -> dict:
+        return {"latent": self.latent.flatten().tolist(), "shape": list(self.latent.shape),
+                "degrees": dict(self.degrees), "action": self.action, "face": self.face}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Entry":
+        latent = torch.tensor(data["latent"], dtype=torch.float32).view(data["shape"])
+        return cls(latent, {k: int(v) for k, v in data["degrees"].items()}, str(data["action"]), int(data["face"]))
+
+
+@dataclass
+class Turn:
+    """One exchange, as logged: what the person said, the calls made, what was answered."""
+
+    user: str
+    calls: list[dict]
+    reply: str
+    degrees: dict[str, int]
+
+
+@dataclass
+class DialogState:
+    entries: list[Entry] = field(default_factory=list)
+    index: int = -1  # the entry shown now; entries after it are the redo branch
+    focus: str | None = None  # attribute last edited or discussed
+    last_change: int | None = None  # signed degrees the last edit moved the focus attribute
+    question: dict | None = None  # the call the assistant last proposed, e.g. {"name": "edit_attribute", "args": ...}
+    turns: list[Turn] = field(default_factory=list)
+    edits: int = 0  # successful edits so far (varies the follow-up questions)
+
+    # ----------------------------------------------------------------- reading
+
+    @property
+    def current(self) -> Entry:
+        if self.index < 0:
+            raise LookupError("the session has no face yet")
+        return self.entries[self.index]
+
+    @property
+    def has_face(self) -> bool:
+        return self.index >= 0
+
+    @property
+    def original(self) -> Entry:
+        """The first entry of the face shown now: what ``reset`` returns to."""
+        face = self.current.face
+        return next(e for e in self.entries if e.face == face)
+
+    def can_undo(self) -> int:
+        return max(self.index, 0)
+
+    def can_redo(self) -> int:
+        return len(self.entries) - 1 - self.index
+
+    def context(self) -> DialogContext:
+        """What the language model needs to read a follow-up ("a bit more", "yes")."""
+        degrees = dict(self.current.degrees) if self.has_face else None
+        return DialogContext(focus=self.focus, last_change=self.last_change, suggestion=self.question,
+                             degrees=degrees)
+
+    # ----------------------------------------------------------------- changing
+
+    def push(self, entry: Entry) -> None:
+        """Shows ``entry`` next; whatever could have been redone is dropped."""
+        del self.entries[self.index + 1:]
+        self.entries.append(entry)
+        self.index = len(self.entries) - 1
+
+    def move(self, steps: int) -> int:
+        """Undo (negative) or redo (positive) up to ``|steps|`` entries; returns how many were moved."""
+        target = min(max(self.index + steps, 0), len(self.entries) - 1)
+        moved = abs(target - self.index)
+        self.index = target
+        return moved
+
+    def next_face_id(self) -> int:
+        return max((e.face for e in self.entries), default=-1) + 1
+
+    # ----------------------------------------------------------------- JSON
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "entries": [e.to_dict() for e in self.entries], "index": self.index, "focus": self.focus,
+            "last_change": self.last_change, "question": self.question, "edits": self.edits,
+            "turns": [asdict(t) for t in self.turns],
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> "DialogState":
+        data = json.loads(text)
+        state = cls(
+            entries=[Entry.from_dict(e) for e in data["entries"]], index=int(data["index"]), focus=data["focus"],
+            last_change=data["last_change"], question=data["question"], edits=int(data.get("edits", 0)),
+            turns=[Turn(**t) for t in data["turns"]],
+        )
+        if not -1 <= state.index < len(state.entries) or (state.entries and state.index < 0):
+            raise ValueError(f"state index {state.index} does not point into its {len(state.entries)} entries")
+        return state

@@ -1,0 +1,85 @@
+"""Small stand-ins shared by the dialog tests: a transparent five-attribute world and a scripted chat model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from chatedit.attributes import attribute_names
+
+
+@dataclass
+class Reading:
+    degrees: torch.Tensor
+    expected: torch.Tensor
+
+
+class OpenWorld:
+    """The latent *is* the five attribute values; the predictor reads them back exactly.
+
+    ``walls`` stops an attribute from rising past a value (an edit this face cannot take).
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, walls: dict[str, float] | None = None):
+        self.attributes = attribute_names()
+        self.walls = walls or {}
+
+    def sample(self, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(0, 3, (1, len(self.attributes)), generator=g).float()
+
+    def encode(self, image, refine_steps: int = 0):
+        return image[:, 0, 0, : len(self.attributes)].clone()
+
+    def generate(self, w):
+        image = torch.zeros(w.shape[0], 3, 8, 8)
+        image[:, 0, 0, : w.shape[1]] = w
+        return image
+
+    def predict(self, image):
+        values = image[:, 0, 0, : len(self.attributes)].clamp(0, 5)
+        return Reading(values.round().long(), values)
+
+    def identity(self, image):
+        return torch.ones(image.shape[0], 1)
+
+    def step(self, method, attribute, w):
+        out = torch.zeros_like(w)
+        wall = self.walls.get(self.attributes[attribute], 99.0)
+        out[:, attribute] = 1.0 if w[0, attribute] < wall else 0.0
+        return out
+
+    def latent_distance(self, w):
+        return torch.tensor(1.0)
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Answers with the given messages in order and records every conversation it was shown."""
+
+    script: list[Any]
+    seen: list[list[BaseMessage]] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any):
+        return self
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        self.seen.append(list(messages))
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return ChatResult(generations=[ChatGeneration(message=step)])
+
+
+def call(name: str, call_id: str = "c1", **args) -> AIMessage:
+    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])

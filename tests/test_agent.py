@@ -1,0 +1,166 @@
+"""The agent loop, its tools and the built-in chat model, in a world whose degrees are exact.
+
+``OpenWorld``'s latent is the five attribute values, so every degree below follows from the
+request, the dialog and the walk's rules alone, not from trained weights.
+"""
+
+import pytest
+import torch
+from langchain_core.messages import AIMessage, ToolMessage
+
+from chatedit.agent import Agent, FrameEvent, Reply, ToolEvent
+from chatedit.editor import Editor
+from chatedit.rules_model import RulesChatModel
+from chatedit.state import DialogState
+
+from fakes import OpenWorld, ScriptedChatModel, call
+
+START = {"bangs": 0, "eyeglasses": 0, "beard": 0, "smiling": 1, "age": 2}
+
+
+def face(world, degrees):
+    return world.generate(torch.tensor([[float(degrees[n]) for n in world.attributes]]))[0]
+
+
+def open_agent(llm=None, walls=None, degrees=START):
+    world = OpenWorld(walls)
+    agent = Agent(Editor(world, seed=0), llm or RulesChatModel())
+    session, _ = agent.open("s1", image=face(world, degrees))
+    return agent, session
+
+
+def turn(agent, text, session_id="s1"):
+    events = list(agent.chat(session_id, text))
+    assert isinstance(events[-1], Reply) and not any(isinstance(e, Reply) for e in events[:-1])
+    return events, events[-1]
+
+
+# --------------------------------------------------------------------------- the loop itself
+
+
+def test_scripted_model_drives_the_tool_loop_and_frames_stream_before_the_result():
+    llm = ScriptedChatModel(script=[call("edit_attribute", attribute="smiling", target=3), AIMessage("A broad smile.")])
+    agent, session = open_agent(llm)
+    events, reply = turn(agent, "smile broadly")
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("FrameEvent") >= 2
+    assert kinds.index("ToolEvent") > max(i for i, k in enumerate(kinds) if k == "FrameEvent")
+    tool = next(e for e in events if isinstance(e, ToolEvent))
+    assert tool.ok and tool.changed and "broad smile" in tool.text
+    assert reply.text == "A broad smile." and reply.degrees["smiling"] == 3
+    assert reply.calls == [{"name": "edit_attribute", "args": {"attribute": "smiling", "target": 3}, "ok": True}]
+    # the model's second call saw the tool result, tied to its call id
+    results = [m for m in llm.seen[1] if isinstance(m, ToolMessage)]
+    assert len(results) == 1 and results[0].tool_call_id == "c1" and "broad smile" in results[0].text
+
+
+@pytest.mark.parametrize("args, bad", [
+    ({"attribute": "smiling", "target": 9}, "9"),
+    ({"attribute": "smiling", "target": 2, "change": 1}, "exactly one"),
+    ({"attribute": "smiling", "change": 0}, "0"),
+    ({"attribute": "hat", "change": 1}, "hat"),
+    ({"attribute": "smiling", "change": 1, "path": "/etc/passwd"}, "path"),
+])
+def test_invalid_calls_become_clear_messages_and_change_nothing(args, bad):
+    llm = ScriptedChatModel(script=[call("edit_attribute", **args), AIMessage("")])
+    agent, session = open_agent(llm)
+    before = session.state.to_json()
+    events, reply = turn(agent, "do something odd")
+    tool = next(e for e in events if isinstance(e, ToolEvent))
+    assert not tool.ok and bad in tool.text and not tool.changed
+    assert bad in reply.text  # the model said nothing, so the person reads the tool's own message
+    assert not any(isinstance(e, FrameEvent) for e in events)
+    assert [e.to_dict() for e in session.state.entries] == [e.to_dict() for e in DialogState.from_json(before).entries]
+    assert reply.degrees == START
+
+
+def test_unknown_tool_and_failing_model_leave_the_session_usable():
+    llm = ScriptedChatModel(script=[call("paint", colour="red"), AIMessage(""), RuntimeError("server down"),
+                                    call("edit_attribute", attribute="age", change=1), AIMessage("Older.")])
+    agent, session = open_agent(llm)
+    events, reply = turn(agent, "paint it red")
+    assert "no tool 'paint'" in reply.text and reply.degrees == START
+    _, reply = turn(agent, "anything")
+    assert "server down" in reply.text and reply.degrees == START
+    _, reply = turn(agent, "older")
+    assert reply.degrees["age"] == 3 and len(session.state.turns) == 3
+
+
+def test_sessions_do_not_share_state():
+    world = OpenWorld()
+    agent = Agent(Editor(world, seed=0), RulesChatModel())
+    agent.open("a", image=face(world, START))
+    agent.open("b", image=face(world, START))
+    turn(agent, "add thick glasses", "a")
+    assert agent.session("a").state.current.degrees["eyeglasses"] == 3
+    assert agent.session("b").state.current.degrees["eyeglasses"] == 0
+    _, reply = turn(agent, "undo", "b")
+    assert "nothing to undo" in reply.text.lower()
+    with pytest.raises(KeyError):
+        agent.session("c")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "x" * 5000])
+def test_empty_or_huge_messages_are_refused_without_a_trace(text):
+    agent, session = open_agent(ScriptedChatModel(script=[]))
+    _, reply = turn(agent, text)
+    assert reply.degrees == START and not reply.calls and len(session.state.entries) == 1
+    assert "Traceback" not in reply.text
+
+
+# --------------------------------------------------------------------------- a conversation with the rules model
+
+
+def test_a_whole_conversation_with_the_builtin_model():
+    agent, session = open_agent()
+    steps = [
+        ("make her smile a little more", {"smiling": 2}, "gentle smile"),
+        ("a bit more", {"smiling": 3}, "broad smile"),
+        ("too much, go back a little", {"smiling": 2}, "gentle smile"),
+        ("add thin specs", {"eyeglasses": 2}, "thin-framed glasses"),
+        ("undo", {"eyeglasses": 0}, "no glasses"),
+        ("redo", {"eyeglasses": 2}, "thin-framed glasses"),
+        ("make the background blue", {}, "background"),
+        ("older and with a beard", {"age": 4, "beard": 3}, "fifties"),
+        ("what does she look like now?", {}, "Right now"),
+        ("reset", dict(START), "original"),
+    ]
+    degrees = dict(START)
+    for text, changed, said in steps:
+        _, reply = turn(agent, text)
+        degrees.update(changed)
+        assert reply.degrees == degrees, text
+        assert said in reply.text, (text, reply.text)
+    assert [t.user for t in session.state.turns] == [s[0] for s in steps]
+
+
+def test_yes_runs_the_question_the_assistant_asked_and_no_does_nothing():
+    agent, session = open_agent()
+    _, reply = turn(agent, "smile a bit")
+    assert reply.degrees["smiling"] == 2 and reply.text.endswith("?")
+    question = dict(session.state.question)
+    _, reply = turn(agent, "yes please")
+    args = question["args"]
+    assert reply.calls[0]["args"] == args
+    _, reply = turn(agent, "no thanks")
+    assert not reply.calls and "leave it" in reply.text
+
+
+def test_an_edit_the_face_cannot_take_is_reported_not_faked():
+    agent, session = open_agent(walls={"smiling": 1.2})
+    _, reply = turn(agent, "make her laugh")
+    assert reply.degrees["smiling"] == 1 and len(session.state.entries) == 1
+    assert "could not" in reply.text and "faint smile" in reply.text
+    _, reply = turn(agent, "remove the smile")
+    assert reply.degrees["smiling"] == 0 and "serious" in reply.text
+
+
+def test_state_round_trips_through_json_mid_conversation():
+    agent, session = open_agent()
+    for text in ("add glasses", "smile more", "undo"):
+        turn(agent, text)
+    copy = DialogState.from_json(session.state.to_json())
+    assert copy.index == session.state.index and copy.focus == session.state.focus
+    assert [e.degrees for e in copy.entries] == [e.degrees for e in session.state.entries]
+    assert all(torch.equal(a.latent, b.latent) for a, b in zip(copy.entries, session.state.entries))
+    assert copy.turns == session.state.turns and copy.can_redo() == 1
