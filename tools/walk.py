@@ -135,7 +135,7 @@ def walk(
     sign = 1.0 if goal > current else -1.0
     scale = 1.0 / SUBSTEPS
     distance_limit = max(float(backend.latent_distance(state.latent)) * 1.5, 2.0)
-    w, last = state.latent, start
+    w = state.latent
     best: Frame | None = None
     progress, stalled, settling = -float("inf"), 0, 0
     while len(frames) - 1 < max_steps:
@@ -147,7 +147,7 @@ def walk(
             continue
         frames.append(frame)
         yield frame
-        w, last = candidate, frame
+        w = candidate
         gap = abs(frame.expected[attribute] - goal)
         if frame.degrees[attribute] == goal:
             if best is None or gap < abs(best.expected[attribute] - goal):

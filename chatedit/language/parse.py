@@ -1,0 +1,263 @@
+"""The built-in language understanding: one user message plus dialog context -> intents.
+
+Deterministic and pure Python. Every word it knows lives in ``prompts/language.yaml``; this
+module only knows roles (an attribute name, a degree phrase, a comparative, a verb that adds or
+removes, a follow-up) and how they combine. ``parse`` turns text into :class:`Intent` objects;
+``intents_to_calls`` turns those into the agent's tool calls.
+
+How a message is read:
+1. normalise: lower-case, expand contractions, fix one-edit typos, apply canonical phrases;
+2. split into clauses at punctuation and conjunctions ("older and with a beard");
+3. a leading "yes"/"no" answers the system's pending suggestion;
+4. each clause is a command (undo, reset, ...), or is scanned for cues: degree phrases,
+   comparatives, add/remove verbs, intensity words, negation, follow-ups, out-of-scope things;
+5. cues are bound to attributes (named in the clause, by a pronoun or an earlier clause, or the
+   attribute in focus) and merged per attribute into one edit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from chatedit.attributes import MAX_DEGREE
+
+from .reading import ADD, CHANGE, DEGREE, RELATIVE, REMOVE, Cue, Reading, read_clause
+from .text import Clause, normalise, split_clauses
+from .vocabulary import Vocabulary, load_vocabulary
+
+logger = logging.getLogger(__name__)
+
+TOOL_KINDS = {"edit_attribute": "edit", "undo": "undo", "redo": "redo", "reset": "reset",
+              "new_face": "new_face", "describe": "describe"}
+
+
+@dataclass(frozen=True)
+class DialogContext:
+    focus: str | None = None            # attribute in focus (the last one edited or discussed)
+    last_change: int | None = None     # signed degrees of the last edit on the focus attribute
+    suggestion: dict | None = None     # pending question: {"name": "edit_attribute", "args": {...}}
+    degrees: dict[str, int] | None = None   # current degrees, when known
+
+
+@dataclass(frozen=True)
+class Intent:
+    kind: str   # "edit" | "undo" | "redo" | "reset" | "new_face" | "describe" | "decline" | "content" | "out_of_scope"
+    #             | "unknown"
+    attribute: str | None = None
+    target: int | None = None
+    change: int | None = None
+    steps: int | None = None     # undo/redo count
+    seed: int | None = None      # new_face
+    thing: str | None = None     # out_of_scope noun, e.g. "background"
+
+
+# --------------------------------------------------------------------------- commands and answers
+
+_COMMAND_ORDER = ("reset", "undo", "redo", "new_face", "describe")
+
+
+def _number(words: list[str], vocab: Vocabulary, limit: int) -> int | None:
+    for w in words:
+        value = int(w) if w.isdigit() else vocab.numbers.get(w)
+        if value is not None and value <= limit:
+            return value
+    return None
+
+
+def _command(clause: Clause, vocab: Vocabulary) -> Intent | None:
+    for kind in _COMMAND_ORDER:
+        if any(p.search(clause.text) for p in vocab.commands[kind]):
+            if kind in ("undo", "redo"):
+                return Intent(kind, steps=_number(clause.words, vocab, 20) or 1)
+            if kind == "new_face":
+                return Intent(kind, seed=next((int(w) for w in clause.words if w.isdigit()), None))
+            return Intent(kind)
+    return None
+
+
+def _has(vocab: Vocabulary, word: str, *kinds: str) -> bool:
+    return any(r.kind in kinds for r in vocab.lexicon.get((word,), ()))
+
+
+def _covered(words: list[str], phrases: frozenset[tuple[str, ...]]) -> bool:
+    """Whether ``words`` is nothing but a run of these phrases ("yeah, go ahead")."""
+    if not words:
+        return False
+    i = 0
+    while i < len(words):
+        size = next((n for n in range(len(words) - i, 0, -1) if tuple(words[i:i + n]) in phrases), 0)
+        if not size:
+            return False
+        i += size
+    return True
+
+
+def _check(context: DialogContext, vocab: Vocabulary) -> None:
+    known = set(vocab.add_degree)
+    if context.focus is not None and context.focus not in known:
+        raise ValueError(f"context focus {context.focus!r} is not an attribute ({', '.join(sorted(known))})")
+    unknown = set(context.degrees or {}) - known
+    if unknown:
+        raise ValueError(f"context degrees name unknown attributes {sorted(unknown)}")
+    if context.suggestion is not None and context.suggestion.get("name") not in TOOL_KINDS:
+        raise ValueError(f"pending suggestion names an unknown tool: {context.suggestion!r}")
+
+
+def _suggested(suggestion: dict) -> Intent:
+    kind = TOOL_KINDS[suggestion["name"]]
+    args = suggestion.get("args") or {}
+    return Intent(kind, attribute=args.get("attribute"), target=args.get("target"), change=args.get("change"),
+                  steps=args.get("steps"), seed=args.get("seed"))
+
+
+# --------------------------------------------------------------------------- binding and merging
+
+
+def _bind(cue: Cue, reading: Reading, earlier: list[str], focus: str | None) -> list[str]:
+    """The attributes a cue acts on: named here, named itself, by a pronoun or earlier, or in focus."""
+    here = [a for a in reading.names if a in cue.options]
+    if cue.scope == "verb":
+        if here:
+            return here
+        if reading.pronoun:   # "let's remove it"; an "add" never reaches back to the focus
+            back = earlier[:1] or ([focus] if focus and cue.level != ADD else [])
+            return [a for a in back if a in cue.options]
+        return []
+    if here:
+        return here[:1]
+    if cue.scope == "self":
+        return list(cue.options)[:1]
+    if reading.things:   # "make the background darker": not about the focus
+        return []
+    back = [a for a in [*earlier, focus] if a and a in cue.options]
+    return back[:1]
+
+
+def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Vocabulary,
+             moderate: bool) -> Intent | None:
+    """Merge one attribute's cues: degree phrase > remove > comparatives > follow-ups > add > complaints."""
+    level = min(c.level for c in cues)
+    chosen = [c for c in cues if c.level == level]
+    values = [c.options[attribute] for c in chosen]
+    if level == DEGREE:   # the last phrase refines or corrects the earlier ones
+        return Intent("edit", attribute, target=values[-1])
+    if level == REMOVE:
+        return Intent("edit", attribute, target=0)
+    if level == ADD:   # "add glasses": a typical degree from none; "smile a little": a small step
+        current = (context.degrees or {}).get(attribute)
+        default = vocab.add_degree.get(attribute)
+        amount = max(c.amount for c in chosen)
+        if amount or current or default is None:
+            return Intent("edit", attribute, change=amount or 1)
+        return Intent("edit", attribute, target=default)
+    if level == CHANGE:   # one change per clause; clauses add up: "thicker frame and darker colour"
+        per_clause: dict[int, tuple[str, int]] = {}
+        for cue, value in zip(chosen, values):
+            if abs(value) > abs(per_clause.get(cue.clause, ("", 0))[1]):
+                per_clause[cue.clause] = (cue.word, value)
+        change = sum(dict(per_clause.values()).values())
+    elif level == RELATIVE:
+        direction = 1
+        if attribute == context.focus and context.last_change:
+            direction = 1 if context.last_change > 0 else -1
+        strongest = max(chosen, key=lambda c: c.amount)
+        change = strongest.options[attribute] * direction * strongest.amount
+    else:
+        change = values[-1]
+    if moderate:
+        change = max(min(change, vocab.amounts["moderate_cap"]), -vocab.amounts["moderate_cap"])
+    change = max(min(change, MAX_DEGREE), -MAX_DEGREE)
+    return Intent("edit", attribute, change=change) if change else None
+
+
+def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
+    """Read one user message, in the dialog's context, as a list of intents (never empty)."""
+    vocab = load_vocabulary()
+    _check(context, vocab)
+    # 1. normalise and split
+    clauses = split_clauses(normalise(text, vocab), vocab)
+    if not clauses:
+        return [Intent("unknown")]
+    slots: list[Intent | str] = []   # intents, or an attribute name standing for its merged edit
+
+    for before, clause in zip(clauses, clauses[1:]):   # "too old and serious": too serious as well
+        if clause.joined and len(before.words) >= 2 and _has(vocab, before.words[-2], "too", "more", "less") \
+                and _has(vocab, clause.words[0], "polar"):
+            clause.words.insert(0, before.words[-2])
+
+    # 2. a leading "yes" / "no" answers the pending suggestion
+    first = [w for w in clauses[0].words if w not in vocab.skipped]
+    if _covered(first, vocab.answers["yes"]):
+        clauses = clauses[1:]
+        if context.suggestion:
+            slots.append(_suggested(context.suggestion))
+    elif _covered(first, vocab.answers["no"]):
+        clauses = clauses[1:]
+        slots.append(Intent("decline"))
+    elif _covered(first, vocab.answers["content"]):
+        clauses = clauses[1:]
+        slots.append(Intent("content"))
+
+    # 3. read each clause: a command, or cues bound to attributes
+    cues: dict[str, list[Cue]] = defaultdict(list)
+    earlier: list[str] = []          # attributes named so far, most recent first
+    previous: Reading | None = None
+    moderate = False
+    for index, clause in enumerate(clauses):
+        command = _command(clause, vocab)
+        if command and command.kind == "new_face" and slots and slots[-1] == Intent("new_face"):
+            slots.pop()   # "a new face, seed 7"
+        if command:
+            slots.append(command)
+            if command.kind != "new_face":
+                continue
+        reading = read_clause(clause, vocab)
+        moderate |= reading.moderate
+        if reading.bare:   # "... and the beard": the previous verb; alone, "glasses please" adds
+            verb = previous.verb if (clause.joined and previous and previous.verb) else "add"
+            reading.verb = verb
+            reading.blocked = verb == "blocked"
+            level = {"add": ADD, "remove": REMOVE, "reduce": CHANGE}.get(verb)
+            value = -vocab.amounts["partial"] if verb == "reduce" else 0
+            if level is not None:
+                reading.cues.append(Cue(level, dict.fromkeys(reading.names, value), "verb", verb))
+        if not reading.blocked:
+            slots.extend(Intent("out_of_scope", thing=t) for t in reading.things)
+            for cue in reading.cues:
+                cue.clause = index
+                for attribute in _bind(cue, reading, earlier, context.focus):
+                    if attribute not in cues:
+                        slots.append(attribute)
+                    cues[attribute].append(cue)
+        earlier = [*reversed(reading.names), *[a for a in earlier if a not in reading.names]]
+        previous = reading
+
+    # 4. one edit per attribute
+    intents: list[Intent] = []
+    for slot in slots:
+        intent = _resolve(slot, cues[slot], context, vocab, moderate) if isinstance(slot, str) else slot
+        if intent is not None and intent not in intents:
+            intents.append(intent)
+    logger.debug("parsed %r as %s", text, intents)
+    return intents or [Intent("unknown")]
+
+
+def intents_to_calls(intents: list[Intent]) -> list[dict]:
+    """Tool calls for the intents that call a tool; arguments with no value are left out."""
+    calls = []
+    for intent in intents:
+        if intent.kind == "edit":
+            args = {"attribute": intent.attribute, "target": intent.target, "change": intent.change}
+            name = "edit_attribute"
+        elif intent.kind in ("undo", "redo"):
+            args, name = {"steps": intent.steps}, intent.kind
+        elif intent.kind == "new_face":
+            args, name = {"seed": intent.seed}, intent.kind
+        elif intent.kind in ("reset", "describe"):
+            args, name = {}, intent.kind
+        else:
+            continue
+        calls.append({"name": name, "args": {k: v for k, v in args.items() if v is not None}})
+    return calls

@@ -1,0 +1,228 @@
+"""Reading one clause: the cues it holds (degree phrases, comparatives, verbs, follow-ups)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chatedit.attributes import MAX_DEGREE
+
+from .text import Clause, Span, scan
+from .vocabulary import Role, Vocabulary
+
+# Cue levels, strongest first: a degree phrase beats "remove", which beats a comparative, ...
+DEGREE, REMOVE, CHANGE, RELATIVE, ADD, WEAK = range(6)
+
+# --------------------------------------------------------------------------- reading one clause
+
+
+@dataclass
+class Cue:
+    """One request about an attribute, before it is bound to one.
+
+    ``options`` maps each attribute the cue can apply to onto its value: a degree (DEGREE), a
+    signed change (CHANGE, WEAK), a sign relative to the last edit (RELATIVE) or 0 (REMOVE, ADD).
+    ``scope``: "self" names its attribute(s); "named" needs one named; "verb" applies to every
+    attribute named in the clause (or a pronoun's); "followup" acts on the attribute in focus.
+    """
+
+    level: int
+    options: dict[str, int]
+    scope: str
+    word: str = ""
+    amount: int = 0      # intensity for RELATIVE and ADD cues (0: none given)
+    clause: int = 0      # which clause of the message it came from
+
+
+@dataclass
+class Reading:
+    names: list[str] = field(default_factory=list)
+    cues: list[Cue] = field(default_factory=list)
+    things: list[str] = field(default_factory=list)
+    pronoun: bool = False
+    blocked: bool = False          # negated ("don't add glasses") or "keep the beard"
+    moderate: bool = False         # "..., but not too much"
+    verb: str | None = None        # "add" | "remove" | "reduce" | "blocked": inherited by "... and the beard"
+    bare: bool = False             # only attribute names ("the beard", "glasses please")
+
+
+def _options(roles: list[Role], value=None) -> tuple[dict[str, int], str]:
+    options = {r.attribute: (r.value if value is None else value(r)) for r in roles}
+    return options, ("named" if all(r.named for r in roles) else "self")
+
+
+def _names(spans: list[Span]) -> list[str]:
+    """Attributes the clause names: by a name, or by a phrase that implies one ("older", "rimless")."""
+    names = []
+    for s in spans:
+        for role in s.roles:
+            implied = role.kind in ("degree", "cmp") or (role.kind == "polar" and s.used)
+            if role.attribute and (role.kind == "name" or (implied and not role.named)) and role.attribute not in names:
+                names.append(role.attribute)
+    return names
+
+
+def _neighbour_names(spans: list[Span], i: int, step: int) -> list[Role]:
+    j = i + step
+    while 0 <= j < len(spans) and spans[j].has("intensity", "some"):
+        j += step
+    return spans[j].get("name") if 0 <= j < len(spans) else []
+
+
+def _comparisons(spans: list[Span], amount: int) -> list[Cue]:
+    """ "more obvious", "less old", "more beard" (CHANGE); "too long", "not big enough" (WEAK)."""
+    cues = []
+    for i, s in enumerate(spans):
+        roles = s.get("polar") or s.get("name")
+        if not roles:
+            continue
+        prev = spans[i - 1] if i else None
+        nxt = spans[i + 1] if i + 1 < len(spans) else None
+        negated = [x for x in spans[max(0, i - 2):i] if x.has("negation")]
+        if prev and prev.has("more", "less"):
+            level, sign, used = CHANGE, (1 if prev.has("more") else -1), [prev]
+        elif roles[0].kind == "polar" and prev and prev.has("too"):
+            level, sign, used = WEAK, -1, [prev]
+        elif nxt and nxt.has("enough") and negated:
+            level, sign, used = WEAK, 1, [nxt, *negated]
+        else:
+            continue
+        options, scope = _options(roles, lambda role: (role.value if role.kind == "polar" else 1) * sign * amount)
+        cues.append(Cue(level, options, scope, s.text))
+        for x in [s, *used]:
+            x.used = True
+    return cues
+
+
+def _anchored(spans: list[Span], step: int) -> list[Cue]:
+    """ "slightly older than middle age": a degree phrase moved by a comparative."""
+    cues = []
+    for i in range(len(spans) - 2):
+        cmp, than, anchor = spans[i:i + 3]
+        if cmp.has("cmp") and than.has("than"):
+            for role in cmp.get("cmp"):
+                base = [d for d in anchor.get("degree") if d.attribute == role.attribute]
+                if base:
+                    degree = min(max(base[0].value + role.value * step, 0), MAX_DEGREE)
+                    cues.append(Cue(DEGREE, {role.attribute: degree}, "self", anchor.text))
+                    cmp.used = than.used = anchor.used = True
+    return cues
+
+
+def _negated(spans: list[Span]) -> bool:
+    """ "don't add glasses", "never make her older", "I don't want the beard to change": nothing asked."""
+    blocking = ("action", "add", "remove", "reduce", "increase", "decrease", "cmp", "degree")
+    if spans and spans[-1].has("action") and not spans[-1].has("remove") and any(s.has("remove") for s in spans[:-1]):
+        return True   # a refusal ending in a verb: "... the beard to change"
+    return any(s.has("negation") and not s.used and any(x.has(*blocking) for x in spans[i + 1:i + 3])
+               for i, s in enumerate(spans))
+
+
+def _verbs(spans: list[Span], vocab: Vocabulary, r: Reading, intensity: int | None) -> list[Cue]:
+    """Cues from verbs and follow-up words: "remove", "trim", "increase", "add", "too much", "again"."""
+    every = dict.fromkeys(vocab.add_degree, 0)
+    amount = intensity or vocab.amounts["plain"]
+    step = intensity or vocab.amounts["followup"]
+    cues = []
+    for s in (s for s in spans if not s.used):
+        if s.has("too much") and r.names:   # "the smile is too much"
+            cues.append(Cue(WEAK, dict.fromkeys(every, -amount), "verb", s.text))
+        elif s.has("too much", "followup"):   # "too much, go back a little", "keep going"
+            sign = s.get("followup")[0].value if s.has("followup") else -1
+            cues.append(Cue(RELATIVE, dict.fromkeys(every, sign), "followup", s.text, step))
+        elif s.has("remove") and (intensity is None or intensity >= vocab.amounts["full_remove"]):
+            cues.append(Cue(REMOVE, dict(every), "verb", s.text))
+            r.verb = "remove"
+        elif s.has("remove", "reduce"):   # "remove a bit of the beard", "trim the beard"
+            cues.append(Cue(CHANGE, dict.fromkeys(every, -(intensity or vocab.amounts["partial"])), "verb", s.text))
+            r.verb = "reduce"
+        elif s.has("increase", "decrease"):
+            cues.append(Cue(CHANGE, dict.fromkeys(every, amount if s.has("increase") else -amount), "verb", s.text))
+        elif s.has("add"):
+            cues.append(Cue(ADD, dict(every), "verb", s.text, intensity or 0))
+            r.verb = r.verb or "add"
+    return cues
+
+
+def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
+    """The cues in one clause, with what it names, refers to and asks to keep."""
+    spans = scan(clause.words, vocab)
+    r = Reading()
+    every = dict.fromkeys(vocab.add_degree, 0)
+
+    # 1. things; "change the poker face to a smile": drop the old state; intensity; "keep"
+    things = list(dict.fromkeys(role.thing for s in spans for role in s.get("oos")))
+    r.things = [t for t in things if t not in vocab.generic_things] or things   # "hair blonde": hair colour
+    for i, s in enumerate(spans):
+        to = next((j for j in range(i + 1, len(spans)) if spans[j].has("change_to")), None)
+        if s.has("change_from") and to is not None:
+            spans = spans[:i + 1] + spans[to:]
+            break
+    intensity = next((role.value for s in spans for role in s.get("intensity")), None)
+    amount = intensity or vocab.amounts["plain"]
+    r.moderate = any(s.has("moderate") for s in spans)
+    r.pronoun = any(s.has("pronoun") for s in spans)
+    keep = any(s.has("keep") for s in spans)
+
+    # 2. comparisons and anchored degrees; then a negated or "keep" clause asks for nothing
+    r.cues = _comparisons(spans, amount) + _anchored(spans, intensity or 1)
+    r.names = _names(spans)
+    if keep or _negated(spans):
+        r.cues, r.blocked, r.verb = [], True, "blocked"
+        return r
+
+    # 3. what follows "no", "without", "remove", "don't" is what goes, even "sunglasses" or "laughing"
+    for i, s in enumerate(spans[:-1]):
+        if s.has("remove") and spans[i + 1].has("degree"):
+            spans[i + 1].used = True
+        elif s.has("negation") and not s.used and spans[i + 1].has("name"):   # "don't smile"
+            r.cues.append(Cue(REMOVE, dict(every), "verb", s.text))
+            s.used = spans[i + 1].used = True
+
+    # 4. degree phrases ("to 4" included) and comparatives
+    nominal = []   # degree phrases that are also names: in "make the sunglasses lighter" only names
+    for i, s in enumerate(spans):
+        if s.used:
+            continue
+        if s.words[0].isdigit() and i and spans[i - 1].has("degree_number"):
+            if int(s.words[0]) <= MAX_DEGREE:
+                r.cues.append(Cue(DEGREE, dict.fromkeys(every, int(s.words[0])), "named", s.text))
+        elif s.get("degree"):
+            options, scope = _options(s.get("degree"))
+            (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text))
+            s.used = True   # "shave" is then no longer a verb
+        elif s.get("cmp"):
+            options, scope = _options(s.get("cmp"), lambda role: role.value * amount)
+            r.cues.append(Cue(CHANGE, options, scope, s.text))
+            s.used = True
+
+    # 5. "smile more", "less bangs"; a lone "more"/"less" is a follow-up
+    unclear = False
+    for i, s in enumerate(spans):
+        if s.used or not s.has("more", "less"):
+            continue
+        sign = 1 if s.has("more") else -1
+        names = _neighbour_names(spans, i, 1) or _neighbour_names(spans, i, -1)
+        nxt = spans[i + 1] if i + 1 < len(spans) else None
+        if names:
+            r.cues.append(Cue(CHANGE, {n.attribute: sign * amount for n in names}, "self", s.text))
+        elif nxt is not None and not nxt.roles and nxt.words[0] not in vocab.fillers:
+            unclear = True   # "more natural": a comparison this vocabulary cannot read
+        else:
+            r.cues.append(Cue(RELATIVE, dict.fromkeys(every, sign), "followup", s.text,
+                              intensity or vocab.amounts["followup"]))
+    if not any(c.level in (CHANGE, WEAK) for c in r.cues):
+        r.cues.extend(nominal)
+
+    # 6. verbs; "make her smile" adds only when nothing else in the clause wants the verb
+    r.cues += _verbs(spans, vocab, r, intensity)
+    if not r.cues and not unclear and any(s.has("make") for s in spans):
+        r.cues.append(Cue(ADD, dict(every), "verb", "make", intensity or 0))
+        r.verb = "add"
+
+    # 7. nothing but names: "the beard", "glasses please"; with an intensity, a step: "smile a bit"
+    plain = all(s.has("name") or s.words[0] in vocab.fillers for s in spans if not s.has("intensity"))
+    if r.names and not r.cues and plain and intensity is not None:
+        r.cues.append(Cue(ADD, dict(every), "verb", "add", intensity))
+        r.verb = "add"
+    r.bare = bool(r.names) and not r.cues and all(s.has("name") or s.words[0] in vocab.fillers for s in spans)
+    return r

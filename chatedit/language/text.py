@@ -1,0 +1,188 @@
+"""From a message to clauses of matched phrases: normalise, split, scan."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from chatedit.attributes import MAX_DEGREE
+
+from .vocabulary import Role, Vocabulary, load_vocabulary
+
+logger = logging.getLogger(__name__)
+
+PUNCTUATION = frozenset({",", ".", ";", "!", "?", ":"})
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[,.;!?:]")
+
+
+def _expand(token: str, rules: dict) -> list[str]:
+    """Expand one contraction: "don't" -> ["do", "not"], "she's" -> ["she", "is"], "40's" -> ["40s"]."""
+    if token in rules["whole"]:
+        return list(rules["whole"][token])
+    for suffix, words in rules["suffixes"].items():
+        if token.endswith(suffix):
+            base = token[:-len(suffix)]
+            if suffix == "'s" and base.isdigit():
+                return [base + "s"]
+            if suffix == "'s" and base in rules["is_after"]:
+                return [base, "is"]
+            return [base, *words]
+    base, rest = token.split("'", 1)
+    return [base, rest]   # "o'clock" -> "o", "clock"
+
+
+def _within_one(a: str, b: str) -> bool:
+    """Damerau-Levenshtein (optimal string alignment) distance between a and b is exactly 1."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long_[k]), len(short))
+    return short[i:] == long_[i + 1:]
+
+
+def _correct(word: str, vocab: Vocabulary) -> str:
+    if len(word) < 4 or not word.isalpha() or word in vocab.known:
+        return word
+    candidates = sorted((k for k in vocab.keywords if _within_one(word, k)), key=lambda k: (-len(k), k))
+    meanings = {frozenset((r.kind, r.attribute) for r in vocab.lexicon.get((k,), ())) for k in candidates}
+    if candidates and len(meanings) == 1:   # "glases": glasses or glass, the same either way
+        logger.debug("typo %r read as %r", word, candidates[0])
+        return candidates[0]
+    return word
+
+
+def _replace_phrases(tokens: list[str], table: dict[tuple[str, ...], tuple[str, ...]]) -> list[str]:
+    longest = max(map(len, table), default=1)
+    out, i = [], 0
+    while i < len(tokens):
+        for size in range(min(longest, len(tokens) - i), 0, -1):
+            replacement = table.get(tuple(tokens[i:i + size]))
+            if replacement is not None:
+                out.extend(replacement)
+                i += size
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+
+def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """Rewrite ages in years ("look 40", "a 70 year old", "in her 50s") as one token "age:<years>"."""
+    out, i = [], 0
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        years = None
+        if re.fullmatch(r"\d{2}s", tok):
+            years = int(tok[:-1]) + 5
+        else:
+            value = int(tok) if tok.isdigit() else (vocab.numbers.get(tok) if tok not in vocab.not_ages else None)
+            if value is not None and value >= 10 and nxt in vocab.numbers and vocab.numbers[nxt] < 10:
+                value, i = value + vocab.numbers[nxt], i + 1   # "forty five"
+                nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+            after = tokens[i + 2] if i + 2 < len(tokens) else ""
+            relative = (out and out[-1] in vocab.age_change_before) or after in vocab.relative_years
+            if value is not None and nxt in vocab.age_after and relative:
+                i += 2
+                continue   # "add 20 years", "5 years younger": a change, not an age
+            if value is not None and (nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
+                years = value
+            if years is not None and nxt in vocab.age_after:
+                i += 1
+                while i + 1 < len(tokens) and tokens[i + 1] in vocab.age_after | {"old"}:
+                    i += 1
+        out.append(f"age:{years}" if years is not None else tok)
+        i += 1
+    return out
+
+
+def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
+    """Lower-case tokens with contractions expanded, typos fixed and canonical phrases applied."""
+    vocab = vocab or load_vocabulary()
+    text = re.sub(r"[-_/]", " ", text.lower().replace("\u2019", "'").replace("\u2018", "'"))
+    tokens = []
+    for tok in _TOKEN.findall(text):
+        tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else [tok])
+    tokens = [_correct(t, vocab) for t in tokens]
+    return _age_numbers(_replace_phrases(tokens, vocab.canonical), vocab)
+
+
+# --------------------------------------------------------------------------- clauses
+
+
+@dataclass
+class Clause:
+    words: list[str]
+    joined: bool = False        # follows a conjunction ("and", "or"): may inherit the previous verb
+    question: bool = False
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words) + (" ?" if self.question else "")
+
+
+def split_clauses(tokens: list[str], vocab: Vocabulary) -> list[Clause]:
+    clauses, current, joined = [], [], False
+    for tok in tokens + ["."]:
+        if tok in PUNCTUATION or tok in vocab.conjunctions:
+            if current:
+                clauses.append(Clause(current, joined, tok == "?"))
+            elif tok == "?" and clauses:
+                clauses[-1].question = True
+            current, joined = [], tok in vocab.conjunctions
+        else:
+            current.append(tok)
+    return clauses
+
+
+@dataclass
+class Span:
+    """A matched phrase and its possible meanings; ``used`` once a pattern has consumed it."""
+
+    words: tuple[str, ...]
+    roles: tuple[Role, ...]
+    used: bool = False
+
+    def get(self, kind: str) -> list[Role]:
+        return [r for r in self.roles if r.kind == kind]
+
+    def has(self, *kinds: str) -> bool:
+        return any(r.kind in kinds for r in self.roles)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+def scan(words: list[str], vocab: Vocabulary) -> list[Span]:
+    """Longest-first phrase matching over the clause's words, articles and possessives dropped."""
+    words = [w for w in words if w not in vocab.skipped]
+    longest = max(map(len, vocab.lexicon))
+    spans, i = [], 0
+    while i < len(words):
+        if words[i].startswith("age:"):
+            years = int(words[i][4:])
+            degree = next((d for lo, hi, d in vocab.age_years if lo <= years <= hi), MAX_DEGREE)
+            spans.append(Span((words[i],), (Role("degree", vocab.years_attribute, degree),)))
+            i += 1
+            continue
+        for size in range(min(longest, len(words) - i), 0, -1):
+            roles = vocab.lexicon.get(tuple(words[i:i + size]))
+            if roles:
+                spans.append(Span(tuple(words[i:i + size]), roles))
+                i += size
+                break
+        else:
+            spans.append(Span((words[i],), ()))
+            i += 1
+    return spans
