@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class Agent:
         session = Session(session_id or uuid.uuid4().hex)
         if session.id in self.sessions:
             raise ValueError(f"session {session.id!r} is already open")
+        session.state.seed = seed if seed is not None else secrets.randbelow(2**31)
         outcome = self.editor.upload(session.state, image) if image is not None \
             else self.editor.new_face(session.state, seed)
         self.sessions[session.id] = session
@@ -246,8 +248,7 @@ def first_response(llm: BaseChatModel, text: str, state: DialogState | None = No
     return {"calls": [{"name": c["name"], "args": c["args"]} for c in ai.tool_calls], "reply": ai.text}
 
 
-def build_agent(backend: str = "builtin", llm: str = "rules", seed: int | None = None,
-                method: str = "field") -> Agent:
+def build_agent(backend: str = "builtin", llm: str = "rules", method: str = "field") -> Agent:
     """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm``)."""
     from chatedit.llms import make_chat_model
 
@@ -255,7 +256,7 @@ def build_agent(backend: str = "builtin", llm: str = "rules", seed: int | None =
         raise ValueError(f"unknown backend {backend!r}; available: builtin")
     from chatedit.tools.builtin.backend import BuiltinBackend
 
-    return Agent(Editor(BuiltinBackend.load(), method=method, seed=seed), make_chat_model(llm))
+    return Agent(Editor(BuiltinBackend.load(), method=method), make_chat_model(llm))
 
 
 __all__ = ["Agent", "EditError", "Event", "FrameEvent", "Reply", "Session", "ToolEvent", "build_agent", "first_response",

@@ -110,7 +110,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from chatedit.agent import Reply, ToolEvent, build_agent
     from chatedit.images import from_pil, to_pil
 
-    agent = build_agent(llm=args.llm, seed=args.seed)
+    agent = build_agent(llm=args.llm)
     image = None
     if args.image is not None:
         from PIL import Image, UnidentifiedImageError
@@ -146,6 +146,16 @@ def _prompt_lines():
         if line.strip().lower() in {"quit", "exit", "bye"}:
             return
         yield line
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from chatedit.replay import replay
+
+    passed, failed, broken = replay(args.scripts, args.out, backend=args.backend, llm=args.llm)
+    return 1 if args.check and (failed or broken) else 0
 
 
 # --------------------------------------------------------------------------- sheet
@@ -230,10 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="talk to a face in the terminal; the face is saved as a PNG after every turn")
     p.add_argument("--say", action="append", default=[], metavar="TEXT",
                    help="a message to send instead of reading the terminal (repeat for several turns)")
-    p.add_argument("--face", type=int, default=None, help="seed of the generated face to start from")
+    p.add_argument("--face", type=int, default=None,
+                   help="seed of the generated face to start from (new faces asked for later derive from it)")
     p.add_argument("--image", type=Path, default=None, help="start from this photo instead of a generated face")
     p.add_argument("--out", type=Path, default=Path("chatedit_face.png"), help="where the current face is saved")
-    p.add_argument("--seed", type=int, default=None, help="seed for new faces asked for without one")
     _add_llm(p)
     p.set_defaults(func=cmd_chat)
 
@@ -247,9 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func=cmd_sheet)
 
+    p = sub.add_parser("replay", help="replay scripted conversations and check what happened to the face")
+    p.add_argument("scripts", nargs="+", metavar="FILE_OR_DIR", help="YAML scripts, or folders of them")
+    p.add_argument("--out", type=Path, required=True, help="folder for transcripts, images, GIFs and sheets")
+    p.add_argument("--check", action="store_true", help="exit non-zero when any expectation failed")
+    p.add_argument("--backend", default=None, help="override every script's backend (builtin)")
+    p.add_argument("--llm", default=None, help="override every script's chat model (rules)")
+    p.set_defaults(func=cmd_replay)
+
     for name, help_text, issue in (
         ("serve", "open the chat page in a browser (Gradio)", "the Gradio app (issue #6)"),
-        ("replay", "replay scripted conversations and check what happened", "scripted replays (issue #5)"),
     ):
         p = sub.add_parser(name, help=f"{help_text} [not yet available]")
         p.set_defaults(func=_later(issue))

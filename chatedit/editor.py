@@ -35,14 +35,13 @@ class Outcome:
 
 
 class Editor:
-    def __init__(self, backend, method: Method = "field", max_steps: int = 64, seed: int | None = None,
-                 refine_steps: int = 40, feedback: Feedback | None = None):
+    def __init__(self, backend, method: Method = "field", max_steps: int = 64, refine_steps: int = 40,
+                 feedback: Feedback | None = None):
         self.backend = backend
         self.method = method
         self.max_steps = max_steps
         self.refine_steps = refine_steps
         self.feedback = feedback or load_feedback()
-        self._seeds = random.Random(seed)  # only for new faces asked for without a seed
 
     # ----------------------------------------------------------------- faces
 
@@ -61,8 +60,8 @@ class Editor:
         return image
 
     def new_face(self, state: DialogState, seed: int | None = None) -> Outcome:
-        if seed is None:
-            seed = self._seeds.randrange(1_000_000)
+        if seed is None:  # drawn from the session's own seed, so a replayed session gets the same faces
+            seed = random.Random(state.seed * 1_000_003 + state.next_face_id()).randrange(1_000_000)
         if not 0 <= seed < 2**31:
             raise EditError(f"seed must be a whole number from 0 to {2**31 - 1}, got {seed}")
         image = self._push(state, self.backend.sample(seed), f"new face (seed {seed})", state.next_face_id())
@@ -78,6 +77,13 @@ class Editor:
         shown = self._push(state, latent, "uploaded photo", state.next_face_id())
         self._forget_dialog(state)
         return Outcome("Got it. " + self.feedback.describe(state.current.degrees), True, shown)
+
+    def identity_similarity(self, state: DialogState) -> float:
+        """How much the face shown is still the face this session's current face started as, in [0, 1]."""
+        backend = self.backend
+        now = backend.identity(backend.generate(state.current.latent.to(backend.device)))
+        then = backend.identity(backend.generate(state.original.latent.to(backend.device)))
+        return float((now * then).sum(-1).clamp(0, 1)[0])
 
     def describe(self, state: DialogState) -> Outcome:
         if not state.has_face:
@@ -162,11 +168,13 @@ class Editor:
         state.edits += 1
 
         # 4. say what changed, in words of the degree scale, and what could come next
-        sentences = [self.feedback.edit("reached" if result.reached else "partial", attribute, reached)]
+        overshot = (reached - result.target) * (result.target - start) > 0
+        key = "reached" if reached == result.target else "overshot" if overshot else "partial"
+        sentences = [self.feedback.edit(key, attribute, reached)]
         for other in names:
             if other != attribute and result.degrees[other] != current.degrees[other]:
                 sentences.append(self.feedback.edit("side_effect", other, result.degrees[other]))
-        state.question = self._question(state, attribute) if result.reached else None
+        state.question = self._question(state, attribute) if reached == result.target else None
         question = state.question.pop("say") if state.question else None
         return Outcome(" ".join(sentences), True, result.image, question)
 

@@ -24,7 +24,7 @@ def face(world, degrees):
 
 def open_agent(llm=None, walls=None, degrees=START):
     world = OpenWorld(walls)
-    agent = Agent(Editor(world, seed=0), llm or RulesChatModel())
+    agent = Agent(Editor(world), llm or RulesChatModel())
     session, _ = agent.open("s1", image=face(world, degrees))
     return agent, session
 
@@ -88,7 +88,7 @@ def test_unknown_tool_and_failing_model_leave_the_session_usable():
 
 def test_sessions_do_not_share_state():
     world = OpenWorld()
-    agent = Agent(Editor(world, seed=0), RulesChatModel())
+    agent = Agent(Editor(world), RulesChatModel())
     agent.open("a", image=face(world, START))
     agent.open("b", image=face(world, START))
     turn(agent, "add thick glasses", "a")

@@ -11,7 +11,7 @@ from chatedit.tools.builtin.backend import BuiltinBackend
 
 @pytest.fixture(scope="module")
 def agent():
-    return Agent(Editor(BuiltinBackend.load(), seed=0), RulesChatModel())
+    return Agent(Editor(BuiltinBackend.load()), RulesChatModel())
 
 
 def first_seed(agent, **degrees):
