@@ -59,7 +59,7 @@ def test_identity_separates_people_across_attribute_changes(backend):
 @pytest.mark.parametrize("attribute, change", [("beard", -1), ("age", -1), ("bangs", 2)])
 def test_field_walk_moves_one_attribute_and_keeps_the_person(backend, attribute, change):
     names = attribute_names()
-    w = backend.sample(42)
+    w = backend.sample(29)  # a bearded young man without glasses or bangs
     image = backend.generate(w)
     start = backend.predict(image).degrees[0]
     a = names.index(attribute)

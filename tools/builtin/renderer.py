@@ -214,7 +214,7 @@ def render(portraits: Portraits) -> torch.Tensor:
     eye_y = face_cy - 0.05 + 0.05 * p["eye_y"] + 0.07 * young
     eye_dx = 0.17 + 0.05 * p["eye_gap"]
     eye_r = (0.052 + 0.018 * p["eye_size"]) * (1 + 0.3 * young)
-    squint = 1 - 0.2 * _smooth(2.0, 3.0, a["smiling"]) - 0.3 * _smooth(4.0, 5.0, a["smiling"])
+    squint = 1 - 0.2 * _smooth(2.4, 3.0, a["smiling"]) - 0.3 * _smooth(4.0, 5.0, a["smiling"])
     brow_y = eye_y - 0.1 - 0.03 * p["brow_arch"] - 0.4 * eye_r * young
     nose_y = eye_y + (0.17 + 0.06 * p["nose_len"]) * (1 - 0.2 * young)
     mouth_y = nose_y + 0.11 + 0.02 * p["nose_len"]
@@ -310,16 +310,20 @@ def render(portraits: Portraits) -> torch.Tensor:
     texture = 1 - 0.6 * (1 - _smooth(1.3, 2.0, beard)) * (noise > 0.5).float()
     img = _mix(img, hair_dark, region * density * texture)
 
-    # 7. mouth: corners rise and the mouth widens with the smile; then it opens to show teeth, then to laugh
+    # 7. mouth: serious (flat, corners a touch down) → corners flick up → a round U with smile lines →
+    #    a wide, deep U with the eyes narrowing → teeth → wide open laugh. Each degree adds its own cue.
     smile = a["smiling"]
-    mw = (0.1 + 0.04 * p["mouth_w"]) * (1 + 0.1 * smile.clamp(max=3) + 0.05 * (smile - 3).clamp(min=0))
-    lift = -0.012 + 0.028 * smile.clamp(max=3) + 0.006 * (smile - 3).clamp(min=0)
+    c1, c2, c3 = _smooth(0.4, 1.0, smile), _smooth(1.4, 2.0, smile), _smooth(2.4, 3.0, smile)
+    mw = (0.11 + 0.04 * p["mouth_w"]) * (1 + 0.08 * c1 + 0.1 * c2 + 0.12 * c3 + 0.04 * (smile - 3).clamp(min=0))
+    frown = 0.014 * (1 - c1)
+    curl = 0.03 * c1
+    lift = 0.032 * c2 + 0.03 * c3 + 0.006 * (smile - 3).clamp(min=0)
     u = (x / mw).clamp(-1.2, 1.2)
-    curve = mouth_y - lift * u**2 + lift * 0.35
+    curve = mouth_y + frown * u**2 - curl * u**8 - lift * (u**2 - 0.35)
     opening = 0.03 * _smooth(3.3, 4.0, smile) + 0.055 * _smooth(4.3, 5.0, smile)
     in_mouth = _fill(x.abs() - mw)
     lower = curve + opening * (1 - u**2).clamp(min=0)
-    lip_line = _fill((y - curve).abs() - 0.009) * _fill(x.abs() - mw - 0.005)
+    lip_line = _fill((y - curve).abs() - 0.011) * _fill(x.abs() - mw - 0.005)
     img = _mix(img, lip * 0.45, lip_line)
     cavity = _fill(torch.maximum(curve - y, y - lower)) * in_mouth
     img = _mix(img, rgb(0.3, 0.08, 0.1), cavity)
@@ -327,11 +331,10 @@ def render(portraits: Portraits) -> torch.Tensor:
     img = _mix(img, rgb(0.96, 0.95, 0.9), teeth * _smooth(3.3, 3.8, smile))
     lower_lip = _fill(((y - lower - 0.018)).abs() - 0.013) * _fill(x.abs() - mw * 0.85)
     img = _mix(img, lip, lower_lip)
-    cheek = _smooth(1.5, 3.0, smile)
-    for side in (-1, 1):  # smile lines bracketing the mouth corners
-        cx, cy = side * (mw + 0.035), mouth_y - lift * 0.6
-        bracket = _fill(_ellipse(x, y, cx, cy, 0.014 + 0 * x, 0.045 + 0 * x).abs() - 0.004) * (x * side > cx * side)
-        img = _mix(img, shade * 0.75, bracket * cheek)
+    for side in (-1, 1):  # smile lines bracketing the mouth corners: faint at a gentle smile, long at a broad one
+        cx, cy = side * (mw + 0.035), mouth_y - lift * 0.6 - 0.01 * c1
+        bracket = _fill(_ellipse(x, y, cx, cy, 0.016 + 0 * x, 0.035 + 0.025 * c3).abs() - 0.0045) * (x * side > cx * side)
+        img = _mix(img, shade * 0.7, bracket * (0.55 * c2 + 0.45 * c3))
 
     # 8. nose
     for side in (-1, 1):
@@ -368,7 +371,7 @@ def render(portraits: Portraits) -> torch.Tensor:
     fringe = torch.maximum(y - fringe_y, face_sdf + 0.01)
     fringe = torch.maximum(fringe, hairline - 0.06 - y)
     img = _mix(img, hair * strands, _fill(fringe) * _smooth(0.15, 0.5, bangs))
-    edge = _fill((y - fringe_y).abs() - 0.006) * _fill(face_sdf + 0.01)
+    edge = _fill((y - fringe_y).abs() - 0.009) * _fill(face_sdf + 0.01)
     img = _mix(img, hair_dark, edge * _smooth(0.15, 0.5, bangs) * _fill(-(y - hairline)))
 
     # 11. glasses: rimless → thin → thick frames → thin → thick sunglasses
