@@ -132,3 +132,9 @@ def test_bad_requests_raise_before_any_step(kwargs, message):
     with pytest.raises(ValueError, match=message):
         edit(backend, state(1.0), **kwargs)
     assert backend.calls <= 1
+
+
+def test_a_weak_field_is_walked_with_longer_strides_instead_of_giving_up():
+    result = edit(LineBackend(speed=0.1), state(1.0), "smiling", target=3)
+    assert result.reached and result.degrees["smiling"] == 3
+    assert result.steps <= 64

@@ -23,6 +23,7 @@ Reason = Literal["already_at_target", "unreachable", "max_steps"]
 SUBSTEPS = 8  # walk steps per degree of change
 SETTLE = 4  # extra steps allowed after reaching the target, to move into the middle of the degree
 STALL = 10  # steps without progress before an edit is called unreachable
+MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
 
 
 class Reading(Protocol):
@@ -157,22 +158,31 @@ def walk(
             if settling >= 2 or gap < 0.1 or len(frames) - 1 - best.step >= SETTLE:
                 break
             continue
-        if best is not None or overshoot:
-            break  # left the target degree, or stepped past it
+        if best is not None:
+            break  # left the target degree
+        if overshoot:  # even the smallest step jumps over the target degree: it is not on this path
+            return finish(_closest(frames, attribute, goal, current), False, "unreachable")
         # 3. give up when the walk stops making progress or leaves the space of real faces
         moved = sign * frame.expected[attribute]
-        stalled = 0 if moved > progress + 0.02 else stalled + 1
+        if moved > progress + 0.02:
+            stalled = 0
+        else:  # a flat stretch of the field: lengthen the stride until the reading moves again
+            stalled += 1
+            if stalled >= 2:
+                scale = min(scale * 2, MAX_STRIDE / SUBSTEPS)
         progress = max(progress, moved)
         if stalled >= STALL or float(backend.latent_distance(candidate)) > distance_limit:
-            return finish(_closest(frames, attribute, goal), False, "unreachable")
+            return finish(_closest(frames, attribute, goal, current), False, "unreachable")
 
     if best is not None:
         return finish(best, True, None)
-    return finish(_closest(frames, attribute, goal), False, "max_steps")
+    return finish(_closest(frames, attribute, goal, current), False, "max_steps")
 
 
-def _closest(frames: list[Frame], attribute: str, goal: int) -> Frame:
-    return min(frames, key=lambda f: (abs(f.degrees[attribute] - goal), abs(f.expected[attribute] - goal)))
+def _closest(frames: list[Frame], attribute: str, goal: int, start: int) -> Frame:
+    """The frame nearest the goal degree; between equally near ones, a frame that changed the face."""
+    return min(frames, key=lambda f: (abs(f.degrees[attribute] - goal), f.degrees[attribute] == start,
+                                      abs(f.expected[attribute] - goal)))
 
 
 def edit(backend: WalkBackend, state: FaceState, attribute: str, target: int | None = None,
