@@ -190,8 +190,9 @@ class Agent:
             if not isinstance(new[-1], AIMessage) or new[-1].tool_calls:
                 new.append(AIMessage(answer))
 
-        # 4. remember the turn
-        session.messages.extend(new)
+        # 4. remember the turn (text only: images stay out of the memory every later turn carries)
+        session.messages.extend(m.model_copy(update={"artifact": None}) if isinstance(m, ToolMessage) else m
+                                for m in new)
         reply = self._reply(state, answer, calls)
         state.turns.append(Turn(text, [{k: c[k] for k in ("name", "args", "ok")} for c in calls], answer,
                                 dict(reply.degrees)))

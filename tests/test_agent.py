@@ -164,3 +164,11 @@ def test_state_round_trips_through_json_mid_conversation():
     assert [e.degrees for e in copy.entries] == [e.degrees for e in session.state.entries]
     assert all(torch.equal(a.latent, b.latent) for a, b in zip(copy.entries, session.state.entries))
     assert copy.turns == session.state.turns and copy.can_redo() == 1
+
+
+def test_session_memory_keeps_text_not_images():
+    agent, session = open_agent()
+    for text in ("add glasses", "smile more", "undo"):
+        turn(agent, text)
+    tool_messages = [m for m in session.messages if isinstance(m, ToolMessage)]
+    assert len(tool_messages) == 3 and all(m.artifact is None and m.text for m in tool_messages)
