@@ -21,7 +21,7 @@ import torch
 Method = Literal["field", "linear"]
 Reason = Literal["already_at_target", "unreachable", "max_steps"]
 SUBSTEPS = 8  # walk steps per degree of change
-SETTLE = 4  # extra steps allowed after reaching the target, to move into the middle of the degree
+SETTLE = 8  # extra steps allowed after reaching the target, to move into the middle of the degree (4 before: 1-4 points less exact)
 STALL = 10  # steps without progress before an edit is called unreachable
 MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
 
@@ -155,7 +155,7 @@ def walk(
                 best, settling = frame, 0
             else:
                 settling += 1
-            if settling >= 2 or gap < 0.1 or len(frames) - 1 - best.step >= SETTLE:
+            if settling >= 2 or gap < 0.05 or len(frames) - 1 - best.step >= SETTLE:
                 break
             continue
         if best is not None:
