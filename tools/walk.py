@@ -21,7 +21,7 @@ import torch
 Method = Literal["field", "linear"]
 Reason = Literal["already_at_target", "unreachable", "max_steps"]
 SUBSTEPS = 8  # walk steps per degree of change
-SETTLE = 8  # extra steps allowed after reaching the target, to move into the middle of the degree (4 before: 1-4 points less exact)
+SETTLE = 8  # extra steps after reaching the target, to move into the middle of the degree (4: 1-4 points less exact)
 STALL = 10  # steps without progress before an edit is called unreachable
 MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
 
