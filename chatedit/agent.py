@@ -19,6 +19,7 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from typing import Iterator
 
@@ -76,11 +77,17 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-def system_prompt(state: DialogState) -> str:
-    """The system message: what the assistant can do, and the session's state as JSON."""
+@lru_cache(maxsize=1)
+def _system_template() -> tuple[str, str]:
     template = resources.files("chatedit.prompts").joinpath("system.md").read_text()
     scales = "\n".join(f"- {a.name}: " + "; ".join(f"{i} {d}" for i, d in enumerate(a.degrees))
                        for a in load_attributes())
+    return template, scales
+
+
+def system_prompt(state: DialogState) -> str:
+    """The system message: what the assistant can do, and the session's state as JSON."""
+    template, scales = _system_template()
     snapshot = {
         "degrees": dict(state.current.degrees) if state.has_face else None,
         "focus": state.focus, "last_change": state.last_change, "question": state.question,

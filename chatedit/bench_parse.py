@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -145,8 +146,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def rules_parse_calls(text: str) -> list[dict]:
-    """The built-in rules parser as a ``parse_calls`` function, for a fresh session."""
-    from chatedit.language import intents_to_calls, parse
+@lru_cache(maxsize=None)
+def chat_model_parse_calls(llm: str = "rules"):
+    """A ``parse_calls`` function: the tool calls of the chat model's first answer in a fresh session."""
+    from chatedit.agent import first_response
+    from chatedit.llms import make_chat_model
 
-    return intents_to_calls(parse(text))
+    model = make_chat_model(llm)
+    return lambda text: first_response(model, text)["calls"]
+
+
+def rules_parse_calls(text: str) -> list[dict]:
+    """The built-in chat model (``--llm rules``) as a ``parse_calls`` function."""
+    return chat_model_parse_calls("rules")(text)

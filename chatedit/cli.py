@@ -53,11 +53,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         path = args.file or bench_parse.find_benchmark()
         if path is None:
             raise FileNotFoundError("benchmark file shared/benchmarks/talk_to_edit_requests.jsonl not found; pass --file")
-        from chatedit.agent import first_response
-        from chatedit.llms import make_chat_model
-
-        llm = make_chat_model(args.llm)
-        result = bench_parse.run(lambda text: first_response(llm, text)["calls"], path)
+        result = bench_parse.run(bench_parse.chat_model_parse_calls(args.llm), path)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
 

@@ -51,8 +51,9 @@ class Editor:
         degrees = self.backend.predict(image).degrees[0]
         return image[0], {name: int(degrees[i]) for i, name in enumerate(self.backend.attributes)}
 
+    @torch.no_grad()
     def image(self, state: DialogState) -> torch.Tensor:
-        return self.read(state.current.latent)[0]
+        return self.backend.generate(state.current.latent.to(self.backend.device))[0]
 
     def _push(self, state: DialogState, latent: torch.Tensor, action: str, face: int) -> torch.Tensor:
         image, degrees = self.read(latent)

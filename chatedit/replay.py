@@ -268,7 +268,7 @@ def conversation_sheet(stills: list, cell: int = 128, per_row: int = 6):
     """The conversation as strips of faces with the person's words under each."""
     from PIL import Image, ImageDraw
 
-    from chatedit.sheet import _wrap
+    from chatedit.sheet import wrap
 
     text_h = 52
     rows = (len(stills) + per_row - 1) // per_row
@@ -277,7 +277,7 @@ def conversation_sheet(stills: list, cell: int = 128, per_row: int = 6):
     for k, (image, words) in enumerate(stills):
         x, y = (k % per_row) * cell, (k // per_row) * (cell + text_h)
         sheet.paste(image.resize((cell, cell)), (x, y))
-        lines = _wrap(words, 21)
+        lines = wrap(words, 21)
         text = "\n".join(lines[:4]) + ("…" if len(lines) > 4 else "")
         draw.multiline_text((x + 3, y + cell + 2), text, fill="black", spacing=1)
     return sheet

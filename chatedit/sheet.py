@@ -14,7 +14,7 @@ LABEL_W = 110
 HEADER_H = 34
 
 
-def _wrap(text: str, width: int = 20) -> list[str]:
+def wrap(text: str, width: int = 20) -> list[str]:
     lines, line = [], ""
     for word in text.split():
         if line and len(line) + 1 + len(word) > width:
@@ -53,7 +53,7 @@ def degree_sheet(faces: int = 3, seed: int = 7) -> Image.Image:
     y = 0
     for a, attribute in enumerate(attributes):
         for d in range(6):
-            text = "\n".join(_wrap(f"{d}: {attribute.degrees[d]}", 22)[:2])
+            text = "\n".join(wrap(f"{d}: {attribute.degrees[d]}", 22)[:2])
             draw.multiline_text((LABEL_W + d * CELL + 3, y + 2), text, fill="black", spacing=1)
         y += HEADER_H
         for label, images in rows[a * faces : (a + 1) * faces]:

@@ -12,6 +12,7 @@ what the model reads, the artifact carries the image beside it and never enters 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Literal
 
 from langchain_core.tools import StructuredTool, ToolException
@@ -36,6 +37,7 @@ class _EditChecks(BaseModel):
         return self
 
 
+@lru_cache(maxsize=1)
 def edit_schema() -> type[BaseModel]:
     """``edit_attribute``'s arguments; the attribute names come from ``prompts/attributes.yaml``."""
     names = attribute_names()

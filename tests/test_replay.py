@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from chatedit.agent import Agent
 from chatedit.editor import Editor
