@@ -118,6 +118,27 @@ class Agent:
         self.sessions[session.id] = session
         return session, outcome
 
+    def restore(self, session_id: str, state: DialogState, messages: list[BaseMessage]) -> Session:
+        """Puts a saved session back (after a page reload or a server restart)."""
+        if session_id in self.sessions:
+            return self.sessions[session_id]
+        session = Session(session_id, state, list(messages))
+        self.sessions[session_id] = session
+        return session
+
+    def upload(self, session_id: str, image: torch.Tensor, said: str = "[uploaded a photo]") -> Reply:
+        """Starts the session's next face from a photo (3, H, W); refused photos change nothing.
+
+        Raises ``EditError`` with a sentence for the person when the photo cannot be used.
+        """
+        session = self.session(session_id)
+        with session.lock:
+            outcome = self.editor.upload(session.state, image)
+            session.messages.extend([HumanMessage(said), AIMessage(outcome.text)])
+            reply = self._reply(session.state, outcome.text, [])
+            session.state.turns.append(Turn(said, [], outcome.text, dict(reply.degrees)))
+            return reply
+
     def close(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
 
@@ -141,7 +162,19 @@ class Agent:
         with session.lock:  # one turn at a time per session; other sessions run freely
             yield from self._turn(session, text)
 
-    def _turn(self, session: Session, text: str) -> Iterator[Event]:
+    def act(self, session_id: str, name: str, args: dict, said: str) -> Iterator[Event]:
+        """Runs one tool call the person made with a control (a slider, a button) instead of words.
+
+        It goes through the same tools as a chat turn and is remembered as one: ``said`` (e.g.
+        "[slider] smiling → 3") is the person's line, the call and its result follow it, so the
+        language model knows what happened when the conversation goes on.
+        """
+        session = self.session(session_id)
+        with session.lock:
+            yield from self._turn(session, said, scripted={"name": name, "args": dict(args),
+                                                           "id": f"ui_{uuid.uuid4().hex[:12]}"})
+
+    def _turn(self, session: Session, text: str, scripted: dict | None = None) -> Iterator[Event]:
         state = session.state
         # 1. refuse what cannot be a request, leaving everything as it was
         if not isinstance(text, str) or not text.strip():
@@ -169,9 +202,11 @@ class Agent:
         answer: str | None = None
 
         # 3. the tool-calling loop
-        for _ in range(self.max_rounds):
+        for round_ in range(self.max_rounds):
+            if scripted is not None and round_ > 0:
+                break  # a control's call is answered by the tool's own words, not by the model
             try:
-                ai = model.invoke(messages)
+                ai = AIMessage("", tool_calls=[scripted]) if scripted is not None else model.invoke(messages)
             except Exception as error:  # a real model's server can fail; the session must not
                 logger.exception("chat model failed")
                 answer = f"The language model failed ({type(error).__name__}: {error}); nothing was changed by it."

@@ -8,6 +8,7 @@ the sentence the person and the model read, and the face shown afterwards.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass
 from typing import Callable
@@ -20,6 +21,12 @@ from chatedit.state import DialogState, Entry
 from chatedit.tools.walk import FaceState, Frame, Method, edit
 
 logger = logging.getLogger(__name__)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return 10 * math.log10(1 / max(mse, 1e-10))
 
 
 class EditError(ValueError):
@@ -36,8 +43,10 @@ class Outcome:
 
 class Editor:
     def __init__(self, backend, method: Method = "field", max_steps: int = 64, refine_steps: int = 40,
-                 feedback: Feedback | None = None):
+                 feedback: Feedback | None = None, min_fit_psnr: float | None = None):
         self.backend = backend
+        # an upload the backend reconstructs worse than this (dB) holds no face it can edit
+        self.min_fit_psnr = min_fit_psnr if min_fit_psnr is not None else getattr(backend, "min_fit_psnr", 0.0)
         self.method = method
         self.max_steps = max_steps
         self.refine_steps = refine_steps
@@ -74,7 +83,12 @@ class Editor:
         """Starts a new face from an image (3, H, W) in [0, 1] at the backend's resolution."""
         if image.ndim != 3 or image.shape[0] != 3:
             raise EditError(f"an image must be (3, H, W), got {tuple(image.shape)}")
-        latent = self.backend.encode(image[None], refine_steps=self.refine_steps)
+        if float(image.float().std()) < 0.02:
+            raise EditError(self.feedback.say("upload.blank"))
+        latent = self.backend.encode(image[None].to(self.backend.device), refine_steps=self.refine_steps)
+        fit = psnr(self.backend.generate(latent)[0].cpu(), image.cpu())
+        if fit < self.min_fit_psnr:  # the model cannot draw it: not a portrait it knows how to edit
+            raise EditError(self.feedback.say("upload.no_face", psnr=f"{fit:.1f}"))
         shown = self._push(state, latent, "uploaded photo", state.next_face_id())
         self._forget_dialog(state)
         return Outcome("Got it. " + self.feedback.describe(state.current.degrees), True, shown)

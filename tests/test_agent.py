@@ -9,7 +9,7 @@ import torch
 from langchain_core.messages import AIMessage, ToolMessage
 
 from chatedit.agent import Agent, FrameEvent, Reply, ToolEvent
-from chatedit.editor import Editor
+from chatedit.editor import EditError, Editor
 from chatedit.rules_model import RulesChatModel
 from chatedit.state import DialogState
 
@@ -172,3 +172,49 @@ def test_session_memory_keeps_text_not_images():
         turn(agent, text)
     tool_messages = [m for m in session.messages if isinstance(m, ToolMessage)]
     assert len(tool_messages) == 3 and all(m.artifact is None and m.text for m in tool_messages)
+
+
+# --------------------------------------------------------------------------- controls, uploads, restored sessions
+
+
+def test_a_control_runs_through_the_same_tools_and_the_conversation_remembers_it():
+    agent, session = open_agent()
+    events = list(agent.act("s1", "edit_attribute", {"attribute": "smiling", "target": 3}, "[slider] Smile → 3"))
+    assert any(isinstance(e, FrameEvent) for e in events)
+    reply = events[-1]
+    assert isinstance(reply, Reply) and reply.degrees["smiling"] == 3 and "broad smile" in reply.text
+    assert reply.calls == [{"name": "edit_attribute", "args": {"attribute": "smiling", "target": 3}, "ok": True}]
+    assert session.messages[0].text == "[slider] Smile → 3" and session.messages[1].tool_calls
+    _, more = turn(agent, "a bit more")  # the chat model reads the slider's edit as the one in focus
+    assert more.degrees["smiling"] == 4
+
+
+def test_a_bad_control_call_changes_nothing():
+    agent, session = open_agent()
+    reply = list(agent.act("s1", "edit_attribute", {"attribute": "smiling", "target": 9}, "[slider] Smile → 9"))[-1]
+    assert reply.degrees == START and "9" in reply.text and session.state.can_undo() == 0
+
+
+def test_uploads_start_a_new_face_and_a_blank_picture_is_refused_without_changes():
+    agent, session = open_agent()
+    world = agent.editor.backend
+    with pytest.raises(EditError, match="blank"):
+        agent.upload("s1", torch.zeros(3, 8, 8))
+    assert session.state.can_undo() == 0 and session.messages == []
+    reply = agent.upload("s1", face(world, {**START, "beard": 4}), said="[uploaded a photo: me.png]")
+    assert reply.degrees["beard"] == 4 and session.state.current.face == 1
+    assert [m.text for m in session.messages] == ["[uploaded a photo: me.png]", reply.text]
+    _, undone = turn(agent, "undo")
+    assert undone.degrees == START
+
+
+def test_a_restored_session_goes_on_where_it_was():
+    agent, session = open_agent()
+    turn(agent, "add thin glasses")
+    saved_state, saved_messages = DialogState.from_json(session.state.to_json()), list(session.messages)
+    fresh = Agent(agent.editor, RulesChatModel())  # as after a server restart
+    fresh.restore("s1", saved_state, saved_messages)
+    _, reply = turn(fresh, "undo")
+    assert reply.degrees == START
+    _, again = turn(fresh, "redo")
+    assert again.degrees["eyeglasses"] == 2

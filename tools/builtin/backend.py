@@ -31,6 +31,9 @@ class Reading:
 class BuiltinBackend:
     name = "builtin"
     resolution = 128
+    # uploads it redraws worse than this are not portraits of its world (renders: 29-31 dB after
+    # refinement, blurred ones 25; noise, screenshots and gradients: 11-13)
+    min_fit_psnr = 18.0
 
     def __init__(self, models: BuiltinModels):
         self.models = models
