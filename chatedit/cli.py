@@ -172,15 +172,21 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- not yet built
+# --------------------------------------------------------------------------- serve
 
 
-def _later(issue: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"chatedit {args.command}: not available yet; it arrives with {issue}.", file=sys.stderr)
-        return 2
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chatedit.ui.server import ServeOptions, parse_auth, serve
 
-    return run
+    if args.concurrency < 1 or args.max_upload_mb <= 0:
+        raise ValueError("--concurrency must be at least 1 and --max-upload-mb positive")
+    options = ServeOptions(
+        backend=args.backend, llm=args.llm, data_dir=args.data_dir, host=args.host, port=args.port,
+        share=args.share, auth=parse_auth(args.auth, args.auth_file), max_upload_mb=args.max_upload_mb,
+        concurrency=args.concurrency, max_age_days=args.max_age_days, max_sessions=args.max_sessions,
+    )
+    serve(options)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,11 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", default=None, help="override every script's chat model (rules)")
     p.set_defaults(func=cmd_replay)
 
-    for name, help_text, issue in (
-        ("serve", "open the chat page in a browser (Gradio)", "the Gradio app (issue #6)"),
-    ):
-        p = sub.add_parser(name, help=f"{help_text} [not yet available]")
-        p.set_defaults(func=_later(issue))
+    p = sub.add_parser("serve", help="the chat page: talk to a face in the browser (Gradio)")
+    p.add_argument("--backend", default="builtin", help="editing backend (builtin)")
+    _add_llm(p)
+    p.add_argument("--data-dir", type=Path, default=Path("chatedit_data"),
+                   help="sessions database, their images and upload temp files (default: ./chatedit_data)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link (use with --auth)")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASS",
+                   help="require this login (repeat for several users)")
+    p.add_argument("--auth-file", type=Path, default=None, help="logins, one USER:PASS per line")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest photo accepted, in MB")
+    p.add_argument("--concurrency", type=int, default=2,
+                   help="edits running at once (others queue); page loads never wait for edits")
+    p.add_argument("--max-age-days", type=float, default=30.0, help="sessions unused this long are deleted at start")
+    p.add_argument("--max-sessions", type=int, default=1000, help="at most this many sessions are kept")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -30,11 +30,6 @@ def test_help_imports_no_heavy_library():
     assert "HEAVY []" in out
 
 
-def test_commands_not_built_yet_say_so(capsys):
-    assert cli.main(["serve"]) == 2
-    assert "not available yet" in capsys.readouterr().err
-
-
 def test_parse_prints_the_calls_and_reply_for_a_fresh_session(capsys):
     assert cli.main(["parse", "make her smile a bit more and add thin specs"]) == 0
     out = json.loads(capsys.readouterr().out)

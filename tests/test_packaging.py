@@ -22,7 +22,7 @@ def test_wheel_installs_into_a_fresh_venv_and_answers_help(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops <= {"chatedit", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}, tops
     for expected in ("chatedit/tools/builtin/renderer.py", "chatedit/prompts/attributes.yaml",
-                     "chatedit/tools/builtin/weights/generator.safetensors"):
+                     "chatedit/tools/builtin/weights/generator.safetensors", "chatedit/ui/app.py"):
         assert expected in names
 
     env_dir = tmp_path / "venv"
