@@ -17,11 +17,12 @@ import logging
 import queue
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from langchain_core.language_models import BaseChatModel
@@ -32,6 +33,9 @@ from chatedit.editor import EditError, Editor, Outcome
 from chatedit.feedback import load_feedback
 from chatedit.state import DialogState, Turn
 from chatedit.toolkit import make_tools
+
+if TYPE_CHECKING:
+    from chatedit.llms import LLMSettings
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +101,16 @@ def system_prompt(state: DialogState) -> str:
 
 
 class Agent:
-    def __init__(self, editor: Editor, llm: BaseChatModel, max_rounds: int = 4, memory_turns: int = 12):
+    def __init__(self, editor: Editor, llm: BaseChatModel, max_rounds: int = 4, memory_turns: int = 12,
+                 fallback: BaseChatModel | None = None, max_tool_calls: int = 8, max_repairs: int = 2,
+                 turn_timeout_s: float = 120.0):
         self.editor = editor
         self.llm = llm
-        self.max_rounds = max_rounds
+        self.fallback = fallback  # answers a turn when ``llm`` fails
+        self.max_rounds = max_rounds  # model calls per turn
+        self.max_tool_calls = max_tool_calls  # tool calls run per turn; more are refused
+        self.max_repairs = max_repairs  # failed tool calls the model may repair before the turn ends
+        self.turn_timeout_s = turn_timeout_s  # no new model call starts after this
         self.memory_turns = memory_turns
         self.sessions: dict[str, Session] = {}
 
@@ -201,36 +211,63 @@ class Agent:
         calls: list[dict] = []
         answer: str | None = None
 
-        # 3. the tool-calling loop
+        # 3. the tool-calling loop, with guard rails for real models: a time limit for the turn, a
+        #    limit on tool calls, a few repairs of bad calls at most, a fallback model on failure
+        deadline = time.monotonic() + self.turn_timeout_s
+        failed_calls = 0
+        notice = ""
         for round_ in range(self.max_rounds):
             if scripted is not None and round_ > 0:
                 break  # a control's call is answered by the tool's own words, not by the model
+            if time.monotonic() > deadline:
+                answer = f"The language model took longer than {self.turn_timeout_s:g} s for this turn, so I stopped."
+                break
             try:
                 ai = AIMessage("", tool_calls=[scripted]) if scripted is not None else model.invoke(messages)
             except Exception as error:  # a real model's server can fail; the session must not
-                logger.exception("chat model failed")
-                answer = f"The language model failed ({type(error).__name__}: {error}); nothing was changed by it."
+                logger.warning("chat model failed: %s: %s", type(error).__name__, error)
+                if self.fallback is not None and not notice:
+                    model = self.fallback.bind_tools(list(tools.values()))
+                    notice = f"(The language model failed: {_short(error)}; the built-in one answered.) "
+                    continue
+                answer = f"The language model failed ({_short(error)}); nothing was changed by it."
                 break
             messages.append(ai)
             new.append(ai)
-            if not ai.tool_calls:
+            requested = [(c, True) for c in ai.tool_calls] + [(c, False) for c in ai.invalid_tool_calls]
+            if not requested:
                 answer = ai.text
                 break
-            for call in ai.tool_calls:
+            for call, readable in requested:
                 current_call.clear()
-                current_call.update(id=call["id"], attribute=call["args"].get("attribute", ""))
-                result = yield from self._run_tool(tools, call, frames)
+                current_call.update(id=call["id"], attribute=(call.get("args") or {}).get("attribute", "")
+                                    if isinstance(call.get("args"), dict) else "")
+                if readable and len(calls) < self.max_tool_calls:
+                    result = yield from self._run_tool(tools, call, frames)
+                elif readable:
+                    result = _refusal(call, f"not run: at most {self.max_tool_calls} tool calls per turn")
+                else:  # the model's arguments could not even be read as JSON
+                    result = _refusal(call, f"the call could not be read ({call.get('error') or 'bad arguments'}); "
+                                            "send the arguments as a JSON object")
                 messages.append(result)
                 new.append(result)
                 artifact = result.artifact or {}
                 ok = result.status != "error"
-                calls.append({"name": call["name"], "args": call["args"], "ok": ok})
-                yield ToolEvent(call["id"], call["name"], call["args"], result.text, ok,
+                failed_calls += not ok
+                args = call["args"] if isinstance(call.get("args"), dict) else {"raw": str(call.get("args"))}
+                calls.append({"name": str(call.get("name")), "args": args, "ok": ok})
+                yield ToolEvent(call["id"], str(call.get("name")), args, result.text, ok,
                                 bool(artifact.get("changed")), artifact.get("image"))
+            if failed_calls > self.max_repairs:
+                answer = " ".join(m.text for m in new if isinstance(m, ToolMessage) and m.status != "error")
+                answer = (answer + " " if answer else "") + "I couldn't turn that into a valid edit; please rephrase it."
+                break
         if answer is None or not answer.strip():  # the model stopped without words: report the tools' own
             answer = " ".join(m.text for m in new if isinstance(m, ToolMessage)) or load_feedback().say("unknown")
             if not isinstance(new[-1], AIMessage) or new[-1].tool_calls:
                 new.append(AIMessage(answer))
+
+        answer = notice + answer
 
         # 4. remember the turn (text only: images stay out of the memory every later turn carries)
         session.messages.extend(m.model_copy(update={"artifact": None}) if isinstance(m, ToolMessage) else m
@@ -282,6 +319,15 @@ class Agent:
         return Reply(text, self.editor.image(state), dict(state.current.degrees), calls)
 
 
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
+
+
+def _refusal(call: dict, why: str) -> ToolMessage:
+    return ToolMessage(why, tool_call_id=call["id"], name=str(call.get("name")), status="error")
+
+
 def first_response(llm: BaseChatModel, text: str, state: DialogState | None = None) -> dict:
     """What a chat model does with ``text`` in a session (fresh by default), before any tool runs:
     ``{"calls": [{"name", "args"}], "reply": text}``. Used by ``chatedit parse`` and ``bench parse``."""
@@ -291,15 +337,18 @@ def first_response(llm: BaseChatModel, text: str, state: DialogState | None = No
     return {"calls": [{"name": c["name"], "args": c["args"]} for c in ai.tool_calls], "reply": ai.text}
 
 
-def build_agent(backend: str = "builtin", llm: str = "rules", method: str = "field") -> Agent:
+def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", method: str = "field") -> Agent:
     """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm``)."""
-    from chatedit.llms import make_chat_model
+    from chatedit.llms import LLMSettings, make_chat_model
 
+    settings = llm if isinstance(llm, LLMSettings) else LLMSettings(llm)
+    chat_model = make_chat_model(settings)  # a bad --llm fails before any model is loaded
+    fallback = make_chat_model(settings.fallback) if settings.fallback else None
     if backend != "builtin":
         raise ValueError(f"unknown backend {backend!r}; available: builtin")
     from chatedit.tools.builtin.backend import BuiltinBackend
 
-    return Agent(Editor(BuiltinBackend.load(), method=method), make_chat_model(llm))
+    return Agent(Editor(BuiltinBackend.load(), method=method), chat_model, fallback=fallback)
 
 
 __all__ = ["Agent", "EditError", "Event", "FrameEvent", "Reply", "Session", "ToolEvent", "build_agent", "first_response",

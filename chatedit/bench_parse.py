@@ -147,7 +147,7 @@ def markdown(result: dict) -> str:
 
 
 @lru_cache(maxsize=None)
-def chat_model_parse_calls(llm: str = "rules"):
+def chat_model_parse_calls(llm="rules"):
     """A ``parse_calls`` function: the tool calls of the chat model's first answer in a fresh session."""
     from chatedit.agent import first_response
     from chatedit.llms import make_chat_model

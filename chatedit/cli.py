@@ -22,8 +22,25 @@ def _add_weights(parser: argparse.ArgumentParser) -> None:
                         help="folder with the built-in models (default: the weights shipped in the package)")
 
 
-def _add_llm(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--llm", default="rules", help="chat model: rules (built in, the default)")
+def _add_llm(parser: argparse.ArgumentParser, default: str | None = "rules") -> None:
+    parser.add_argument("--llm", default=default,
+                        help="chat model: rules (built in, the default), openai:MODEL (any OpenAI-compatible "
+                             "server; key from OPENAI_API_KEY) or ollama:MODEL")
+    parser.add_argument("--llm-base-url", default=None,
+                        help="the server's address, e.g. http://127.0.0.1:8000/v1 (default: OPENAI_BASE_URL / "
+                             "OLLAMA_HOST, else the provider's own)")
+    parser.add_argument("--llm-timeout", type=float, default=60.0, help="seconds one request to the model may take")
+    parser.add_argument("--llm-fallback", default=None, metavar="MODEL",
+                        help="answer with this chat model when --llm fails (e.g. rules)")
+
+
+def _llm(args: argparse.Namespace):
+    """The chat model settings from ``--llm`` and its options (None when ``--llm`` was not given)."""
+    from chatedit.llms import LLMSettings
+
+    if args.llm is None:
+        return None
+    return LLMSettings(args.llm, base_url=args.llm_base_url, timeout_s=args.llm_timeout, fallback=args.llm_fallback)
 
 
 # --------------------------------------------------------------------------- train
@@ -53,7 +70,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         path = args.file or bench_parse.find_benchmark()
         if path is None:
             raise FileNotFoundError("benchmark file shared/benchmarks/talk_to_edit_requests.jsonl not found; pass --file")
-        result = bench_parse.run(bench_parse.chat_model_parse_calls(args.llm), path)
+        result = bench_parse.run(bench_parse.chat_model_parse_calls(_llm(args)), path)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
 
@@ -79,7 +96,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from chatedit.agent import first_response
     from chatedit.llms import make_chat_model
 
-    llm = make_chat_model(args.llm)
+    llm = make_chat_model(_llm(args))
     if args.jsonl is None:
         if args.text is None:
             raise ValueError("give a request to parse, or --jsonl FILE")
@@ -106,7 +123,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from chatedit.agent import Reply, ToolEvent, build_agent
     from chatedit.images import from_pil, to_pil
 
-    agent = build_agent(llm=args.llm)
+    agent = build_agent(llm=_llm(args))
     image = None
     if args.image is not None:
         from PIL import Image, UnidentifiedImageError
@@ -150,7 +167,7 @@ def _prompt_lines():
 def cmd_replay(args: argparse.Namespace) -> int:
     from chatedit.replay import replay
 
-    passed, failed, broken = replay(args.scripts, args.out, backend=args.backend, llm=args.llm)
+    passed, failed, broken = replay(args.scripts, args.out, backend=args.backend, llm=_llm(args))
     return 1 if args.check and (failed or broken) else 0
 
 
@@ -181,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.max_upload_mb <= 0:
         raise ValueError("--concurrency must be at least 1 and --max-upload-mb positive")
     options = ServeOptions(
-        backend=args.backend, llm=args.llm, data_dir=args.data_dir, host=args.host, port=args.port,
+        backend=args.backend, llm=_llm(args), data_dir=args.data_dir, host=args.host, port=args.port,
         share=args.share, auth=parse_auth(args.auth, args.auth_file), max_upload_mb=args.max_upload_mb,
         concurrency=args.concurrency, max_age_days=args.max_age_days, max_sessions=args.max_sessions,
     )
@@ -264,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for transcripts, images, GIFs and sheets")
     p.add_argument("--check", action="store_true", help="exit non-zero when any expectation failed")
     p.add_argument("--backend", default=None, help="override every script's backend (builtin)")
-    p.add_argument("--llm", default=None, help="override every script's chat model (rules)")
+    _add_llm(p, default=None)  # None: each script's own chat model
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("serve", help="the chat page: talk to a face in the browser (Gradio)")

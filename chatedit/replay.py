@@ -26,8 +26,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from chatedit.llms import LLMSettings
 
 from chatedit.attributes import MAX_DEGREE, attribute_names
 
@@ -283,19 +287,23 @@ def conversation_sheet(stills: list, cell: int = 128, per_row: int = 6):
     return sheet
 
 
-def replay(paths: list[str | Path], out: str | Path, backend: str | None = None, llm: str | None = None,
-           echo=print) -> tuple[int, int, int]:
-    """Replays every script; returns (turns passed, turns failed, scripts that could not run)."""
-    from chatedit.agent import build_agent
+def replay(paths: list[str | Path], out: str | Path, backend: str | None = None,
+           llm: "str | LLMSettings | None" = None, echo=print) -> tuple[int, int, int]:
+    """Replays every script; returns (turns passed, turns failed, scripts that could not run).
 
+    ``backend`` and ``llm`` override every script's own (``llm`` may carry a server address)."""
+    from chatedit.agent import build_agent
+    from chatedit.llms import LLMSettings
+
+    settings = LLMSettings(llm) if isinstance(llm, str) else llm
     agents: dict[tuple[str, str], object] = {}
     passed = failed = broken = 0
     for path in find_scripts(paths):
         try:
             script = load_script(path)
-            key = (backend or script.backend, llm or script.llm)
+            key = (backend or script.backend, settings.name if settings else script.llm)
             if key not in agents:
-                agents[key] = build_agent(backend=key[0], llm=key[1])
+                agents[key] = build_agent(backend=key[0], llm=settings or LLMSettings(key[1]))
             script = Script(script.path, script.name, key[0], key[1], script.start, script.turns)
             transcript = run_script(script, agents[key], Path(out))
         except (ScriptError, ValueError) as err:

@@ -237,7 +237,7 @@ class ChatEditApp:
             self._say(session_id, "assistant", self.feedback.say("upload.not_image", name=name))
             return
         try:
-            reply = self.agent.upload(session_id, image, said=f"[uploaded a photo: {name}]")
+            reply = self.agent.upload(session_id, image)  # the model hears of a photo, never of a file name
         except EditError as error:
             self._say(session_id, "assistant", str(error))
             return

@@ -13,6 +13,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatedit.llms import LLMSettings
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +27,7 @@ SHARE_WITHOUT_AUTH = ("WARNING: --share makes this page public on the internet w
 @dataclass
 class ServeOptions:
     backend: str = "builtin"
-    llm: str = "rules"
+    llm: "str | LLMSettings" = "rules"
     data_dir: Path = Path("chatedit_data")
     host: str = "127.0.0.1"
     port: int | None = None
@@ -66,7 +70,8 @@ def prepare(options: ServeOptions):
     if pruned:
         logger.info("pruned %d old sessions", len(pruned))
     agent = build_agent(options.backend, options.llm)
-    app = ChatEditApp(agent, store, ServeConfig(options.backend, options.llm, options.concurrency,
+    llm_name = options.llm if isinstance(options.llm, str) else options.llm.name
+    app = ChatEditApp(agent, store, ServeConfig(options.backend, llm_name, options.concurrency,
                                                 options.max_upload_mb))
     return build_page(app), app
 
