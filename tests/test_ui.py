@@ -237,3 +237,38 @@ def test_idle_sessions_leave_memory_and_come_back_from_the_store(server, monkeyp
     again = start(c, first[SESSION])
     assert again[SESSION] == first[SESSION] and texts(again[CHAT]) == texts(first[CHAT])
     assert all(s in app.store.ids() for s in others)
+
+
+def test_a_long_edit_does_not_hold_up_another_sessions_page(server, monkeypatch):
+    import chatedit.editor
+
+    url, _ = server
+    real_edit = chatedit.editor.edit
+
+    def slow_edit(*args, **kwargs):
+        time.sleep(3.0)
+        return real_edit(*args, **kwargs)
+
+    monkeypatch.setattr(chatedit.editor, "edit", slow_edit)
+    busy = [client(url) for _ in range(2)]  # as many edits as the queue runs at once (concurrency=2)
+    jobs = [c.submit({"text": "make them look older", "files": []}, start(c)[SESSION], api_name="/send")
+            for c in busy]
+    time.sleep(0.5)  # both edits are walking now
+    began = time.perf_counter()
+    other = start(client(url))
+    waited = time.perf_counter() - began
+    assert len(other[SESSION]) == 32 and waited < 2.5 and not any(job.done() for job in jobs)
+    for job in jobs:
+        job.result()
+
+
+def test_the_launch_limits_uploads_and_serves_only_the_app_folders(tmp_path):
+    from chatedit.ui.server import launch_kwargs
+
+    class App:
+        class store:  # noqa: N801 - a stand-in with the one attribute launch_kwargs reads
+            images_dir = tmp_path / "images"
+
+    kwargs = launch_kwargs(ServeOptions(max_upload_mb=2, auth=[("a", "b")]), App)
+    assert kwargs["max_file_size"] == "2048kb" and kwargs["allowed_paths"] == [str(tmp_path / "images")]
+    assert kwargs["auth"] == [("a", "b")] and kwargs["server_name"] == "127.0.0.1"
