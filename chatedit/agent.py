@@ -337,18 +337,27 @@ def first_response(llm: BaseChatModel, text: str, state: DialogState | None = No
     return {"calls": [{"name": c["name"], "args": c["args"]} for c in ai.tool_calls], "reply": ai.text}
 
 
-def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", method: str = "field") -> Agent:
-    """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm``)."""
+def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", method: str = "field",
+                weights: str | None = None) -> Agent:
+    """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm`` / ``--weights``)."""
     from chatedit.llms import LLMSettings, make_chat_model
 
     settings = llm if isinstance(llm, LLMSettings) else LLMSettings(llm)
     chat_model = make_chat_model(settings)  # a bad --llm fails before any model is loaded
     fallback = make_chat_model(settings.fallback) if settings.fallback else None
-    if backend != "builtin":
-        raise ValueError(f"unknown backend {backend!r}; available: builtin")
-    from chatedit.tools.builtin.backend import BuiltinBackend
+    if backend == "builtin":
+        from chatedit.tools.builtin.backend import BuiltinBackend
 
-    return Agent(Editor(BuiltinBackend.load(), method=method), chat_model, fallback=fallback)
+        editor = Editor(BuiltinBackend.load(weights), method=method)
+    elif backend == "stylegan2":
+        from chatedit.tools.stylegan2.backend import StyleGAN2Backend
+
+        if weights is None:
+            raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
+        editor = Editor(StyleGAN2Backend.load(weights), method="field", refine_steps=200)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; available: builtin, stylegan2")
+    return Agent(editor, chat_model, fallback=fallback)
 
 
 __all__ = ["Agent", "EditError", "Event", "FrameEvent", "Reply", "Session", "ToolEvent", "build_agent", "first_response",

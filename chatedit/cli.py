@@ -198,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.max_upload_mb <= 0:
         raise ValueError("--concurrency must be at least 1 and --max-upload-mb positive")
     options = ServeOptions(
-        backend=args.backend, llm=_llm(args), data_dir=args.data_dir, host=args.host, port=args.port,
+        backend=args.backend, weights=args.weights, llm=_llm(args), data_dir=args.data_dir, host=args.host, port=args.port,
         share=args.share, auth=parse_auth(args.auth, args.auth_file), max_upload_mb=args.max_upload_mb,
         concurrency=args.concurrency, max_age_days=args.max_age_days, max_sessions=args.max_sessions,
     )
@@ -285,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("serve", help="the chat page: talk to a face in the browser (Gradio)")
-    p.add_argument("--backend", default="builtin", help="editing backend (builtin)")
+    p.add_argument("--backend", default="builtin", help="editing backend: builtin, or stylegan2 (with --weights)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="the backend's weights folder (stylegan2: Talk-to-Edit's pretrained_models folder)")
     _add_llm(p)
     p.add_argument("--data-dir", type=Path, default=Path("chatedit_data"),
                    help="sessions database, their images and upload temp files (default: ./chatedit_data)")

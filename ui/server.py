@@ -27,6 +27,7 @@ SHARE_WITHOUT_AUTH = ("WARNING: --share makes this page public on the internet w
 @dataclass
 class ServeOptions:
     backend: str = "builtin"
+    weights: Path | None = None
     llm: "str | LLMSettings" = "rules"
     data_dir: Path = Path("chatedit_data")
     host: str = "127.0.0.1"
@@ -69,7 +70,7 @@ def prepare(options: ServeOptions):
     pruned = store.prune()
     if pruned:
         logger.info("pruned %d old sessions", len(pruned))
-    agent = build_agent(options.backend, options.llm)
+    agent = build_agent(options.backend, options.llm, weights=options.weights)
     llm_name = options.llm if isinstance(options.llm, str) else options.llm.name
     app = ChatEditApp(agent, store, ServeConfig(options.backend, llm_name, options.concurrency,
                                                 options.max_upload_mb))

@@ -1,0 +1,99 @@
+"""The StyleGAN2 backend end to end on random weights in Talk-to-Edit's published file layout.
+
+A ``pretrained_models`` folder is written the way Talk-to-Edit publishes it (narrow widths keep
+it fast; the layouts are the published ones, checked in the loader tests), loaded through
+``StyleGAN2Backend.load``, and a face is inverted, walked and compared for identity. Random
+weights prove the plumbing, not the quality: no degree is asserted, only that the tools run.
+"""
+
+import pytest
+import torch
+
+from chatedit.editor import Editor
+from chatedit.state import DialogState
+from chatedit.tools.stylegan2 import talk_to_edit as tte
+from chatedit.tools.stylegan2.backend import FILES, StyleGAN2Backend
+from chatedit.tools.walk import FaceState, edit
+
+from test_stylegan2_generator import save_training_dict, tiny_state_dict
+from test_talk_to_edit_models import (arcface_layout, field_layout, predictor_layout, random_state,
+                                      tiny_arcface_config, tiny_predictor_config, TINY_ARCFACE, TINY_PREDICTOR)
+
+STYLE = 16
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrained_models")
+    names = FILES[128]
+    sd = tiny_state_dict(size=32, style_dim=STYLE, n_mlp=2, channels=[16, 16, 8, 8])  # small and fast
+    save_training_dict(root / names["generator"], sd, latent_avg=torch.zeros(1, STYLE))
+    (root / names["fields"]).mkdir()
+    for i, spec in enumerate(tte.ATTRIBUTES):
+        torch.save(random_state(field_layout(num_layer=2, dim=STYLE, hidden=32), seed=i),
+                   root / names["fields"] / spec.field_file)
+    torch.save({"state_dict": random_state(predictor_layout(**TINY_PREDICTOR)), "epoch": 20},
+               root / names["predictor"])
+    torch.save({f"module.{k}": v for k, v in random_state(arcface_layout(**TINY_ARCFACE)).items()},
+               root / names["arcface"])
+    return root
+
+
+def load(root, **options):
+    return StyleGAN2Backend.load(root, device="cpu", field_config={"num_layers": 2, "latent_dim": STYLE,
+                                                                  "hidden_dim": 32},
+                                 predictor_config=tiny_predictor_config(), arcface_config=tiny_arcface_config(),
+                                 **options)
+
+
+def test_a_face_is_sampled_walked_and_compared_through_the_walk(weights):
+    backend = load(weights)
+    w = backend.sample(3)
+    assert w.shape == (1, backend.generator.n_latent, STYLE) and torch.equal(w, backend.sample(3))
+    image = backend.generate(w)
+    assert image.shape == (1, 3, 32, 32) and 0 <= image.min() and image.max() <= 1
+    assert torch.equal(image, backend.generate(w))  # the same latent draws the same face every turn
+    delta = backend.step("field", 3, w)
+    rows = delta.abs().sum(-1)[0]
+    assert rows[: backend.replaced_layers].gt(0).all() and rows[backend.replaced_layers:].eq(0).all()
+    face = FaceState(w, backend.identity(image))
+    smile = int(backend.predict(image).degrees[0, 3])
+    result = edit(backend, face, "smiling", target=0 if smile >= 3 else 5, max_steps=6)
+    assert result.steps >= 1 and result.reason in (None, "unreachable", "max_steps")
+    assert 0.0 <= result.identity_similarity <= 1.0
+    with pytest.raises(ValueError, match="linear"):
+        backend.step("linear", 0, w)
+
+
+def test_a_photo_is_inverted_and_edited_through_the_editor(weights):
+    backend = load(weights)
+    target = backend.generate(backend.sample(11))[0]
+    seen = []
+    w = backend.encode(target[None], refine_steps=21, on_progress=lambda step, image: seen.append(step))
+    start = ((backend.generate(backend.w_mean[:, None].expand_as(w)) - target) ** 2).mean()
+    assert ((backend.generate(w) - target) ** 2).mean() < start  # the inversion moved towards the photo
+    assert seen == [0, 10, 20]
+    editor = Editor(backend, refine_steps=5, max_steps=4)
+    state = DialogState()
+    editor.upload(state, target)
+    outcome = editor.edit(state, "age", change=1)
+    assert state.current.latent.shape == w.shape and isinstance(outcome.text, str)
+
+
+def test_missing_files_are_listed(tmp_path):
+    with pytest.raises(FileNotFoundError, match="stylegan2_128.pt"):
+        StyleGAN2Backend.load(tmp_path)
+
+
+def test_the_agent_runs_on_the_stylegan2_backend_by_name(weights, monkeypatch):
+    from chatedit.agent import build_agent
+
+    with pytest.raises(ValueError, match="--weights"):
+        build_agent("stylegan2")
+    tiny = load(weights)  # the published loader with the tiny widths; build_agent passes only the folder
+    monkeypatch.setattr(StyleGAN2Backend, "load", classmethod(lambda cls, root: tiny))
+    agent = build_agent("stylegan2", weights=str(weights))
+    session, outcome = agent.open(seed=5)
+    assert outcome.image.shape == (3, 32, 32)
+    reply = agent.respond(session.id, "describe")
+    assert reply.degrees == session.state.current.degrees

@@ -1,0 +1,166 @@
+"""The StyleGAN2 backend: Talk-to-Edit's published models behind the walk's interface.
+
+``--backend stylegan2 --weights DIR`` reads Talk-to-Edit's ``pretrained_models`` folder as it is
+published (see ``FILES``) and offers what ``tools.walk`` and ``chatedit.editor`` need: ``sample``,
+``encode``, ``generate``, ``predict``, ``identity``, ``step`` and ``latent_distance``.
+
+The latent of a face is its W+ code (1, n_latent, 512). A field step follows Talk-to-Edit: the
+field reads the W code (the first W+ row, which every step moves with the edited rows), its
+output goes through the generator's mapping MLP, and the difference is added to the first
+``replaced_layers`` rows only, so coarse structure and expression change while the later rows,
+which carry colour and texture, are kept. One walk "degree" is ``field_steps_per_degree`` of
+Talk-to-Edit's own steps (their editor takes up to 100 steps to move one class; the walk re-reads
+the predictor after each eighth of a degree).
+
+Verified only with random weights (no published file can be downloaded here): shapes, loading,
+determinism, and that a walk, an inversion and identity run end to end. How many of Talk-to-Edit's
+steps make one degree, and the inversion's step count and learning rate, are starting values to
+tune on the real models.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from chatedit.attributes import attribute_names
+
+from . import talk_to_edit as tte
+from .generator import Generator, load_generator, to_image01
+
+logger = logging.getLogger(__name__)
+
+# Talk-to-Edit's pretrained_models folder, by generator resolution
+FILES = {
+    128: {"generator": "stylegan2_128.pt", "predictor": "predictor_128.pth.tar", "fields": "128_field",
+          "arcface": "arcface_resnet18_110.pth"},
+    1024: {"generator": "stylegan2_1024.pth", "predictor": "predictor_1024.pth.tar", "fields": "1024_field",
+           "arcface": "arcface_resnet18_110.pth"},
+}
+
+
+@dataclass(frozen=True)
+class Reading:
+    degrees: torch.Tensor  # (B, A)
+    expected: torch.Tensor  # (B, A)
+    probs: torch.Tensor  # (B, A, D)
+
+
+class StyleGAN2Backend:
+    name = "stylegan2"
+    min_fit_psnr = 0.0  # real photos: no fit threshold until one is measured on the real models
+
+    def __init__(self, generator: Generator, fields: list[tte.FieldNetwork], predictor: tte.AttributePredictor,
+                 arcface: tte.ArcFaceResNet18, replaced_layers: int | None = None, truncation: float = 0.7,
+                 field_steps_per_degree: float = 8.0, inversion_lr: float = 0.05):
+        self.generator = generator
+        self.device = generator.device
+        self.resolution = generator.size
+        self.attributes = attribute_names()
+        self.fields = [f.to(self.device) for f in fields]  # in our attribute order
+        self.predictor = predictor.to(self.device)
+        self.arcface = arcface.to(self.device)
+        self.replaced_layers = replaced_layers or tte.REPLACED_LAYERS.get(generator.size, generator.n_latent * 2 // 3)
+        self.truncation = truncation
+        self.field_steps_per_degree = field_steps_per_degree
+        self.inversion_lr = inversion_lr
+        # where W codes live: mean and spread of mapped samples (the walk's distance limit)
+        with torch.no_grad():
+            z = torch.randn(4096, generator.style_dim, generator=torch.Generator().manual_seed(0)).to(self.device)
+            w = generator.mapping(z)
+        self.w_mean = generator.mean_latent() if generator.latent_avg is not None else w.mean(0, keepdim=True)
+        self.w_std = w.std(0, keepdim=True).clamp(min=1e-6)
+
+    @classmethod
+    def load(cls, weights_dir: str | Path, resolution: int = 128, device: str | None = None,
+             field_config: dict | None = None, predictor_config: dict | None = None,
+             arcface_config: dict | None = None, **options) -> "StyleGAN2Backend":
+        """Loads Talk-to-Edit's published files from ``weights_dir`` (names in ``FILES``)."""
+        if resolution not in FILES:
+            raise ValueError(f"Talk-to-Edit publishes 128 and 1024 px models, not {resolution}")
+        root, names = Path(weights_dir), FILES[resolution]
+        needed = [root / names["generator"], root / names["predictor"], root / names["arcface"]]
+        needed += [root / names["fields"] / tte.attribute(a).field_file for a in attribute_names()]
+        missing = [str(p) for p in needed if not p.is_file()]
+        if missing:
+            raise FileNotFoundError("the StyleGAN2 backend needs Talk-to-Edit's published files; missing: "
+                                    + ", ".join(missing))
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        generator = load_generator(needed[0], device=device)
+        fields = [tte.load_field(root / names["fields"] / tte.attribute(a).field_file, device,
+                                 **(field_config or {})) for a in attribute_names()]
+        predictor = tte.load_predictor(needed[1], device, **(predictor_config or {}))
+        arcface = tte.load_arcface(needed[2], device, **(arcface_config or {}))
+        return cls(generator, fields, predictor, arcface, **options)
+
+    # ----------------------------------------------------------------- faces
+
+    @torch.no_grad()
+    def sample(self, seed: int) -> torch.Tensor:
+        """A new face for ``seed`` as W+ (1, n_latent, C), truncated towards the mean face."""
+        z = torch.randn(1, self.generator.style_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        w = torch.lerp(self.w_mean, self.generator.mapping(z), self.truncation)
+        return self.generator.to_w_plus(w)
+
+    @torch.no_grad()
+    def generate(self, w_plus: torch.Tensor) -> torch.Tensor:
+        return to_image01(self.generator.synthesis(w_plus.to(self.device))).clamp(0, 1)
+
+    def encode(self, image: torch.Tensor, refine_steps: int = 200,
+               on_progress: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Inverts images (B, 3, R, R) in [0, 1] into W+ by optimisation from the mean face.
+
+        Pixel error plus a light pull of every W+ row towards the W distribution, so the code stays
+        editable. ``on_progress(step, image)`` sees the reconstruction every tenth step.
+        """
+        size = self.resolution
+        if image.ndim != 4 or tuple(image.shape[1:]) != (3, size, size):
+            raise ValueError(f"images must be (B, 3, {size}, {size}), got {tuple(image.shape)}")
+        target = image.to(self.device) * 2 - 1
+        w_plus = self.generator.to_w_plus(self.w_mean.expand(image.shape[0], -1)).clone().requires_grad_(True)
+        opt = torch.optim.Adam([w_plus], lr=self.inversion_lr)
+        for step in range(max(refine_steps, 0)):
+            out = self.generator.synthesis(w_plus)
+            prior = (((w_plus - self.w_mean[:, None]) / self.w_std[:, None]) ** 2).mean()
+            loss = F.mse_loss(out, target) + 1e-4 * prior
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if on_progress is not None and step % 10 == 0:
+                on_progress(step, to_image01(out[0].detach()).clamp(0, 1))
+        return w_plus.detach()
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> Reading:
+        logits = tte.our_logits(self.predictor(tte.predictor_input(image.to(self.device))))
+        probs = logits.softmax(-1)
+        expected = (probs * torch.arange(probs.shape[-1], device=probs.device)).sum(-1)
+        return Reading(probs.argmax(-1), expected, probs)
+
+    @torch.no_grad()
+    def identity(self, image: torch.Tensor) -> torch.Tensor:
+        """Unit-length ArcFace embeddings (B, 512): their dot product is the identity similarity."""
+        return F.normalize(self.arcface(tte.arcface_input(image.to(self.device))), dim=-1)
+
+    # ----------------------------------------------------------------- what the walk needs
+
+    @torch.no_grad()
+    def step(self, method: str, attribute: int, w_plus: torch.Tensor) -> torch.Tensor:
+        """The W+ change that raises ``attribute`` by about one degree at ``w_plus``."""
+        if method != "field":
+            raise ValueError("the StyleGAN2 backend walks Talk-to-Edit's fields only (method 'field'); "
+                             "no linear baseline is published for it")
+        style_mlp = self.generator.style[1:]  # the mapping without its leading PixelNorm, as the fields expect
+        w = w_plus[:, 0]
+        _, moved = tte.field_step(self.fields[attribute], style_mlp, w, w_plus, self.replaced_layers)
+        return (moved - w_plus) * self.field_steps_per_degree
+
+    @torch.no_grad()
+    def latent_distance(self, w_plus: torch.Tensor) -> torch.Tensor:
+        """How far a code is from where mapped codes live, in their spread (about 1 for sampled faces)."""
+        return (((w_plus - self.w_mean[:, None]) / self.w_std[:, None]) ** 2).mean().sqrt()
