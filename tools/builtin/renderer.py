@@ -192,6 +192,33 @@ def _grid(device):
 # --------------------------------------------------------------------------- the renderer
 
 
+def _layout(p: dict[str, torch.Tensor], age: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Where the parts of a face sit, in image coordinates ([-1, 1], y down), from its identity and
+    its (stair-mapped) age: children have round faces, big eyes and small noses."""
+    young = (1 - age / 2).clamp(0, 1)  # 1 for a child, 0 from young adult on
+    old = ((age - 2) / 3).clamp(0, 1)  # 0 up to young adult, 1 for elderly
+    face_h = (0.62 + 0.1 * p["face_h"]) * (1 - 0.12 * young)
+    face_cy = 0.06 + 0.04 * young
+    eye_y = face_cy - 0.05 + 0.05 * p["eye_y"] + 0.07 * young
+    eye_r = (0.052 + 0.018 * p["eye_size"]) * (1 + 0.3 * young)
+    nose_y = eye_y + (0.17 + 0.06 * p["nose_len"]) * (1 - 0.2 * young)
+    return {
+        "young": young, "old": old, "face_h": face_h, "face_cy": face_cy, "chin_y": face_cy + face_h,
+        "face_w": 0.47 + 0.09 * p["face_w"] + 0.04 * p["masc"] + 0.02 * old,
+        "eye_y": eye_y, "eye_dx": 0.17 + 0.05 * p["eye_gap"], "eye_r": eye_r,
+        "brow_y": eye_y - 0.1 - 0.03 * p["brow_arch"] - 0.4 * eye_r * young,
+        "nose_y": nose_y, "mouth_y": nose_y + 0.11 + 0.02 * p["nose_len"],
+    }
+
+
+def landmarks(portraits: Portraits) -> dict[str, torch.Tensor]:
+    """Eye and mouth positions (B,) of each portrait, exactly where ``render`` draws them."""
+    p = {name: portraits.identity[:, i] for i, name in enumerate(IDENTITY)}
+    age = _stair(portraits.attributes[:, ATTRIBUTES.index("age")].clamp(0, 5))
+    geo = _layout(p, age)
+    return {k: geo[k] for k in ("eye_y", "eye_dx", "mouth_y")}
+
+
 @torch.no_grad()
 def render(portraits: Portraits) -> torch.Tensor:
     """Draws portraits as images (B, 3, 128, 128) in [0, 1]."""
@@ -203,22 +230,14 @@ def render(portraits: Portraits) -> torch.Tensor:
     a = {name: _stair(portraits.attributes[:, i].clamp(0, 5)).view(B, 1, 1, 1) for i, name in enumerate(ATTRIBUTES)}
     rgb = lambda *c: _rgb(*c).to(device)  # noqa: E731
 
-    # 1. geometry, with age changing proportions (children: round faces, big eyes, small noses)
+    # 1. geometry, with age changing proportions
     age = a["age"]
-    young = (1 - age / 2).clamp(0, 1)  # 1 for a child, 0 from young adult on
-    old = ((age - 2) / 3).clamp(0, 1)  # 0 up to young adult, 1 for elderly
-    masc = p["masc"]
-    face_w = 0.47 + 0.09 * p["face_w"] + 0.04 * masc + 0.02 * old
-    face_h = (0.62 + 0.1 * p["face_h"]) * (1 - 0.12 * young)
-    face_cy = 0.06 + 0.04 * young
-    eye_y = face_cy - 0.05 + 0.05 * p["eye_y"] + 0.07 * young
-    eye_dx = 0.17 + 0.05 * p["eye_gap"]
-    eye_r = (0.052 + 0.018 * p["eye_size"]) * (1 + 0.3 * young)
-    squint = 1 - 0.2 * _smooth(2.4, 3.0, a["smiling"]) - 0.3 * _smooth(4.0, 5.0, a["smiling"])
-    brow_y = eye_y - 0.1 - 0.03 * p["brow_arch"] - 0.4 * eye_r * young
-    nose_y = eye_y + (0.17 + 0.06 * p["nose_len"]) * (1 - 0.2 * young)
-    mouth_y = nose_y + 0.11 + 0.02 * p["nose_len"]
-    chin_y = face_cy + face_h
+    geo = _layout(p, age)
+    young, old, masc = geo["young"], geo["old"], p["masc"]
+    face_w, face_h, face_cy, chin_y = geo["face_w"], geo["face_h"], geo["face_cy"], geo["chin_y"]
+    eye_y, eye_dx, eye_r, brow_y = geo["eye_y"], geo["eye_dx"], geo["eye_r"], geo["brow_y"]
+    nose_y, mouth_y = geo["nose_y"], geo["mouth_y"]
+    squint = 1 - 0.25 * _smooth(2.4, 3.0, a["smiling"]) - 0.3 * _smooth(4.0, 5.0, a["smiling"])
     hairline = face_cy - face_h + 0.18 - 0.02 * young + 0.06 * masc * _smooth(4.0, 5.0, age)
 
     # 2. colours
@@ -310,14 +329,19 @@ def render(portraits: Portraits) -> torch.Tensor:
     texture = 1 - 0.6 * (1 - _smooth(1.3, 2.0, beard)) * (noise > 0.5).float()
     img = _mix(img, hair_dark, region * density * texture)
 
-    # 7. mouth: serious (flat, corners a touch down) → corners flick up → a round U with smile lines →
-    #    a wide, deep U with the eyes narrowing → teeth → wide open laugh. Each degree adds its own cue.
+    # 7. mouth: serious (narrow, corners turned down) → wider, corners flicked up → a round U with smile
+    #    lines → a wide, deep U with raised cheeks and narrowing eyes → teeth → wide open laugh. Each
+    #    degree adds its own cue, a few pixels wide at 128 px so that a predictor (and an autoencoder)
+    #    can tell neighbouring degrees apart.
     smile = a["smiling"]
     c1, c2, c3 = _smooth(0.4, 1.0, smile), _smooth(1.4, 2.0, smile), _smooth(2.4, 3.0, smile)
-    mw = (0.11 + 0.04 * p["mouth_w"]) * (1 + 0.08 * c1 + 0.1 * c2 + 0.12 * c3 + 0.04 * (smile - 3).clamp(min=0))
-    frown = 0.014 * (1 - c1)
-    curl = 0.03 * c1
-    lift = 0.032 * c2 + 0.03 * c3 + 0.006 * (smile - 3).clamp(min=0)
+    mw = (0.11 + 0.04 * p["mouth_w"]) * (1 + 0.14 * c1 + 0.1 * c2 + 0.1 * c3 + 0.04 * (smile - 3).clamp(min=0))
+    frown = 0.024 * (1 - c1)
+    curl = 0.05 * c1
+    lift = 0.04 * c2 + 0.03 * c3 + 0.006 * (smile - 3).clamp(min=0)
+    for side in (-1, 1):  # cheeks raised by a broad smile: a light round patch under each eye
+        apple = _fill(_ellipse(x, y, side * (eye_dx + 0.01), eye_y + 0.15, 0.085 + 0 * x, 0.05 + 0 * x))
+        img = _mix(img, (skin * 1.18).clamp(max=1), apple * 0.6 * c3)
     u = (x / mw).clamp(-1.2, 1.2)
     curve = mouth_y + frown * u**2 - curl * u**8 - lift * (u**2 - 0.35)
     opening = 0.03 * _smooth(3.3, 4.0, smile) + 0.055 * _smooth(4.3, 5.0, smile)

@@ -2,7 +2,8 @@
 
 The recipe, in order:
 1. render a training set: ``people`` identities, each in ``variants`` attribute combinations;
-2. train the autoencoder E, G on it (MSE), then record where encoded faces live (mean, covariance);
+2. train the autoencoder E, G on it (pixels weighted towards mouths and eyes, and edges), then
+   record where encoded faces live (mean, covariance);
 3. reconstruct the set through G(E(x)) so the steering models learn to read generated faces too;
 4. train the attribute predictor P on renders and reconstructions;
 5. train the evaluation predictor with another architecture, seed and blur/noise augmentation, so
@@ -28,6 +29,7 @@ from .data import RenderSet, render_set, to_uint8
 from .fields import FieldConfig, train_all_fields
 from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, save_model
 from .models import AttributePredictor, Encoder, Generator, IdentityEncoder
+from .renderer import landmarks
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +98,31 @@ def _face_weight(size: int = 128) -> torch.Tensor:
     return (w / w.mean()).view(1, 1, size, size)
 
 
-def reconstruction_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Face-weighted squared error plus an L1 match of image gradients.
+def feature_weight(marks: dict[str, torch.Tensor], size: int = 128) -> torch.Tensor:
+    """(B, 1, H, W) extra pixel weights on each face's mouth and eyes, where the renderer put them.
+
+    The mouth's few pixels carry the whole smile scale and the eyes its upper degrees; a pixel loss
+    that weighs them like the rest lets a 64-number code spend itself on hair and scenery.
+    """
+    coords = (torch.arange(size) + 0.5) / size * 2 - 1
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    x, y = x.view(1, 1, size, size), y.view(1, 1, size, size)
+    mouth_y = marks["mouth_y"].view(-1, 1, 1, 1)
+    eye_y, eye_dx = marks["eye_y"].view(-1, 1, 1, 1), marks["eye_dx"].view(-1, 1, 1, 1)
+    mouth = torch.exp(-((x / 0.28) ** 2 + ((y - mouth_y) / 0.09) ** 2))
+    eyes = torch.exp(-(((x.abs() - eye_dx) / 0.1) ** 2 + ((y - eye_y) / 0.07) ** 2))
+    return 10 * mouth + 3 * eyes
+
+
+def reconstruction_loss(y: torch.Tensor, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Face-weighted squared error plus an L1 match of image gradients (``extra``: more weight per pixel).
 
     Plain squared error is content with a soft mouth line one pixel wide, and that line is the
     whole difference between a faint and a gentle smile; matching gradients keeps edges sharp.
     """
     weight = _face_weight(x.shape[-1]).to(x)
+    if extra is not None:
+        weight = (weight + extra.to(x)) / (1 + extra.mean())  # the same overall scale, moved onto features
     pixel = ((y - x) ** 2 * weight).mean()
     dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
     dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
@@ -116,16 +136,19 @@ def train_autoencoder(data: RenderSet, cfg: TrainConfig) -> tuple[Encoder, Gener
     params = list(encoder.parameters()) + list(generator.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.ae_lr, betas=(0.9, 0.99), weight_decay=0.0)
     g = torch.Generator().manual_seed(cfg.seed + 2)
+    marks = landmarks(data.portraits)
     bf16 = _bf16_ok()
     bar = _steps("autoencoder", cfg.ae_steps, cfg.progress)
     for step in bar:
-        x = data.batch(torch.randint(len(data), (cfg.ae_batch,), generator=g))
+        idx = torch.randint(len(data), (cfg.ae_batch,), generator=g)
+        x = data.batch(idx)
         with _autocast(bf16):
             w = encoder(x)
             y = generator(w)
         mse = F.mse_loss(y.float(), x)
+        extra = feature_weight({k: v[idx] for k, v in marks.items()}, x.shape[-1])
         # keep codes near the unit ball so the latent space has a scale walks can rely on
-        loss = reconstruction_loss(y.float(), x) + 1e-3 * w.float().pow(2).mean()
+        loss = reconstruction_loss(y.float(), x, extra) + 1e-3 * w.float().pow(2).mean()
         _optimise(params, step, cfg.ae_steps, cfg.ae_lr, opt, loss)
         if step % 50 == 0:
             bar.set_postfix(psnr=f"{-10 * math.log10(max(mse.item(), 1e-10)):.2f}dB")
