@@ -19,7 +19,7 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 def _add_weights(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None,
-                        help="folder with the built-in models (default: the weights shipped in the package)")
+                        help="folder with the backend's models (default for builtin: the weights shipped in the package)")
 
 
 def _add_llm(parser: argparse.ArgumentParser, default: str | None = "rules") -> None:
@@ -73,6 +73,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_parse.run(bench_parse.chat_model_parse_calls(_llm(args)), path)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
+
+    if args.what == "edit" and args.backend == "stylegan2":
+        from chatedit import bench_edit as bench
+        from chatedit.tools.stylegan2.backend import StyleGAN2Backend
+
+        if args.weights is None:
+            raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
+        backend = StyleGAN2Backend.load(args.weights, device=args.device)
+        backend.eval_read(backend.generate(backend.sample(0)))  # fail now, not after the edits, without a grader
+        result = bench.run(backend, faces=args.faces,
+                           bench=bench.sampled_faces(backend, args.faces, backend.eval_read))
+        print(json.dumps(result) if args.json else bench.markdown(result))
+        return 0
+    if getattr(args, "backend", "builtin") != "builtin":
+        raise ValueError(f"unknown backend {args.backend!r}; available: builtin, stylegan2")
 
     from chatedit.tools.builtin.backend import BuiltinBackend
 
@@ -238,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("edit", help="field walks against the linear baseline, graded by the evaluation predictor")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--faces", type=int, default=200, help="held-out faces (each edited once per attribute)")
+    b.add_argument("--backend", default="builtin",
+                   help="builtin, or stylegan2 (with --weights: Talk-to-Edit's folder, eval_predictor.pth.tar included)")
     _add_weights(b)
     _add_device(b)
     b.set_defaults(func=cmd_bench)

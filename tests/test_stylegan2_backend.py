@@ -34,6 +34,8 @@ def weights(tmp_path_factory):
                    root / names["fields"] / spec.field_file)
     torch.save({"state_dict": random_state(predictor_layout(**TINY_PREDICTOR)), "epoch": 20},
                root / names["predictor"])
+    torch.save({"state_dict": random_state(predictor_layout(**TINY_PREDICTOR), seed=9), "epoch": 20},
+               root / names["eval_predictor"])
     torch.save({f"module.{k}": v for k, v in random_state(arcface_layout(**TINY_ARCFACE)).items()},
                root / names["arcface"])
     return root
@@ -97,3 +99,15 @@ def test_the_agent_runs_on_the_stylegan2_backend_by_name(weights, monkeypatch):
     assert outcome.image.shape == (3, 32, 32)
     reply = agent.respond(session.id, "describe")
     assert reply.degrees == session.state.current.degrees
+
+
+def test_bench_edit_runs_on_sampled_faces_graded_by_the_eval_predictor(weights):
+    from chatedit import bench_edit
+
+    backend = load(weights)
+    assert backend.eval_predictor is not None
+    result = bench_edit.run(backend, faces=2, timing_edits=2,
+                            bench=bench_edit.sampled_faces(backend, 2, backend.eval_read))
+    assert set(result) >= {"field", "ms_per_step", "ms_per_edit"} and "linear" not in result
+    assert all(result["field"][a]["edits"] == 2 for a in backend.attributes)
+    assert result["backend"] == "stylegan2" and "(no baseline)" in bench_edit.markdown(result)

@@ -38,9 +38,9 @@ logger = logging.getLogger(__name__)
 # Talk-to-Edit's pretrained_models folder, by generator resolution
 FILES = {
     128: {"generator": "stylegan2_128.pt", "predictor": "predictor_128.pth.tar", "fields": "128_field",
-          "arcface": "arcface_resnet18_110.pth"},
+          "arcface": "arcface_resnet18_110.pth", "eval_predictor": "eval_predictor.pth.tar"},
     1024: {"generator": "stylegan2_1024.pth", "predictor": "predictor_1024.pth.tar", "fields": "1024_field",
-           "arcface": "arcface_resnet18_110.pth"},
+           "arcface": "arcface_resnet18_110.pth", "eval_predictor": "eval_predictor.pth.tar"},
 }
 
 
@@ -69,6 +69,7 @@ class StyleGAN2Backend:
         self.truncation = truncation
         self.field_steps_per_degree = field_steps_per_degree
         self.inversion_lr = inversion_lr
+        self.eval_predictor: tte.AttributePredictor | None = None  # Talk-to-Edit's, for benchmarks only
         # where W codes live: mean and spread of mapped samples (the walk's distance limit)
         with torch.no_grad():
             z = torch.randn(4096, generator.style_dim, generator=torch.Generator().manual_seed(0)).to(self.device)
@@ -96,7 +97,11 @@ class StyleGAN2Backend:
                                  **(field_config or {})) for a in attribute_names()]
         predictor = tte.load_predictor(needed[1], device, **(predictor_config or {}))
         arcface = tte.load_arcface(needed[2], device, **(arcface_config or {}))
-        return cls(generator, fields, predictor, arcface, **options)
+        backend = cls(generator, fields, predictor, arcface, **options)
+        grader = root / names["eval_predictor"]  # optional: only the benchmark grades with it
+        if grader.is_file():
+            backend.eval_predictor = tte.load_predictor(grader, device, **(predictor_config or {}))
+        return backend
 
     # ----------------------------------------------------------------- faces
 
@@ -141,6 +146,13 @@ class StyleGAN2Backend:
         probs = logits.softmax(-1)
         expected = (probs * torch.arange(probs.shape[-1], device=probs.device)).sum(-1)
         return Reading(probs.argmax(-1), expected, probs)
+
+    @torch.no_grad()
+    def eval_read(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, A) degrees by the evaluation predictor, which never steers an edit."""
+        if self.eval_predictor is None:
+            raise FileNotFoundError("grading edits needs Talk-to-Edit's eval_predictor.pth.tar beside the other files")
+        return tte.read_degrees(self.eval_predictor(tte.predictor_input(image.to(self.device))))
 
     @torch.no_grad()
     def identity(self, image: torch.Tensor) -> torch.Tensor:
