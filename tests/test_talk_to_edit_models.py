@@ -7,6 +7,7 @@ scripts save them, independently of our modules. Small widths keep the tests fas
 published sizes are checked on the meta device.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,6 +139,15 @@ def test_wrapped_and_dataparallel_checkpoints_load(tmp_path, wrapper):
     torch.save({wrapper: state, "epoch": 3}, tmp_path / "f.pth")
     field = tte.load_field(tmp_path / "f.pth", num_layers=3, latent_dim=8, hidden_dim=6)
     assert field(torch.randn(2, 8)).shape == (2, 8)
+
+
+@pytest.mark.parametrize("best", [91.5, np.float64(91.5), np.float32(0.9), torch.tensor(91.5)],
+                         ids=["float", "numpy-float64", "numpy-float32", "tensor"])
+def test_bookkeeping_numbers_of_any_kind_beside_the_weights_load(tmp_path, best):
+    # an accuracy saved as a numpy number must not make the safe loader refuse the file
+    path = tmp_path / "eval_predictor.pth.tar"
+    torch.save({"epoch": 20, "state_dict": random_state(predictor_layout(**TINY_PREDICTOR)), "best_prec1": best}, path)
+    assert tte.load_predictor(path, **tiny_predictor_config()) is not None
 
 
 def test_predictor_saved_as_a_training_checkpoint_loads_and_runs(tmp_path):
@@ -273,11 +283,11 @@ def test_unexpected_key_is_refused(tmp_path):
         tte.load_arcface(tmp_path / "a.pth", **tiny_arcface_config())
 
 
-def test_pickled_objects_are_not_loaded(tmp_path):
-    # many training scripts store their argparse arguments beside the weights
-    import argparse
+class Arbitrary:
+    """An object no allow-list names: unpickling it could run anything its class does."""
 
-    torch.save({"state_dict": random_state(field_layout(3, 8, 6)), "args": argparse.Namespace(lr=0.1)},
-               tmp_path / "x.pth")
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    torch.save({"state_dict": random_state(field_layout(3, 8, 6)), "extra": Arbitrary()}, tmp_path / "x.pth")
     with pytest.raises(tte.CheckpointError, match="weights_only"):
         tte.load_field(tmp_path / "x.pth", num_layers=3, latent_dim=8, hidden_dim=6)

@@ -22,8 +22,6 @@ come from the file, so any resolution, channel multiplier or narrow test-sized g
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -32,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .checkpoints import safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -422,17 +422,6 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping, source:
                          f"a rosinality {size}px generator has no such weight")
 
 
-def _safe_load(path: Path):
-    """``torch.load`` that unpickles tensors and plain containers only.
-
-    rosinality's training checkpoints keep their command line (``args``, an
-    ``argparse.Namespace``) next to the weights; that one class is allowed, nothing else.
-    """
-    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    with allow([argparse.Namespace]) if allow else contextlib.nullcontext():
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_generator(path: str | Path, device: str | torch.device | None = None) -> Generator:
     """Load a rosinality StyleGAN2 checkpoint: a dict with ``g_ema`` (and ``latent_avg``), or a bare state dict.
 
@@ -445,10 +434,11 @@ def load_generator(path: str | Path, device: str | torch.device | None = None) -
     if not path.is_file():
         raise FileNotFoundError(f"StyleGAN2 checkpoint {path} does not exist")
     try:
-        checkpoint = _safe_load(path)
+        checkpoint = safe_load(path)
     except Exception as err:  # torch.load raises many types for a file that is not a safe checkpoint
         raise ValueError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True (only tensors, "
-                         f"plain containers and argparse.Namespace are allowed): {type(err).__name__}: {err}") from err
+                         f"plain containers, argparse.Namespace and numpy scalars are allowed): "
+                         f"{type(err).__name__}: {err}") from err
 
     # 2. find the generator's weights
     is_dict = isinstance(checkpoint, Mapping)

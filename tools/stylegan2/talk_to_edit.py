@@ -61,6 +61,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoints import safe_load
+
 from chatedit.attributes import MAX_DEGREE, attribute_names
 
 logger = logging.getLogger(__name__)
@@ -352,7 +354,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"checkpoint {path} does not exist; download Talk-to-Edit's pretrained models "
                                 f"(see its README) and point to the file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = safe_load(path)
     except Exception as err:  # torch raises KeyError, EOFError, UnpicklingError, RuntimeError, … for bad files
         refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
         if zipfile.is_zipfile(path) and (refused or "Weights only load failed" in str(err)):
