@@ -239,9 +239,9 @@ class Agent:
                 answer = ai.text
                 break
             for call, readable in requested:
+                args = call["args"] if isinstance(call.get("args"), dict) else {"raw": str(call.get("args"))}
                 current_call.clear()
-                current_call.update(id=call["id"], attribute=(call.get("args") or {}).get("attribute", "")
-                                    if isinstance(call.get("args"), dict) else "")
+                current_call.update(id=call["id"], attribute=args.get("attribute", ""))
                 if readable and len(calls) < self.max_tool_calls:
                     result = yield from self._run_tool(tools, call, frames)
                 elif readable:
@@ -254,7 +254,6 @@ class Agent:
                 artifact = result.artifact or {}
                 ok = result.status != "error"
                 failed_calls += not ok
-                args = call["args"] if isinstance(call.get("args"), dict) else {"raw": str(call.get("args"))}
                 calls.append({"name": str(call.get("name")), "args": args, "ok": ok})
                 yield ToolEvent(call["id"], str(call.get("name")), args, result.text, ok,
                                 bool(artifact.get("changed")), artifact.get("image"))

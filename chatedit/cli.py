@@ -81,25 +81,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.weights is None:
             raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
         backend = StyleGAN2Backend.load(args.weights, device=args.device)
-        backend.eval_read(backend.generate(backend.sample(0)))  # fail now, not after the edits, without a grader
+        if backend.eval_predictor is None:  # fail now, not after the edits
+            raise FileNotFoundError(f"grading edits needs Talk-to-Edit's eval_predictor.pth.tar in {args.weights}")
         result = bench.run(backend, faces=args.faces,
                            bench=bench.sampled_faces(backend, args.faces, backend.eval_read))
-        print(json.dumps(result) if args.json else bench.markdown(result))
-        return 0
-    if getattr(args, "backend", "builtin") != "builtin":
+    elif getattr(args, "backend", "builtin") != "builtin":
         raise ValueError(f"unknown backend {args.backend!r}; available: builtin, stylegan2")
-
-    from chatedit.tools.builtin.backend import BuiltinBackend
-
-    backend = BuiltinBackend.load(args.weights, args.device)
-    if args.what == "edit":
+    elif args.what == "edit":
         from chatedit import bench_edit as bench
+        from chatedit.tools.builtin.backend import BuiltinBackend
 
-        result = bench.run(backend, faces=args.faces)
+        result = bench.run(BuiltinBackend.load(args.weights, args.device), faces=args.faces)
     else:
         from chatedit import bench_builtin as bench
+        from chatedit.tools.builtin.backend import BuiltinBackend
 
-        result = bench.run(backend, people=args.people)
+        result = bench.run(BuiltinBackend.load(args.weights, args.device), people=args.people)
     print(json.dumps(result) if args.json else bench.markdown(result))
     return 0
 

@@ -64,6 +64,11 @@ class Editor:
     def image(self, state: DialogState) -> torch.Tensor:
         return self.backend.generate(state.current.latent.to(self.backend.device))[0]
 
+    @torch.no_grad()
+    def original_image(self, state: DialogState) -> torch.Tensor:
+        """The face the current one started as (what ``reset`` returns to)."""
+        return self.backend.generate(state.original.latent.to(self.backend.device))[0]
+
     def _push(self, state: DialogState, latent: torch.Tensor, action: str, face: int) -> torch.Tensor:
         image, degrees = self.read(latent)
         state.push(Entry(latent.detach().float().cpu(), degrees, action, face))
@@ -93,11 +98,14 @@ class Editor:
         self._forget_dialog(state)
         return Outcome("Got it. " + self.feedback.describe(state.current.degrees), True, shown)
 
-    def identity_similarity(self, state: DialogState) -> float:
-        """How much the face shown is still the face this session's current face started as, in [0, 1]."""
-        backend = self.backend
-        now = backend.identity(backend.generate(state.current.latent.to(backend.device)))
-        then = backend.identity(backend.generate(state.original.latent.to(backend.device)))
+    def identity_similarity(self, state: DialogState, image: torch.Tensor | None = None,
+                            original: torch.Tensor | None = None) -> float:
+        """How much the face shown is still the face this session's current face started as, in [0, 1].
+
+        ``image`` / ``original`` (3, H, W): those faces already drawn, so they are not drawn again."""
+        image = self.image(state) if image is None else image
+        original = self.original_image(state) if original is None else original
+        now, then = self.backend.identity(image[None]), self.backend.identity(original[None])
         return float((now * then).sum(-1).clamp(0, 1)[0])
 
     def describe(self, state: DialogState) -> Outcome:
@@ -162,7 +170,7 @@ class Editor:
 
         # 2. walk, from the face shown now, measuring identity against this face's original
         current = state.current
-        original_image = self.backend.generate(state.original.latent.to(self.backend.device))
+        original_image = self.original_image(state)[None]
         face = FaceState(current.latent.to(self.backend.device), self.backend.identity(original_image))
         result = edit(self.backend, face, attribute, target=target, change=change, method=self.method,
                       max_steps=self.max_steps, on_frame=on_frame)

@@ -31,6 +31,21 @@ class Reading(Protocol):
     expected: torch.Tensor  # (B, A)
 
 
+@dataclass(frozen=True)
+class PredictorReading:
+    """What a classifier over degrees reads: argmax degree, expected degree, and the distribution."""
+
+    degrees: torch.Tensor  # (B, A) integer degree per attribute
+    expected: torch.Tensor  # (B, A) expected degree under the predicted distribution
+    probs: torch.Tensor  # (B, A, D)
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor) -> "PredictorReading":
+        probs = logits.softmax(-1)
+        expected = (probs * torch.arange(probs.shape[-1], device=probs.device)).sum(-1)
+        return cls(probs.argmax(-1), expected, probs)
+
+
 class WalkBackend(Protocol):
     attributes: tuple[str, ...]
 

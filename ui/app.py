@@ -132,14 +132,13 @@ class ChatEditApp:
     def view(self, session_id: str) -> tuple:
         """Everything the page shows for a session, in the order of ``App.outputs``."""
         state = self.agent.session(session_id).state
-        image = self.agent.editor.image(state)
-        backend = self.agent.editor.backend
+        editor = self.agent.editor
+        image, original = editor.image(state), editor.original_image(state)
         current = self.store.save_image(session_id, image, "current")  # the download: the face itself
-        original = backend.generate(state.original.latent.to(backend.device))[0]
         before = self.store.save_image(session_id, _enlarge(original), "before")
         after = self.store.save_image(session_id, _enlarge(image), "after")
         degrees = state.current.degrees
-        similarity = self.agent.editor.identity_similarity(state)
+        similarity = editor.identity_similarity(state, image, original)
         status = (f"**Backend** `{self.config.backend}` · **language model** `{self.config.llm}` · "
                   f"identity kept {similarity:.2f} · {state.can_undo()} undo, {state.can_redo()} redo · "
                   f"session `{session_id[:8]}`")

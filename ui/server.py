@@ -79,11 +79,13 @@ def prepare(options: ServeOptions):
 
 def launch_kwargs(options: ServeOptions, app) -> dict:
     """What ``Blocks.launch`` gets: only the app's images folder is served beside Gradio's own temp files."""
+    from .app import CSS
+
     return dict(
         server_name=options.host, server_port=options.port, share=options.share,
         auth=options.auth or None, max_file_size=f"{int(options.max_upload_mb * 1024)}kb",
         allowed_paths=[str(app.store.images_dir)], show_error=False, quiet=False,
-        css=_css(), theme="default",
+        css=CSS, theme="default",
     )
 
 
@@ -99,9 +101,3 @@ def serve(options: ServeOptions, block: bool = True):
     page.queue(default_concurrency_limit=options.concurrency, max_size=256)
     page.launch(prevent_thread_lock=not block, **launch_kwargs(options, app))
     return page, app
-
-
-def _css() -> str:
-    from .app import CSS
-
-    return CSS

@@ -7,7 +7,6 @@ inverted with the encoder and then a short optimisation of ``w`` against the pix
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,17 +14,11 @@ import torch.nn.functional as F
 
 from chatedit.attributes import attribute_names
 
+from ..walk import PredictorReading
 from .fields import latent_precision, mahalanobis
 from .loading import BuiltinModels, load_builtin
 from .models import identity_similarity
 from .renderer import render, sample_portraits
-
-
-@dataclass(frozen=True)
-class Reading:
-    degrees: torch.Tensor  # (B, A) integer degree per attribute
-    expected: torch.Tensor  # (B, A) expected degree under the predicted distribution
-    probs: torch.Tensor  # (B, A, D)
 
 
 class BuiltinBackend:
@@ -83,11 +76,8 @@ class BuiltinBackend:
         return self.models.generator(w.to(self.device))
 
     @torch.no_grad()
-    def predict(self, image: torch.Tensor) -> Reading:
-        logits = self.models.predictor(image.to(self.device))
-        probs = logits.softmax(-1)
-        expected = (probs * torch.arange(probs.shape[-1], device=probs.device)).sum(-1)
-        return Reading(probs.argmax(-1), expected, probs)
+    def predict(self, image: torch.Tensor) -> PredictorReading:
+        return PredictorReading.from_logits(self.models.predictor(image.to(self.device)))
 
     @torch.no_grad()
     def identity(self, image: torch.Tensor) -> torch.Tensor:

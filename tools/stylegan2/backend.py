@@ -21,7 +21,6 @@ tune on the real models.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from chatedit.attributes import attribute_names
 
+from ..walk import PredictorReading
 from . import talk_to_edit as tte
 from .generator import Generator, load_generator, to_image01
 
@@ -42,13 +42,6 @@ FILES = {
     1024: {"generator": "stylegan2_1024.pth", "predictor": "predictor_1024.pth.tar", "fields": "1024_field",
            "arcface": "arcface_resnet18_110.pth", "eval_predictor": "eval_predictor.pth.tar"},
 }
-
-
-@dataclass(frozen=True)
-class Reading:
-    degrees: torch.Tensor  # (B, A)
-    expected: torch.Tensor  # (B, A)
-    probs: torch.Tensor  # (B, A, D)
 
 
 class StyleGAN2Backend:
@@ -65,6 +58,7 @@ class StyleGAN2Backend:
         self.fields = [f.to(self.device) for f in fields]  # in our attribute order
         self.predictor = predictor.to(self.device)
         self.arcface = arcface.to(self.device)
+        self.style_mlp = generator.style[1:]  # the mapping without its leading PixelNorm, as the fields expect
         self.replaced_layers = replaced_layers or tte.REPLACED_LAYERS.get(generator.size, generator.n_latent * 2 // 3)
         self.truncation = truncation
         self.field_steps_per_degree = field_steps_per_degree
@@ -131,8 +125,7 @@ class StyleGAN2Backend:
         opt = torch.optim.Adam([w_plus], lr=self.inversion_lr)
         for step in range(max(refine_steps, 0)):
             out = self.generator.synthesis(w_plus)
-            prior = (((w_plus - self.w_mean[:, None]) / self.w_std[:, None]) ** 2).mean()
-            loss = F.mse_loss(out, target) + 1e-4 * prior
+            loss = F.mse_loss(out, target) + 1e-4 * self._spread(w_plus)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -141,11 +134,8 @@ class StyleGAN2Backend:
         return w_plus.detach()
 
     @torch.no_grad()
-    def predict(self, image: torch.Tensor) -> Reading:
-        logits = tte.our_logits(self.predictor(tte.predictor_input(image.to(self.device))))
-        probs = logits.softmax(-1)
-        expected = (probs * torch.arange(probs.shape[-1], device=probs.device)).sum(-1)
-        return Reading(probs.argmax(-1), expected, probs)
+    def predict(self, image: torch.Tensor) -> PredictorReading:
+        return PredictorReading.from_logits(tte.our_logits(self.predictor(tte.predictor_input(image.to(self.device)))))
 
     @torch.no_grad()
     def eval_read(self, image: torch.Tensor) -> torch.Tensor:
@@ -167,12 +157,14 @@ class StyleGAN2Backend:
         if method != "field":
             raise ValueError("the StyleGAN2 backend walks Talk-to-Edit's fields only (method 'field'); "
                              "no linear baseline is published for it")
-        style_mlp = self.generator.style[1:]  # the mapping without its leading PixelNorm, as the fields expect
-        w = w_plus[:, 0]
-        _, moved = tte.field_step(self.fields[attribute], style_mlp, w, w_plus, self.replaced_layers)
+        _, moved = tte.field_step(self.fields[attribute], self.style_mlp, w_plus[:, 0], w_plus, self.replaced_layers)
         return (moved - w_plus) * self.field_steps_per_degree
 
     @torch.no_grad()
     def latent_distance(self, w_plus: torch.Tensor) -> torch.Tensor:
         """How far a code is from where mapped codes live, in their spread (about 1 for sampled faces)."""
-        return (((w_plus - self.w_mean[:, None]) / self.w_std[:, None]) ** 2).mean().sqrt()
+        return self._spread(w_plus).sqrt()
+
+    def _spread(self, w_plus: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance of W+ rows from the mapped codes' mean, in units of their spread."""
+        return (((w_plus - self.w_mean[:, None]) / self.w_std[:, None]) ** 2).mean()
