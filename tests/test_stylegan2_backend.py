@@ -4,17 +4,24 @@ A ``pretrained_models`` folder is written the way Talk-to-Edit publishes it (nar
 it fast; the layouts are the published ones, checked in the loader tests), loaded through
 ``StyleGAN2Backend.load``, and a face is inverted, walked and compared for identity. Random
 weights prove the plumbing, not the quality: no degree is asserted, only that the tools run.
+Photos come in through ``intake`` (found, aligned); insightface is a stand-in module here.
 """
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from chatedit.editor import Editor
+from chatedit.feedback import load_feedback
+from chatedit.images import from_pil
+from chatedit.tools.align import FaceMarks, NoFaceFound, align_face, aligned_points
 from chatedit.state import DialogState
 from chatedit.tools.stylegan2 import talk_to_edit as tte
 from chatedit.tools.stylegan2.backend import FILES, StyleGAN2Backend
 from chatedit.tools.walk import FaceState, edit
 
+from test_align import face, install_fake_insightface, photo, true_points
 from test_stylegan2_generator import save_training_dict, tiny_state_dict
 from test_talk_to_edit_models import (arcface_layout, field_layout, predictor_layout, random_state,
                                       tiny_arcface_config, tiny_predictor_config, TINY_ARCFACE, TINY_PREDICTOR)
@@ -93,7 +100,7 @@ def test_the_agent_runs_on_the_stylegan2_backend_by_name(weights, monkeypatch):
     with pytest.raises(ValueError, match="--weights"):
         build_agent("stylegan2")
     tiny = load(weights)  # the published loader with the tiny widths; build_agent passes only the folder
-    monkeypatch.setattr(StyleGAN2Backend, "load", classmethod(lambda cls, root: tiny))
+    monkeypatch.setattr(StyleGAN2Backend, "load", classmethod(lambda cls, root, face_models=None: tiny))
     agent = build_agent("stylegan2", weights=str(weights))
     session, outcome = agent.open(seed=5)
     assert outcome.image.shape == (3, 32, 32)
@@ -111,3 +118,90 @@ def test_bench_edit_runs_on_sampled_faces_graded_by_the_eval_predictor(weights):
     assert set(result) >= {"field", "ms_per_step", "ms_per_edit"} and "linear" not in result
     assert all(result["field"][a]["edits"] == 2 for a in backend.attributes)
     assert result["backend"] == "stylegan2" and "(no baseline)" in bench_edit.markdown(result)
+
+
+# --------------------------------------------------------------------------- photos in, identity out
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    """A photo larger than the generator's 32 px: a render three times enlarged on a grey canvas,
+    with its true eyes and mouth corners."""
+    from chatedit.tools.builtin.data import render_set
+    from chatedit.tools.builtin.renderer import landmarks
+
+    faces = render_set(10, 1, seed=5)
+    render = Image.fromarray(faces.images[1].permute(1, 2, 0).numpy(), "RGB")
+    return photo(render, true_points(landmarks(faces.portraits), 1), 3.0, 0.0)
+
+
+def test_a_photo_is_found_aligned_inverted_edited_and_compared(weights, portrait):
+    backend = load(weights)
+    picture, points = portrait
+    image = backend.intake(picture)
+    assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1
+    # the FFHQ crop of the face (as from its true landmarks), not the middle of the photo
+    truth = from_pil(align_face(picture, FaceMarks(*map(tuple, points), box=(0, 0, 1, 1), score=1.0), 32), 32)
+    centre = from_pil(picture, 32)
+    assert ((image - truth) ** 2).mean() < ((image - centre) ** 2).mean() / 4
+    editor = Editor(backend, refine_steps=5, max_steps=4)
+    state = DialogState()
+    editor.upload(state, image)
+    editor.edit(state, "smiling", change=1)
+    similarity = editor.identity_similarity(state)
+    assert 0.0 <= similarity <= 1.0 and backend.identity_model == "Talk-to-Edit's ArcFace ResNet-18"
+
+
+def test_the_page_refuses_a_photo_without_a_face_and_keeps_the_session(weights, portrait, tmp_path):
+    pytest.importorskip("gradio")
+    from chatedit.agent import Agent
+    from chatedit.llms import make_chat_model
+    from chatedit.store import SessionStore
+    from chatedit.ui.app import ChatEditApp, ServeConfig
+
+    agent = Agent(Editor(load(weights), refine_steps=5, max_steps=4), make_chat_model("rules"))
+    app = ChatEditApp(agent, SessionStore(tmp_path / "data"), ServeConfig("stylegan2"))
+    session_id = app.ensure(None)
+    state = agent.session(session_id).state
+    entries, latent = len(state.entries), state.current.latent.clone()
+    noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    app._upload(session_id, str(tmp_path / "noise.png"))
+    said = app.chat_messages(session_id)[-1]
+    assert said == {"role": "assistant", "content": load_feedback().say("upload.face_not_found")}
+    assert len(state.entries) == entries and torch.equal(state.current.latent, latent)  # the face as it was
+    portrait[0].save(tmp_path / "me.png")
+    app._upload(session_id, str(tmp_path / "me.png"))
+    assert len(state.entries) == entries + 1 and state.current.action == "uploaded photo"  # a photo with a face is taken
+
+
+def test_identity_uses_insightfaces_arcface_when_its_models_are_given(weights, monkeypatch, tmp_path):
+    class Recognition:
+        model_file = str(tmp_path / "w600k_r50.onnx")
+        input_size = (112, 112)
+
+        def get_feat(self, crop):
+            return crop.reshape(-1, 3).mean(0)[None] + 1.0  # (1, 3): a colour-dependent embedding
+
+    faces = []
+    calls = install_fake_insightface(monkeypatch, faces, recognition=Recognition())
+    (tmp_path / "det_10g.onnx").write_bytes(b"")
+    (tmp_path / "w600k_r50.onnx").write_bytes(b"")
+    backend = load(weights, face_models=tmp_path)
+    assert backend.identity_model == "insightface ArcFace (w600k_r50.onnx)"
+    assert calls["name"] == [str(tmp_path.resolve())] and "recognition" in calls["allowed_modules"][0]
+    image = backend.generate(backend.sample(4))
+    # no face found in a generated image: cropped where an aligned face's points are
+    missed = backend.identity(image)
+    assert missed.shape == (1, 3) and torch.allclose(missed.norm(dim=-1), torch.ones(1))
+    assert np.allclose(calls["norm_crop"][-1], aligned_points(32))
+    # a face found: insightface's own embedding of it
+    faces.append(face((2, 2, 30, 30), [[12, 15], [20, 15], [16, 19], [13, 24], [19, 24]], embedding=[0.0, 3.0, 4.0]))
+    assert torch.allclose(backend.identity(image), torch.tensor([[0.0, 0.6, 0.8]]))
+    assert len(calls["norm_crop"]) == 1
+
+
+def test_without_face_models_a_faceless_photo_is_refused_by_opencv(weights):
+    backend = load(weights)
+    with pytest.raises(NoFaceFound, match="couldn't find a face"):
+        backend.intake(Image.new("RGB", (300, 300), (90, 120, 150)))

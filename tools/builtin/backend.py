@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from chatedit.attributes import attribute_names
+from chatedit.images import from_pil
 
 from ..walk import PredictorReading
 from .fields import latent_precision, mahalanobis
@@ -38,6 +40,10 @@ class BuiltinBackend:
     @classmethod
     def load(cls, weights_dir: str | Path | None = None, device: str | None = None) -> "BuiltinBackend":
         return cls(load_builtin(weights_dir, device))
+
+    def intake(self, picture: Image.Image) -> torch.Tensor:
+        """A photo as a (3, 128, 128) face: centre-cropped, as its own renders are already aligned."""
+        return from_pil(picture, self.resolution)
 
     @torch.no_grad()
     def sample(self, seed: int) -> torch.Tensor:

@@ -1,8 +1,12 @@
 """The StyleGAN2 backend: Talk-to-Edit's published models behind the walk's interface.
 
 ``--backend stylegan2 --weights DIR`` reads Talk-to-Edit's ``pretrained_models`` folder as it is
-published (see ``FILES``) and offers what ``tools.walk`` and ``chatedit.editor`` need: ``sample``,
-``encode``, ``generate``, ``predict``, ``identity``, ``step`` and ``latent_distance``.
+published (see ``FILES``) and offers what ``tools.walk`` and ``chatedit.editor`` need: ``intake``,
+``sample``, ``encode``, ``generate``, ``predict``, ``identity``, ``step`` and ``latent_distance``.
+
+A photo comes in FFHQ-aligned (``tools.align``): the face found, rotated upright and cropped from
+its eyes and mouth. Identity is insightface's ArcFace when ``face_models`` holds insightface's
+recognition model, else the published ArcFace ResNet-18.
 
 The latent of a face is its W+ code (1, n_latent, 512). A field step follows Talk-to-Edit: the
 field reads the W code (the first W+ row, which every step moves with the edited rows), its
@@ -24,11 +28,15 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from chatedit.attributes import attribute_names
+from chatedit.images import from_pil, to_pil
 
+from ..align import align_face, detect_face, face_embedding, insightface_app
 from ..walk import PredictorReading
 from . import talk_to_edit as tte
 from .generator import Generator, load_generator, to_image01
@@ -50,7 +58,8 @@ class StyleGAN2Backend:
 
     def __init__(self, generator: Generator, fields: list[tte.FieldNetwork], predictor: tte.AttributePredictor,
                  arcface: tte.ArcFaceResNet18, replaced_layers: int | None = None, truncation: float = 0.7,
-                 field_steps_per_degree: float = 8.0, inversion_lr: float = 0.05):
+                 field_steps_per_degree: float = 8.0, inversion_lr: float = 0.05,
+                 face_models: str | Path | None = None):
         self.generator = generator
         self.device = generator.device
         self.resolution = generator.size
@@ -64,6 +73,12 @@ class StyleGAN2Backend:
         self.field_steps_per_degree = field_steps_per_degree
         self.inversion_lr = inversion_lr
         self.eval_predictor: tte.AttributePredictor | None = None  # Talk-to-Edit's, for benchmarks only
+        self.face_models = face_models  # insightface's ONNX files: its detector finds faces, its ArcFace compares them
+        faces = insightface_app(face_models)
+        recognition = faces.models.get("recognition") if faces is not None else None
+        self.insightface = faces if recognition is not None else None  # kept for identity only with its ArcFace
+        self.identity_model = (f"insightface ArcFace ({Path(getattr(recognition, 'model_file', 'recognition')).name})"
+                               if recognition is not None else "Talk-to-Edit's ArcFace ResNet-18")
         # where W codes live: mean and spread of mapped samples (the walk's distance limit)
         with torch.no_grad():
             z = torch.randn(4096, generator.style_dim, generator=torch.Generator().manual_seed(0)).to(self.device)
@@ -74,8 +89,10 @@ class StyleGAN2Backend:
     @classmethod
     def load(cls, weights_dir: str | Path, resolution: int = 128, device: str | None = None,
              field_config: dict | None = None, predictor_config: dict | None = None,
-             arcface_config: dict | None = None, **options) -> "StyleGAN2Backend":
-        """Loads Talk-to-Edit's published files from ``weights_dir`` (names in ``FILES``)."""
+             arcface_config: dict | None = None, face_models: str | Path | None = None,
+             **options) -> "StyleGAN2Backend":
+        """Loads Talk-to-Edit's published files from ``weights_dir`` (names in ``FILES``), and
+        insightface's from ``face_models`` when given and the package is installed."""
         if resolution not in FILES:
             raise ValueError(f"Talk-to-Edit publishes 128 and 1024 px models, not {resolution}")
         root, names = Path(weights_dir), FILES[resolution]
@@ -91,13 +108,21 @@ class StyleGAN2Backend:
                                  **(field_config or {})) for a in attribute_names()]
         predictor = tte.load_predictor(needed[1], device, **(predictor_config or {}))
         arcface = tte.load_arcface(needed[2], device, **(arcface_config or {}))
-        backend = cls(generator, fields, predictor, arcface, **options)
+        backend = cls(generator, fields, predictor, arcface, face_models=face_models, **options)
         grader = root / names["eval_predictor"]  # optional: only the benchmark grades with it
         if grader.is_file():
             backend.eval_predictor = tte.load_predictor(grader, device, **(predictor_config or {}))
         return backend
 
     # ----------------------------------------------------------------- faces
+
+    def intake(self, picture: Image.Image) -> torch.Tensor:
+        """A photo as the (3, R, R) face to invert: found, rotated upright and cropped the FFHQ way.
+
+        Raises ``NoFaceFound`` (a ValueError with a plain sentence) when the photo shows no face.
+        """
+        marks = detect_face(picture, self.face_models)
+        return from_pil(align_face(picture, marks, self.resolution), self.resolution)
 
     @torch.no_grad()
     def sample(self, seed: int) -> torch.Tensor:
@@ -146,8 +171,14 @@ class StyleGAN2Backend:
 
     @torch.no_grad()
     def identity(self, image: torch.Tensor) -> torch.Tensor:
-        """Unit-length ArcFace embeddings (B, 512): their dot product is the identity similarity."""
-        return F.normalize(self.arcface(tte.arcface_input(image.to(self.device))), dim=-1)
+        """Unit-length ArcFace embeddings (B, 512) of images (B, 3, R, R): their dot product is the
+        identity similarity. insightface's model when loaded (``identity_model`` says which)."""
+        if self.insightface is None:
+            return F.normalize(self.arcface(tte.arcface_input(image.to(self.device))), dim=-1)
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got {tuple(image.shape)}")
+        vectors = [face_embedding(self.insightface, to_pil(one)) for one in image]
+        return torch.from_numpy(np.stack(vectors)).float().to(self.device)
 
     # ----------------------------------------------------------------- what the walk needs
 
