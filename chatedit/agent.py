@@ -48,7 +48,8 @@ class FrameEvent:
     attribute: str
     step: int
     image: torch.Tensor  # (3, H, W) in [0, 1]
-    degrees: dict[str, int]
+    degrees: dict[str, int]  # as read on this frame; empty for a preview
+    preview: bool = False  # an image drawn on the way to a frame (a diffusion pass forming), not a walk step
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,11 @@ class Agent:
             frames.put(FrameEvent(current_call.get("id", ""), current_call.get("attribute", ""), frame.step,
                                   frame.image, frame.degrees))
 
-        tools = {t.name: t for t in make_tools(self.editor, state, on_frame)}
+        def on_preview(image) -> None:
+            frames.put(FrameEvent(current_call.get("id", ""), current_call.get("attribute", ""), -1, image, {},
+                                  preview=True))
+
+        tools = {t.name: t for t in make_tools(self.editor, state, on_frame, on_preview)}
         model = self.llm.bind_tools(list(tools.values()))
         human = HumanMessage(text)
         messages = [SystemMessage(system_prompt(state)), *self._memory(session), human]
@@ -337,10 +342,16 @@ def first_response(llm: BaseChatModel, text: str, state: DialogState | None = No
 
 
 def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", method: str = "field",
-                weights: str | None = None) -> Agent:
-    """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm`` / ``--weights``)."""
+                weights: str | None = None, face_models: str | None = None, **options) -> Agent:
+    """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm`` / ``--weights``);
+    ``options`` are the diffusion backend's (``model``, ``clip``, ``adapters``, ``preview_vae``, ``photo_dir``).
+    ``face_models`` is a folder of insightface's ONNX files (``--face-models``) for the photo backends."""
     from chatedit.llms import LLMSettings, make_chat_model
 
+    if options and backend != "diffusion":
+        raise ValueError(f"{', '.join(sorted(options))}: options of --backend diffusion only")
+    if face_models is not None and backend == "builtin":
+        raise ValueError("--face-models is for the photo backends (stylegan2, diffusion), not builtin")
     settings = llm if isinstance(llm, LLMSettings) else LLMSettings(llm)
     chat_model = make_chat_model(settings)  # a bad --llm fails before any model is loaded
     fallback = make_chat_model(settings.fallback) if settings.fallback else None
@@ -353,9 +364,14 @@ def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", me
 
         if weights is None:
             raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
-        editor = Editor(StyleGAN2Backend.load(weights), method="field", refine_steps=200)
+        editor = Editor(StyleGAN2Backend.load(weights, face_models=face_models), method="field", refine_steps=200)
+    elif backend == "diffusion":
+        from chatedit.tools.diffusion.backend import DiffusionBackend
+
+        diffusion = DiffusionBackend.load(face_models=face_models, **options)
+        editor = Editor(diffusion, method="field", max_steps=diffusion.max_steps)
     else:
-        raise ValueError(f"unknown backend {backend!r}; available: builtin, stylegan2")
+        raise ValueError(f"unknown backend {backend!r}; available: builtin, stylegan2, diffusion")
     return Agent(editor, chat_model, fallback=fallback)
 
 

@@ -22,6 +22,34 @@ def _add_weights(parser: argparse.ArgumentParser) -> None:
                         help="folder with the backend's models (default for builtin: the weights shipped in the package)")
 
 
+def _add_face_models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--face-models", type=Path, default=None, metavar="DIR",
+                        help="insightface's ONNX models (a folder such as buffalo_l, unpacked; needs "
+                             "pip install -e .[faces]): its detector aligns uploaded photos and its ArcFace "
+                             "measures identity (default: OpenCV's face detector and the backend's own "
+                             "identity model)")
+
+
+def _add_diffusion(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("diffusion backend (--backend diffusion)")
+    group.add_argument("--model", default=None,
+                       help="Stable Diffusion pipeline: a local folder or a hub id "
+                            "(default: stable-diffusion-v1-5/stable-diffusion-v1-5; SDXL accepted)")
+    group.add_argument("--clip", default=None,
+                       help="CLIP model for reading degrees: an open_clip folder or NAME@PRETRAINED "
+                            "(default: ViT-B-32@laion2b_s34b_b79k)")
+    group.add_argument("--adapters", type=Path, default=None,
+                       help="folder of LoRA slider adapters named after attributes, e.g. smiling.safetensors")
+    group.add_argument("--preview-vae", default=None,
+                       help="a tiny autoencoder (diffusers AutoencoderTiny folder or hub id) for cheaper previews")
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    """The backend's own options given on the command line (diffusion: model, CLIP, adapters, previews)."""
+    names = ("model", "clip", "adapters", "preview_vae")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
 def _add_llm(parser: argparse.ArgumentParser, default: str | None = "rules") -> None:
     parser.add_argument("--llm", default=default,
                         help="chat model: rules (built in, the default), openai:MODEL (any OpenAI-compatible "
@@ -80,7 +108,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if args.weights is None:
             raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
-        backend = StyleGAN2Backend.load(args.weights, device=args.device)
+        backend = StyleGAN2Backend.load(args.weights, device=args.device, face_models=args.face_models)
         if backend.eval_predictor is None:  # fail now, not after the edits
             raise FileNotFoundError(f"grading edits needs Talk-to-Edit's eval_predictor.pth.tar in {args.weights}")
         result = bench.run(backend, faces=args.faces,
@@ -133,7 +161,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     """Talk to a face in the terminal (or run ``--say`` messages in order); the face is saved after every turn."""
     from chatedit.agent import Reply, ToolEvent, build_agent
-    from chatedit.images import from_pil, to_pil
+    from chatedit.feedback import load_feedback
+    from chatedit.images import to_pil
+    from chatedit.tools.align import NoFaceFound
 
     agent = build_agent(llm=_llm(args))
     image = None
@@ -141,7 +171,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            image = from_pil(Image.open(args.image), agent.editor.backend.resolution)
+            with Image.open(args.image) as picture:
+                image = agent.editor.backend.intake(picture)
+        except NoFaceFound:
+            raise ValueError(f"{args.image}: " + load_feedback().say("upload.face_not_found"))
         except (OSError, UnidentifiedImageError) as err:
             raise ValueError(f"cannot read {args.image} as an image ({err})")
     session, opened = agent.open(seed=args.face, image=image)
@@ -210,7 +243,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.max_upload_mb <= 0:
         raise ValueError("--concurrency must be at least 1 and --max-upload-mb positive")
     options = ServeOptions(
-        backend=args.backend, weights=args.weights, llm=_llm(args), data_dir=args.data_dir, host=args.host, port=args.port,
+        backend=args.backend, weights=args.weights, backend_options=_backend_options(args),
+        face_models=args.face_models, llm=_llm(args),
+        data_dir=args.data_dir, host=args.host, port=args.port,
         share=args.share, auth=parse_auth(args.auth, args.auth_file), max_upload_mb=args.max_upload_mb,
         concurrency=args.concurrency, max_age_days=args.max_age_days, max_sessions=args.max_sessions,
     )
@@ -253,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="builtin",
                    help="builtin, or stylegan2 (with --weights: Talk-to-Edit's folder, eval_predictor.pth.tar included)")
     _add_weights(b)
+    _add_face_models(b)
     _add_device(b)
     b.set_defaults(func=cmd_bench)
 
@@ -299,9 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("serve", help="the chat page: talk to a face in the browser (Gradio)")
-    p.add_argument("--backend", default="builtin", help="editing backend: builtin, or stylegan2 (with --weights)")
+    p.add_argument("--backend", default="builtin",
+                   help="editing backend: builtin, stylegan2 (with --weights) or diffusion (with --model)")
     p.add_argument("--weights", type=Path, default=None,
                    help="the backend's weights folder (stylegan2: Talk-to-Edit's pretrained_models folder)")
+    _add_face_models(p)
+    _add_diffusion(p)
     _add_llm(p)
     p.add_argument("--data-dir", type=Path, default=Path("chatedit_data"),
                    help="sessions database, their images and upload temp files (default: ./chatedit_data)")

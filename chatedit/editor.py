@@ -18,7 +18,7 @@ import torch
 from chatedit.attributes import MAX_DEGREE, attribute_names
 from chatedit.feedback import Feedback, load_feedback
 from chatedit.state import DialogState, Entry
-from chatedit.tools.walk import FaceState, Frame, Method, edit
+from chatedit.tools.walk import BackendError, FaceState, Frame, Method, edit
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,11 @@ class Editor:
             raise EditError(f"an image must be (3, H, W), got {tuple(image.shape)}")
         if float(image.float().std()) < 0.02:
             raise EditError(self.feedback.say("upload.blank"))
-        latent = self.backend.encode(image[None].to(self.backend.device), refine_steps=self.refine_steps)
-        fit = psnr(self.backend.generate(latent)[0].cpu(), image.cpu())
+        try:
+            latent = self.backend.encode(image[None].to(self.backend.device), refine_steps=self.refine_steps)
+            fit = psnr(self.backend.generate(latent)[0].cpu(), image.cpu())
+        except BackendError as error:
+            raise EditError(str(error)) from error
         if fit < self.min_fit_psnr:  # the model cannot draw it: not a portrait it knows how to edit
             raise EditError(self.feedback.say("upload.no_face", psnr=f"{fit:.1f}"))
         shown = self._push(state, latent, "uploaded photo", state.next_face_id())
@@ -99,13 +102,17 @@ class Editor:
         return Outcome("Got it. " + self.feedback.describe(state.current.degrees), True, shown)
 
     def identity_similarity(self, state: DialogState, image: torch.Tensor | None = None,
-                            original: torch.Tensor | None = None) -> float:
-        """How much the face shown is still the face this session's current face started as, in [0, 1].
+                            original: torch.Tensor | None = None) -> float | None:
+        """How much the face shown is still the face this session's current face started as, in [0, 1];
+        None when the backend has no identity model.
 
         ``image`` / ``original`` (3, H, W): those faces already drawn, so they are not drawn again."""
         image = self.image(state) if image is None else image
+        now = self.backend.identity(image[None])
+        if now is None:
+            return None
         original = self.original_image(state) if original is None else original
-        now, then = self.backend.identity(image[None]), self.backend.identity(original[None])
+        then = self.backend.identity(original[None])
         return float((now * then).sum(-1).clamp(0, 1)[0])
 
     def describe(self, state: DialogState) -> Outcome:
@@ -125,14 +132,19 @@ class Editor:
     def _move(self, state: DialogState, steps: int, kind: str) -> Outcome:
         if not state.has_face:
             return Outcome(self.feedback.say("no_face"), False, None)
-        before = state.current.degrees
+        before, index = state.current.degrees, state.index
         moved = state.move(steps)
         if moved == 0:
             return Outcome(self.feedback.say(f"{kind}.nothing"), False, None)
+        try:
+            image = self.image(state)
+        except BackendError as error:  # the face cannot be drawn: stay where we were
+            state.index = index
+            raise EditError(str(error)) from error
         self._forget_dialog(state)
         changes = self.feedback.changes(before, state.current.degrees)
         key = f"{kind}.same" if not changes else f"{kind}.done" if moved == 1 else f"{kind}.done_many"
-        return Outcome(self.feedback.say(key, changes=changes, n=moved), True, self.image(state))
+        return Outcome(self.feedback.say(key, changes=changes, n=moved), True, image)
 
     def reset(self, state: DialogState) -> Outcome:
         if not state.has_face:
@@ -153,7 +165,8 @@ class Editor:
     # ----------------------------------------------------------------- the edit
 
     def edit(self, state: DialogState, attribute: str, target: int | None = None, change: int | None = None,
-             on_frame: Callable[[Frame], None] | None = None) -> Outcome:
+             on_frame: Callable[[Frame], None] | None = None,
+             on_preview: Callable[[torch.Tensor], None] | None = None) -> Outcome:
         """Walks ``attribute`` to ``target`` (or by ``change``) and pushes the result, or leaves the state alone."""
         # 1. check the request before touching anything
         names = attribute_names()
@@ -172,10 +185,13 @@ class Editor:
         current = state.current
         original_image = self.original_image(state)[None]
         face = FaceState(current.latent.to(self.backend.device), self.backend.identity(original_image))
-        result = edit(self.backend, face, attribute, target=target, change=change, method=self.method,
-                      max_steps=self.max_steps, on_frame=on_frame)
+        try:
+            result = edit(self.backend, face, attribute, target=target, change=change, method=self.method,
+                          max_steps=self.max_steps, on_frame=on_frame, on_preview=on_preview)
+        except BackendError as error:
+            raise EditError(str(error)) from error
         start, reached = result.start_degree, result.degrees[attribute]
-        logger.info("edit %s %d→%d (aim %d): %s in %d steps, identity %.3f", attribute, start, reached,
+        logger.info("edit %s %d→%d (aim %d): %s in %d steps, identity %s", attribute, start, reached,
                     result.target, result.reason or "reached", result.steps, result.identity_similarity)
 
         # 3. keep the result when it moved the attribute towards the aim; otherwise change nothing

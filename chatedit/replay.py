@@ -176,7 +176,7 @@ def find_scripts(paths: list[str | Path]) -> list[Path]:
 
 
 def check(expect: dict, before: dict, after: dict, start: dict, calls: list[str], reply: str,
-          identity: float) -> list[str]:
+          identity: float | None) -> list[str]:
     """What did not happen as expected, one sentence per failure."""
     failures = []
     wanted = dict(expect.get("degrees") or {})
@@ -200,7 +200,9 @@ def check(expect: dict, before: dict, after: dict, start: dict, calls: list[str]
         failures.append(f"calls were {sorted(calls)}, expected {sorted(expect['calls'])}")
     if "reply_matches" in expect and not re.search(str(expect["reply_matches"]), reply):
         failures.append(f"reply {reply!r} does not match {expect['reply_matches']!r}")
-    if "identity_min" in expect and identity < float(expect["identity_min"]):
+    if "identity_min" in expect and identity is None:
+        failures.append("identity_min is set but this backend has no identity model")
+    elif "identity_min" in expect and identity < float(expect["identity_min"]):
         failures.append(f"identity similarity {identity:.3f} is below {expect['identity_min']}")
     return failures
 
@@ -211,7 +213,9 @@ def check(expect: dict, before: dict, after: dict, start: dict, calls: list[str]
 def run_script(script: Script, agent, out_dir: Path) -> dict:
     """Plays one script through ``agent`` and writes its transcript, images, GIF and sheet."""
     from chatedit.agent import FrameEvent, Reply
-    from chatedit.images import from_pil, to_pil
+    from chatedit.feedback import load_feedback
+    from chatedit.images import to_pil
+    from chatedit.tools.align import NoFaceFound
 
     folder = out_dir / script.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -220,7 +224,11 @@ def run_script(script: Script, agent, out_dir: Path) -> dict:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            image = from_pil(Image.open(script.start["image"]), agent.editor.backend.resolution)
+            with Image.open(script.start["image"]) as picture:
+                image = agent.editor.backend.intake(picture)
+        except NoFaceFound:
+            raise ScriptError(f"{script.path}: start image {script.start['image']}: "
+                              + load_feedback().say("upload.face_not_found"))
         except (OSError, UnidentifiedImageError) as err:
             raise ScriptError(f"{script.path}: start image {script.start['image']} cannot be read ({err})")
     session, opened = agent.open(f"replay-{script.name}-{time.monotonic_ns()}", seed=script.start.get("seed"),
@@ -236,7 +244,7 @@ def run_script(script: Script, agent, out_dir: Path) -> dict:
             t0 = time.perf_counter()
             steps, reply = 0, None
             for event in agent.chat(session.id, turn.user):
-                if isinstance(event, FrameEvent):
+                if isinstance(event, FrameEvent) and not event.preview:
                     steps += 1
                     if steps % 3 == 0:
                         movie.append(to_pil(event.image))
@@ -254,7 +262,7 @@ def run_script(script: Script, agent, out_dir: Path) -> dict:
             turns.append({
                 "user": turn.user, "reply": reply.text,
                 "calls": [{"name": c["name"], "args": c["args"]} for c in reply.calls],
-                "degrees": reply.degrees, "identity_similarity": round(identity, 4), "steps": steps,
+                "degrees": reply.degrees, "identity_similarity": None if identity is None else round(identity, 4), "steps": steps,
                 "image": png, "ms": round(ms, 1), "expect": turn.expect, "passed": not failures,
                 "failures": failures, "line": turn.line,
             })

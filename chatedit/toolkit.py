@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from chatedit.attributes import MAX_DEGREE, attribute_names
 from chatedit.editor import EditError, Editor, Outcome
 from chatedit.state import DialogState
+from chatedit.tools.walk import BackendError
 
 TOOL_NAMES = ("edit_attribute", "undo", "redo", "reset", "new_face", "describe")
 
@@ -77,7 +78,8 @@ def validation_message(error: ValidationError) -> str:
     return "invalid arguments: " + "; ".join(problems)
 
 
-def make_tools(editor: Editor | None, state: DialogState, on_frame: Callable | None = None) -> list[StructuredTool]:
+def make_tools(editor: Editor | None, state: DialogState, on_frame: Callable | None = None,
+               on_preview: Callable | None = None) -> list[StructuredTool]:
     """The six tools, acting on this session's ``state`` only (``editor=None``: schemas only, for planning)."""
 
     def run(action: Callable[[], Outcome]) -> tuple[str, dict]:
@@ -85,14 +87,15 @@ def make_tools(editor: Editor | None, state: DialogState, on_frame: Callable | N
             raise ToolException("these tools were built without an editor: they can be bound but not run")
         try:
             outcome = action()
-        except EditError as error:
+        except (EditError, BackendError) as error:  # a sentence for the person; the state is unchanged
             raise ToolException(str(error)) from error
         content = f"{outcome.text} {outcome.question}" if outcome.question else outcome.text
         return content, {"image": outcome.image, "changed": outcome.changed, "text": outcome.text,
                          "question": outcome.question}
 
     def edit_attribute(attribute: str, target: int | None = None, change: int | None = None):
-        return run(lambda: editor.edit(state, attribute, target=target, change=change, on_frame=on_frame))
+        return run(lambda: editor.edit(state, attribute, target=target, change=change, on_frame=on_frame,
+                                       on_preview=on_preview))
 
     def undo(steps: int = 1):
         return run(lambda: editor.undo(state, steps))

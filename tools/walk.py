@@ -26,6 +26,12 @@ STALL = 10  # steps without progress before an edit is called unreachable
 MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
 
 
+class BackendError(RuntimeError):
+    """A backend could not draw or read a face (out of memory, a photo no longer loaded, ...).
+
+    The message is a sentence for the person; the editor reports it and changes nothing."""
+
+
 class Reading(Protocol):
     degrees: torch.Tensor  # (B, A)
     expected: torch.Tensor  # (B, A)
@@ -47,11 +53,16 @@ class PredictorReading:
 
 
 class WalkBackend(Protocol):
+    """What the walk needs of a backend. Optional: ``substeps`` (walk steps per degree, default
+    ``SUBSTEPS``; a backend whose every step is a whole denoising pass takes fewer, larger ones)
+    and ``previews = True`` for a ``generate`` that takes ``on_preview`` (images drawn on the way
+    to one frame)."""
+
     attributes: tuple[str, ...]
 
     def generate(self, w: torch.Tensor) -> torch.Tensor: ...
     def predict(self, image: torch.Tensor) -> Reading: ...
-    def identity(self, image: torch.Tensor) -> torch.Tensor: ...
+    def identity(self, image: torch.Tensor) -> torch.Tensor | None: ...  # None: no identity model
     def step(self, method: Method, attribute: int, w: torch.Tensor) -> torch.Tensor: ...
     def latent_distance(self, w: torch.Tensor) -> torch.Tensor: ...
 
@@ -61,7 +72,7 @@ class FaceState:
     """What an edit needs to know about a session's face; small, and owned by the session."""
 
     latent: torch.Tensor  # (1, w_dim) the current code
-    original_identity: torch.Tensor  # (1, E) identity embedding of the session's original image
+    original_identity: torch.Tensor | None  # (1, E) identity embedding of the session's original image
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class EditResult:
     latent: torch.Tensor
     image: torch.Tensor
     degrees: dict[str, int]
-    identity_similarity: float
+    identity_similarity: float | None  # None when the backend has no identity model
     steps: int  # steps walked (the chosen frame may be an earlier one)
     chosen: int  # index in ``frames`` of the frame returned
     frames: list[Frame] = field(repr=False)
@@ -102,8 +113,9 @@ def resolve_target(current: int, target: int | None, change: int | None, max_deg
     return int(min(max(current + change, 0), max_degree))
 
 
-def _frame(backend: WalkBackend, step: int, w: torch.Tensor) -> Frame:
-    image = backend.generate(w)
+def _frame(backend: WalkBackend, step: int, w: torch.Tensor, on_preview=None) -> Frame:
+    streams = on_preview is not None and getattr(backend, "previews", False)
+    image = backend.generate(w, on_preview=on_preview) if streams else backend.generate(w)
     reading = backend.predict(image)
     names = backend.attributes
     return Frame(
@@ -123,6 +135,7 @@ def walk(
     change: int | None = None,
     method: Method = "field",
     max_steps: int = 64,
+    on_preview=None,
 ) -> Iterator[Frame]:
     """Yields each frame of the edit; the generator's return value is the ``EditResult``.
 
@@ -140,7 +153,9 @@ def walk(
     frames = [start]
 
     def finish(best: Frame, reached: bool, reason: Reason | None) -> EditResult:
-        similarity = float((backend.identity(best.image[None]) * state.original_identity).sum(-1).clamp(0, 1))
+        similarity = None
+        if state.original_identity is not None:
+            similarity = float((backend.identity(best.image[None]) * state.original_identity).sum(-1).clamp(0, 1))
         return EditResult(attribute, current, goal, reached, reason, best.latent, best.image, best.degrees,
                           similarity, len(frames) - 1, best.step, frames)
 
@@ -149,16 +164,17 @@ def walk(
 
     # 2. step along the field, towards the goal, re-reading after every step
     sign = 1.0 if goal > current else -1.0
-    scale = 1.0 / SUBSTEPS
+    substeps = getattr(backend, "substeps", SUBSTEPS)
+    scale = 1.0 / substeps
     distance_limit = max(float(backend.latent_distance(state.latent)) * 1.5, 2.0)
     w = state.latent
     best: Frame | None = None
     progress, stalled, settling = -float("inf"), 0, 0
     while len(frames) - 1 < max_steps:
         candidate = w + sign * scale * backend.step(method, a, w)
-        frame = _frame(backend, len(frames), candidate)
+        frame = _frame(backend, len(frames), candidate, on_preview)
         overshoot = sign * (frame.degrees[attribute] - goal) > 0
-        if overshoot and best is None and scale > 1 / (SUBSTEPS * 8):
+        if overshoot and best is None and scale > 1 / (substeps * 8):
             scale /= 2  # stepped over the whole target degree: go back and take smaller steps
             continue
         frames.append(frame)
@@ -170,7 +186,7 @@ def walk(
                 best, settling = frame, 0
             else:
                 settling += 1
-            if settling >= 2 or gap < 0.05 or len(frames) - 1 - best.step >= SETTLE:
+            if settling >= 2 or gap < 0.05 or len(frames) - 1 - best.step >= SETTLE * substeps // SUBSTEPS:
                 break
             continue
         if best is not None:
@@ -184,7 +200,7 @@ def walk(
         else:  # a flat stretch of the field: lengthen the stride until the reading moves again
             stalled += 1
             if stalled >= 2:
-                scale = min(scale * 2, MAX_STRIDE / SUBSTEPS)
+                scale = min(scale * 2, MAX_STRIDE / substeps)
         progress = max(progress, moved)
         if stalled >= STALL or float(backend.latent_distance(candidate)) > distance_limit:
             return finish(_closest(frames, attribute, goal, current), False, "unreachable")
@@ -201,9 +217,12 @@ def _closest(frames: list[Frame], attribute: str, goal: int, start: int) -> Fram
 
 
 def edit(backend: WalkBackend, state: FaceState, attribute: str, target: int | None = None,
-         change: int | None = None, method: Method = "field", max_steps: int = 64, on_frame=None) -> EditResult:
-    """Runs ``walk`` to the end, calling ``on_frame(frame)`` for every intermediate frame."""
-    frames = walk(backend, state, attribute, target=target, change=change, method=method, max_steps=max_steps)
+         change: int | None = None, method: Method = "field", max_steps: int = 64, on_frame=None,
+         on_preview=None) -> EditResult:
+    """Runs ``walk`` to the end, calling ``on_frame(frame)`` for every intermediate frame and
+    ``on_preview(image)`` for images a backend draws on the way to a frame."""
+    frames = walk(backend, state, attribute, target=target, change=change, method=method, max_steps=max_steps,
+                  on_preview=on_preview)
     while True:
         try:
             frame = next(frames)

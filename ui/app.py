@@ -29,8 +29,9 @@ from chatedit.agent import Agent, FrameEvent, Reply, ToolEvent
 from chatedit.attributes import MAX_DEGREE, load_attributes
 from chatedit.editor import EditError
 from chatedit.feedback import load_feedback
-from chatedit.images import from_pil, to_pil
+from chatedit.images import to_pil
 from chatedit.store import SavedSession, SessionStore, valid_session_id
+from chatedit.tools.align import NoFaceFound
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,9 @@ class ChatEditApp:
         after = self.store.save_image(session_id, _enlarge(image), "after")
         degrees = state.current.degrees
         similarity = editor.identity_similarity(state, image, original)
+        identity = "identity: no model" if similarity is None else f"identity kept {similarity:.2f}"
         status = (f"**Backend** `{self.config.backend}` · **language model** `{self.config.llm}` · "
-                  f"identity kept {similarity:.2f} · {state.can_undo()} undo, {state.can_redo()} redo · "
+                  f"{identity} · {state.can_undo()} undo, {state.can_redo()} redo · "
                   f"session `{session_id[:8]}`")
         return (session_id, self.chat_messages(session_id), str(current),
                 *[degrees[a.name] for a in self.attributes],
@@ -166,15 +168,16 @@ class ChatEditApp:
         if self._gif_cache.get(session_id) == key and out.exists():
             return out
         backend = self.agent.editor.backend
+        per_step = getattr(backend, "gif_frames_per_step", GIF_FRAMES_PER_STEP)  # diffusion: 1, each a whole pass
         latents = [path[0]]
         for a, b in zip(path, path[1:]):
-            latents += [torch.lerp(a, b, t / GIF_FRAMES_PER_STEP) for t in range(1, GIF_FRAMES_PER_STEP + 1)]
+            latents += [torch.lerp(a, b, t / per_step) for t in range(1, per_step + 1)]
         if len(latents) > GIF_MAX_FRAMES:
             keep = torch.linspace(0, len(latents) - 1, GIF_MAX_FRAMES).round().long().tolist()
             latents = [latents[i] for i in keep]
         with torch.no_grad():
             frames = [to_pil(backend.generate(w.to(backend.device))[0]) for w in latents]
-        durations = [60] * len(frames)
+        durations = [60 if per_step > 1 else 500] * len(frames)
         durations[0] = durations[-1] = 800  # linger on the start and the end
         out.parent.mkdir(parents=True, exist_ok=True)
         frames[0].save(out, save_all=True, append_images=frames[1:], duration=durations, loop=0)
@@ -231,7 +234,10 @@ class ChatEditApp:
         try:
             with Image.open(file) as picture:
                 picture.load()
-                image = from_pil(picture, self.agent.editor.backend.resolution)
+                image = self.agent.editor.backend.intake(picture)
+        except NoFaceFound:
+            self._say(session_id, "assistant", self.feedback.say("upload.face_not_found"))
+            return
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             self._say(session_id, "assistant", self.feedback.say("upload.not_image", name=name))
             return

@@ -28,6 +28,8 @@ SHARE_WITHOUT_AUTH = ("WARNING: --share makes this page public on the internet w
 class ServeOptions:
     backend: str = "builtin"
     weights: Path | None = None
+    backend_options: dict = field(default_factory=dict)  # e.g. diffusion: model, clip, adapters, preview_vae
+    face_models: Path | None = None  # insightface's ONNX files: face detection and identity for photo backends
     llm: "str | LLMSettings" = "rules"
     data_dir: Path = Path("chatedit_data")
     host: str = "127.0.0.1"
@@ -70,7 +72,11 @@ def prepare(options: ServeOptions):
     pruned = store.prune()
     if pruned:
         logger.info("pruned %d old sessions", len(pruned))
-    agent = build_agent(options.backend, options.llm, weights=options.weights)
+    backend_options = dict(options.backend_options)
+    if options.backend == "diffusion":  # photos kept so their inversions can be redone after a restart
+        backend_options.setdefault("photo_dir", data_dir / "photos")
+    agent = build_agent(options.backend, options.llm, weights=options.weights, face_models=options.face_models,
+                        **backend_options)
     llm_name = options.llm if isinstance(options.llm, str) else options.llm.name
     app = ChatEditApp(agent, store, ServeConfig(options.backend, llm_name, options.concurrency,
                                                 options.max_upload_mb))

@@ -1,0 +1,237 @@
+"""The diffusion backend on tiny random Stable Diffusion parts saved as a real pipeline folder.
+
+Everything loads through the same path as ``--backend diffusion --model DIR`` with the hub off;
+the weights are random, so these tests check the machinery (inversion kept per photo, concepts
+and their directions, adapters, previews, refusals), not how good an edit looks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chatedit.agent import Agent, FrameEvent, Reply
+from chatedit.editor import EditError, Editor
+from chatedit.rules_model import RulesChatModel
+from chatedit.state import DialogState
+from chatedit.tools.diffusion.backend import DiffusionBackend, photo_key
+from chatedit.tools.diffusion.pipeline import PipelineLoadError, load_pipeline
+from chatedit.tools.walk import BackendError
+
+from diffusion_fixtures import build_lora, build_open_clip, build_pipeline
+
+SIZE = 64
+SMILING, EYEGLASSES = 3, 1  # attribute order of prompts/attributes.yaml
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusion")
+    model = build_pipeline(root / "sd", resolution=SIZE)
+    clip = build_open_clip(root / "clip")
+    adapters = root / "adapters"
+    adapters.mkdir()
+    build_lora(model, adapters / "smiling.safetensors")
+    return {"model": model, "clip": clip, "adapters": adapters, "root": root}
+
+
+def _backend(parts, **options) -> DiffusionBackend:
+    options = {"inversion_steps": 6, "preview_every": 2, "device": "cpu", **options}
+    return DiffusionBackend.load(str(parts["model"]), clip=str(parts["clip"]), **options)
+
+
+@pytest.fixture(scope="module")
+def backend(parts):
+    return _backend(parts)
+
+
+def _photo(seed: int) -> torch.Tensor:
+    """A (3, SIZE, SIZE) picture in [0, 1] with some structure (a face-like blob on a gradient)."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(-1, 1, SIZE), torch.linspace(-1, 1, SIZE), indexing="ij")
+    colour = torch.rand(3, 1, 1, generator=g)
+    blob = (x**2 / 0.3 + y**2 / 0.5 < 1).float()
+    image = 0.3 * (x + 1) / 2 + blob * colour + 0.05 * torch.rand(3, SIZE, SIZE, generator=g)
+    return (image / image.max()).clamp(0, 1)
+
+
+def _strengths(latent: torch.Tensor, **values: float) -> torch.Tensor:
+    out = latent.clone()
+    for name, value in values.items():
+        out[0, {"smiling": SMILING, "eyeglasses": EYEGLASSES}[name]] = value
+    return out
+
+
+def test_a_pipeline_folder_loads_offline_and_a_photo_is_redrawn_from_its_own_inversion(backend):
+    photo = _photo(0)
+    latent = backend.encode(photo[None])
+    assert latent.shape == (1, len(backend.attributes) + 2)
+    assert torch.all(latent[0, :-2] == 0)
+    key = photo_key((photo * 255).round().byte())
+    assert key in backend.photos
+    redrawn = backend.generate(latent)[0]
+    assert redrawn.shape == (3, SIZE, SIZE)
+    # LEDITS++ inversion is exact up to the VAE: no edit redraws the VAE's own reconstruction
+    vae = backend.pipe.vae
+    with torch.no_grad():
+        x0 = vae.encode(photo[None] * 2 - 1).latent_dist.mode()
+        through_vae = ((vae.decode(x0).sample + 1) / 2).clamp(0, 1)[0]
+    assert float((redrawn - through_vae).abs().mean()) < 0.02
+
+
+def test_two_concepts_one_reversed_edit_together_stream_previews_and_are_deterministic(backend):
+    latent = backend.encode(_photo(1)[None])
+    plain = backend.generate(latent)[0]
+    previews: list[torch.Tensor] = []
+    both = _strengths(latent, smiling=1.5, eyeglasses=-1.5)
+    edited = backend.generate(both, on_preview=previews.append)[0]
+    assert len(previews) >= 2 and all(p.shape == (3, SIZE, SIZE) for p in previews)
+    assert float((edited - plain).abs().mean()) > 0.005  # the concepts changed the picture
+    assert torch.allclose(backend.generate(both)[0], edited, atol=1e-5)  # same latent, same picture
+    flipped = backend.generate(_strengths(latent, smiling=1.5, eyeglasses=1.5))[0]
+    assert float((flipped - edited).abs().mean()) > 0.002  # the reversed concept is walked the other way
+
+
+def test_sessions_sharing_the_pipeline_each_edit_their_own_photo(backend):
+    first, second = backend.encode(_photo(2)[None]), backend.encode(_photo(3)[None])
+    alone = backend.generate(_strengths(first, smiling=2.0))[0]
+    # interleave: the pipeline last inverted the second photo, then edits it, then the first again
+    other = backend.generate(_strengths(second, smiling=2.0))[0]
+    again = backend.generate(_strengths(first, smiling=2.0))[0]
+    assert torch.allclose(again, alone, atol=1e-5)
+    assert float((other - alone).abs().mean()) > 0.01
+
+
+def test_two_sessions_of_the_agent_interleave_uploads_and_edits(backend):
+    agent = Agent(Editor(backend, max_steps=4), RulesChatModel())
+    a, b = agent.open(image=_photo(4))[0].id, agent.open(image=_photo(5))[0].id
+    for session in (a, b):
+        events = list(agent.chat(session, "make the person smile a lot more"))
+        assert isinstance(events[-1], Reply)
+    for session, seed in ((a, 4), (b, 5)):
+        state = agent.session(session).state
+        key = int(state.current.latent[0, -2]) * 2**24 + int(state.current.latent[0, -1])
+        assert key == photo_key((_photo(seed) * 255).round().byte())  # still this session's own photo
+        assert {e.face for e in state.entries} == {0}
+
+
+def test_the_editor_walks_strength_and_streams_previews_between_frames(backend):
+    editor = Editor(backend, max_steps=4)
+    agent = Agent(editor, RulesChatModel())
+    session = agent.open(image=_photo(6))[0].id
+    events = list(agent.chat(session, "make the person smile more"))
+    previews = [e for e in events if isinstance(e, FrameEvent) and e.preview]
+    steps = [e for e in events if isinstance(e, FrameEvent) and not e.preview]
+    assert steps and previews  # frames of the walk, and images of each pass forming in between
+    state = agent.session(session).state
+    moved = state.current.latent[0, :-2]
+    if len(state.entries) > 1:  # a random reader may not read any change; when it does, only smiles moved
+        assert moved[SMILING] > 0 and torch.count_nonzero(moved) == 1
+        assert agent.editor.identity_similarity(state) is None  # no identity model here: no number
+
+
+def test_a_lora_slider_edits_its_attribute_and_weight_zero_is_the_photo(parts):
+    backend = _backend(parts, adapters=parts["adapters"])
+    assert backend.adapters == {"smiling": 1.0}
+    latent = backend.encode(_photo(7)[None])
+    plain = backend.generate(latent)[0]
+    smiled = backend.generate(_strengths(latent, smiling=1.0))[0]
+    assert float((smiled - plain).abs().mean()) > 0.002
+    # the adapter replaces the concept for smiles; weight 0 again gives back the unedited photo
+    assert torch.allclose(backend.generate(_strengths(latent, smiling=0.0))[0], plain, atol=1e-5)
+
+
+def test_the_clip_reader_reads_six_degrees_of_every_attribute(backend):
+    reading = backend.predict(torch.stack([_photo(8), _photo(9)]))
+    assert reading.probs.shape == (2, len(backend.attributes), 6)
+    assert torch.allclose(reading.probs.sum(-1), torch.ones(2, len(backend.attributes)))
+    assert torch.equal(backend.predict(_photo(8)[None]).degrees[0], reading.degrees[0])
+
+
+def test_new_faces_are_drawn_by_the_checkpoint_and_repeat_for_a_seed(backend):
+    one, same, other = backend.sample(5), backend.sample(5), backend.sample(6)
+    assert torch.equal(one, same) and not torch.equal(one, other)
+    assert backend.generate(one).shape == (1, 3, SIZE, SIZE)
+
+
+def test_photos_come_back_from_disk_and_otherwise_are_asked_for_again(parts, tmp_path):
+    saved = _backend(parts, photo_dir=tmp_path / "photos")
+    latent = saved.encode(_photo(10)[None])
+    before = saved.generate(_strengths(latent, smiling=1.0))[0]
+    saved.photos.clear(), saved.drawn.clear()  # as after a restart
+    assert torch.allclose(saved.generate(_strengths(latent, smiling=1.0))[0], before, atol=1e-5)
+
+    memory_only = _backend(parts)
+    editor = Editor(memory_only, max_steps=2)
+    state = DialogState()
+    editor.upload(state, _photo(11))
+    editor.upload(state, _photo(12))
+    memory_only.photos.clear(), memory_only.drawn.clear()
+    before = (state.index, len(state.entries))
+    with pytest.raises(EditError, match="upload it again"):
+        editor.undo(state)
+    assert (state.index, len(state.entries)) == before
+
+
+def test_clear_errors_for_models_that_cannot_load(tmp_path):
+    with pytest.raises(PipelineLoadError, match="not in the local Hugging Face cache"):
+        load_pipeline("nobody-here/no-such-model", device="cpu")
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(PipelineLoadError, match="not a diffusers pipeline folder"):
+        load_pipeline(str(tmp_path), device="cpu")
+
+
+def test_a_huge_photo_is_refused_at_intake(backend):
+    with pytest.raises(ValueError, match="megapixels"):
+        backend.intake(Image.new("RGB", (8000, 6000)))
+
+
+def test_out_of_gpu_memory_retries_smaller_then_says_so_and_changes_nothing(parts, monkeypatch):
+    backend = _backend(parts)
+    real_invert, sizes = backend.pipe.invert, []
+
+    def once_out_of_memory(image, **kwargs):
+        sizes.append(image.size[0])
+        if len(sizes) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real_invert(image=image, **kwargs)
+
+    monkeypatch.setattr(backend.pipe, "invert", once_out_of_memory)
+    latent = backend.encode(_photo(13)[None])
+    assert sizes == [SIZE, SIZE // 2]
+    assert backend.generate(latent).shape == (1, 3, SIZE, SIZE)  # shown at full size all the same
+
+    def always_out_of_memory(image, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(backend.pipe, "invert", always_out_of_memory)
+    editor = Editor(backend)
+    state = DialogState()
+    with pytest.raises(EditError, match="ran out of memory"):
+        editor.upload(state, _photo(14))
+    assert not state.has_face
+    with pytest.raises(BackendError):
+        backend.encode(_photo(14)[None])
+
+
+def test_photo_keys_survive_the_float_latent_exactly():
+    for photo in (torch.zeros(3, 4, 4, dtype=torch.uint8), torch.full((3, 4, 4), 255, dtype=torch.uint8)):
+        key = photo_key(photo)
+        latent = DiffusionBackend._latent(key, torch.zeros(5))
+        assert DiffusionBackend._split(latent[0])[0] == key
+    assert np.isfinite(latent.numpy()).all()
+
+
+def test_a_photo_comes_in_aligned_at_the_pipelines_resolution_and_a_faceless_one_is_refused(backend):
+    from chatedit.tools.align import NoFaceFound
+    from chatedit.tools.builtin.data import render_set
+
+    render = Image.fromarray(render_set(10, 1, seed=5).images[1].permute(1, 2, 0).numpy()).resize((384, 384))
+    canvas = Image.new("RGB", (600, 600), (128, 128, 128))
+    canvas.paste(render, (150, 100))
+    face = backend.intake(canvas)
+    assert face.shape == (3, SIZE, SIZE) and 0 <= float(face.min()) and float(face.max()) <= 1
+    with pytest.raises(NoFaceFound):
+        backend.intake(Image.new("RGB", (300, 300), (90, 90, 90)))

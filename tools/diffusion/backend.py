@@ -1,0 +1,353 @@
+"""The diffusion backend: real-photo edits with LEDITS++ on any Stable Diffusion checkpoint.
+
+A face here is a photo plus edit strengths. The photo is inverted once (LEDITS++'s edit-friendly
+inversion: the noise maps that redraw exactly this photo); every edit then redraws it from those
+noise maps with one edit concept per attribute whose strength is not zero, a negative strength
+walking the concept backwards ("less smile" is "smiling" reversed), so several attribute edits
+apply together in one denoising pass and the rest of the face is kept by LEDITS++'s masks.
+Attributes with a LoRA slider adapter use the adapter, at a signed weight, instead of a concept.
+
+The latent the walk moves is therefore small: (1, A + 2) = the strengths of the A attributes in
+degrees of change, then the 48-bit key of the photo in two 24-bit halves (exact in float32). The
+walk steps along one strength at a time and re-reads the CLIP degree reader after each step, so
+edits stop at the requested degree as on the other backends. Undo, redo and saved sessions keep
+working because an entry of the history is just such a vector.
+
+Sessions share one pipeline. LEDITS++ keeps the last inversion on the pipeline object, so the
+backend keeps every photo's inversion in its own cache (by photo key) and puts it back on the
+pipeline, under a lock, before each pass. With ``photo_dir`` the photos are also written to disk,
+so an inversion dropped from the cache (or lost in a restart) is redone from the photo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+
+from chatedit.attributes import attribute_names
+from chatedit.images import from_pil, to_pil
+
+from ..align import align_face, detect_face, face_embedding, insightface_app
+from ..walk import BackendError, PredictorReading
+from .reader import ClipDegreeReader
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLIP = "ViT-B-32@laion2b_s34b_b79k"  # open_clip name@pretrained tag
+KEY_BITS = 24  # per float32 column: integers up to 2**24 are exact
+MAX_DRAWN = 256  # pictures kept by latent (~3 MB each at 512 px)
+MAX_PIXELS = 40_000_000  # larger photos are refused at intake, before anything is decoded further
+OUT_OF_MEMORY = ("the GPU ran out of memory for this photo, even at a lower resolution; try again when fewer "
+                 "people are editing")
+
+
+def load_texts() -> dict:
+    """Concepts, strengths and reader sentences from ``prompts/diffusion.yaml``."""
+    return yaml.safe_load(files("chatedit.prompts").joinpath("diffusion.yaml").read_text())
+
+
+@dataclass
+class Inversion:
+    """One photo's LEDITS++ inversion: what ``invert`` leaves on the pipeline, kept off it."""
+
+    photo: torch.Tensor  # (3, R, R) uint8, what was inverted
+    timesteps: torch.Tensor
+    init_latents: torch.Tensor
+    zs: torch.Tensor
+    schedule_length: int  # the scheduler's timestep count after inverting
+    reconstruction: torch.Tensor | None = None  # (3, R, R) in [0, 1]: the photo redrawn with no edit
+
+    @classmethod
+    def take(cls, pipe, photo: torch.Tensor) -> "Inversion":
+        return cls(photo, pipe.inversion_steps, pipe.init_latents, pipe.zs, len(pipe.scheduler.timesteps))
+
+    def put(self, pipe) -> None:
+        pipe.inversion_steps, pipe.init_latents, pipe.zs = self.timesteps, self.init_latents, self.zs
+        pipe.eta, pipe.batch_size = 1.0, self.init_latents.shape[0]
+        pipe.scheduler.set_timesteps(self.schedule_length)
+
+
+def photo_key(photo: torch.Tensor) -> int:
+    """A 48-bit key of a photo's pixels."""
+    return int.from_bytes(hashlib.sha256(photo.contiguous().numpy().tobytes()).digest()[:6], "big")
+
+
+class DiffusionBackend:
+    name = "diffusion"
+    min_fit_psnr = 0.0  # the VAE redraws any photo; photos without a face are refused at intake
+    substeps = 2  # walk steps per degree: every step is a whole denoising pass
+    max_steps = 12
+    previews = True  # generate(..., on_preview=) shows the denoising pass forming
+    gif_frames_per_step = 1  # the page's edit-path GIF shows each edit once: no in-between passes
+
+    def __init__(self, pipe, reader: ClipDegreeReader, texts: dict | None = None,
+                 adapters: dict[str, str | Path] | None = None, resolution: int | None = None,
+                 inversion_steps: int = 30, skip: float = 0.15, preview_every: int = 5, seed: int = 0,
+                 photo_dir: str | Path | None = None, max_photos: int = 32, face_models: str | Path | None = None,
+                 preview_vae=None):
+        self.pipe = pipe
+        self.device = pipe.device
+        self.reader = reader
+        self.texts = texts or load_texts()
+        self.attributes = attribute_names()
+        self.resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        self.inversion_steps, self.skip, self.preview_every, self.seed = inversion_steps, skip, preview_every, seed
+        self.photo_dir = Path(photo_dir) if photo_dir else None
+        self.max_photos = max_photos
+        self.face_models = face_models
+        self.preview_vae = preview_vae  # e.g. a tiny AutoencoderTiny: cheaper previews than the pipeline's VAE
+        faces = insightface_app(face_models)
+        self.insightface = faces if faces is not None and "recognition" in faces.models else None
+        self.identity_model = ("insightface ArcFace" if self.insightface is not None
+                               else "unavailable (install chatedit[faces] and pass --face-models)")
+        self.photos: OrderedDict[int, Inversion] = OrderedDict()
+        # recent pictures by latent: showing a face again (the page, undo, the GIF) costs no pass
+        self.drawn: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.lock = threading.RLock()  # the pipeline holds one inversion and one set of adapter weights at a time
+        self.adapters: dict[str, float] = {}  # attribute -> LoRA weight per degree
+        for name, path in (adapters or {}).items():
+            self.load_adapter(name, path)
+
+    @classmethod
+    def load(cls, model: str | None = None, clip: str = DEFAULT_CLIP, adapters: str | Path | None = None,
+             preview_vae: str | None = None, device: str | None = None, **options) -> "DiffusionBackend":
+        """The pipeline for ``model`` (a folder or hub id), the CLIP degree reader, and any LoRA sliders
+        in ``adapters`` (a folder with ``<attribute>.safetensors`` files)."""
+        from .pipeline import DEFAULT_MODEL, load_pipeline
+        from .reader import degree_prompts, load_clip
+
+        pipe = load_pipeline(model or DEFAULT_MODEL, device=device)
+        texts = load_texts()
+        clip_model, tokenizer = load_clip(clip, pipe.device)
+        reader = ClipDegreeReader(clip_model, tokenizer, degree_prompts(texts), pipe.device)
+        found = {}
+        if adapters is not None:
+            folder = Path(adapters)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"--adapters {folder} is not a folder")
+            found = {p.stem: p for p in sorted(folder.glob("*.safetensors"))}
+            unknown = sorted(set(found) - set(attribute_names()))
+            if unknown:
+                raise ValueError(f"adapter files must be named after an attribute ({', '.join(attribute_names())}); "
+                                 f"got {', '.join(unknown)} in {folder}")
+        tiny = None
+        if preview_vae is not None:
+            from diffusers import AutoencoderTiny
+
+            tiny = AutoencoderTiny.from_pretrained(preview_vae, torch_dtype=pipe.vae.dtype).to(pipe.device)
+        return cls(pipe, reader, texts, adapters=found, preview_vae=tiny, **options)
+
+    # ----------------------------------------------------------------- adapters
+
+    def load_adapter(self, attribute: str, path: str | Path) -> None:
+        """A LoRA slider for ``attribute``; from now on that attribute is edited with it, not a concept."""
+        if attribute not in self.attributes:
+            raise ValueError(f"no attribute {attribute!r} for adapter {path}; attributes: {', '.join(self.attributes)}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"adapter file {path} does not exist")
+        with self.lock:
+            self.pipe.load_lora_weights(str(path), adapter_name=attribute)
+            self.adapters[attribute] = float(self.texts["attributes"][attribute]["adapter_weight"])
+            self._set_adapter_weights(torch.zeros(len(self.attributes)))
+
+    def _set_adapter_weights(self, strengths: torch.Tensor) -> None:
+        if self.adapters:
+            names = list(self.adapters)
+            weights = [float(strengths[self.attributes.index(n)]) * self.adapters[n] for n in names]
+            self.pipe.set_adapters(names, adapter_weights=weights)
+
+    # ----------------------------------------------------------------- photos
+
+    def intake(self, picture: Image.Image) -> torch.Tensor:
+        """A photo as the face the model edits: detected, aligned, at the pipeline's resolution."""
+        if picture.width * picture.height > MAX_PIXELS:
+            raise ValueError(f"that photo is {picture.width}×{picture.height} pixels; the largest I take is "
+                             f"{MAX_PIXELS // 1_000_000} megapixels")
+        marks = detect_face(picture, self.face_models)
+        return from_pil(align_face(picture, marks, self.resolution), self.resolution)
+
+    def _inversion(self, key: int) -> Inversion:
+        if key in self.photos:
+            self.photos.move_to_end(key)
+            return self.photos[key]
+        saved = self.photo_dir / f"{key:012x}.png" if self.photo_dir else None
+        if saved is None or not saved.is_file():
+            raise BackendError("that photo is no longer loaded (the server restarted or dropped it); "
+                               "please upload it again")
+        with Image.open(saved) as picture:
+            photo = torch.from_numpy(np.asarray(picture.convert("RGB")).copy()).permute(2, 0, 1)
+        return self._invert(photo)
+
+    def _invert(self, photo: torch.Tensor) -> Inversion:
+        """Inverts a (3, R, R) uint8 photo once; later calls with the same pixels hit the cache."""
+        key = photo_key(photo)
+        if key in self.photos:
+            self.photos.move_to_end(key)
+            return self.photos[key]
+        picture = Image.fromarray(photo.permute(1, 2, 0).numpy(), "RGB")
+        smaller = self.resolution * 3 // 4 // 32 * 32  # latents stay a multiple of 4 for LEDITS++'s masks
+        with self.lock:
+            self._set_adapter_weights(torch.zeros(len(self.attributes)))  # invert the photo, not an adapted one
+            for size in dict.fromkeys(s for s in (self.resolution, smaller) if s >= 32):  # out of GPU memory: once more, smaller
+                try:
+                    self.pipe.invert(image=picture.resize((size, size), Image.LANCZOS),
+                                     num_inversion_steps=self.inversion_steps, skip=self.skip,
+                                     generator=torch.Generator().manual_seed(self.seed),
+                                     source_prompt=self.texts.get("source_prompt", ""))
+                    inversion = Inversion.take(self.pipe, photo)
+                    inversion.reconstruction = self._redraw(inversion, torch.zeros(len(self.attributes)), None)
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    logger.warning("out of GPU memory inverting at %d px", size)
+                    torch.cuda.empty_cache()
+            else:
+                raise BackendError(OUT_OF_MEMORY)
+        self.photos[key] = inversion
+        while len(self.photos) > self.max_photos:
+            self.photos.popitem(last=False)
+        if self.photo_dir is not None:
+            self.photo_dir.mkdir(parents=True, exist_ok=True)
+            picture.save(self.photo_dir / f"{key:012x}.png")
+        return inversion
+
+    @staticmethod
+    def _latent(key: int, strengths: torch.Tensor) -> torch.Tensor:
+        high, low = divmod(key, 2**KEY_BITS)
+        return torch.cat([strengths.float().cpu(), torch.tensor([float(high), float(low)])])[None]
+
+    @staticmethod
+    def _split(latent: torch.Tensor) -> tuple[int, torch.Tensor]:
+        high, low = (int(v) for v in latent[-2:].round().tolist())
+        return high * 2**KEY_BITS + low, latent[:-2].float().cpu()
+
+    # ----------------------------------------------------------------- faces
+
+    def sample(self, seed: int) -> torch.Tensor:
+        """A new face: a portrait drawn by the checkpoint from ``prompts/diffusion.yaml``, then inverted."""
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        new = self.texts["new_face"]
+        xl = hasattr(self.pipe, "text_encoder_2")
+        with self.lock:
+            self._set_adapter_weights(torch.zeros(len(self.attributes)))
+            text2image = (StableDiffusionXLPipeline if xl else StableDiffusionPipeline).from_pipe(self.pipe)
+            text2image.set_progress_bar_config(disable=True)
+            image = self._run_out_of_memory_safe(lambda: text2image(
+                prompt=new["prompt"], negative_prompt=new["negative"], num_inference_steps=int(new["steps"]),
+                guidance_scale=float(new["guidance"]), height=self.resolution, width=self.resolution,
+                generator=torch.Generator().manual_seed(seed), output_type="pt").images[0])
+        return self.encode(image[None])
+
+    def encode(self, image: torch.Tensor, refine_steps: int | None = None,
+               on_progress: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Inverts photos (B, 3, R, R) in [0, 1]; their latents have every strength at zero."""
+        latents = []
+        for photo in image:
+            photo = (photo.detach().float().cpu().clamp(0, 1) * 255).round().byte()
+            inversion = self._invert(photo)
+            if on_progress is not None:
+                on_progress(self.inversion_steps, inversion.reconstruction)
+            latents.append(self._latent(photo_key(photo), torch.zeros(len(self.attributes))))
+        return torch.cat(latents)
+
+    def generate(self, latent: torch.Tensor, on_preview: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+        """(B, 3, R, R) in [0, 1]: each latent's photo redrawn with its strengths."""
+        images = []
+        for row in latent.detach().float().cpu():
+            drawn = self.drawn.get(row.numpy().tobytes())
+            if drawn is None:
+                key, strengths = self._split(row)
+                inversion = self._inversion(key)
+                if bool(strengths.abs().gt(1e-4).any()) or inversion.reconstruction is None:
+                    with self.lock:
+                        drawn = self._redraw(inversion, strengths, on_preview)
+                else:
+                    drawn = inversion.reconstruction
+                self.drawn[row.numpy().tobytes()] = drawn
+                while len(self.drawn) > MAX_DRAWN:
+                    self.drawn.popitem(last=False)
+            images.append(drawn)
+        return torch.stack(images).to(self.device)
+
+    def _redraw(self, inversion: Inversion, strengths: torch.Tensor,
+                on_preview: Callable[[torch.Tensor], None] | None) -> torch.Tensor:
+        """One LEDITS++ pass from ``inversion`` with a concept per non-zero strength (call under the lock)."""
+        concepts = [(a, float(s)) for a, s in zip(self.attributes, strengths.tolist())
+                    if abs(s) > 1e-4 and a not in self.adapters]
+        spec = self.texts["attributes"]
+        inversion.put(self.pipe)
+        self._set_adapter_weights(strengths)
+        total = len(inversion.timesteps)
+
+        def preview(pipe, i, t, tensors):
+            if on_preview is not None and (i + 1) % self.preview_every == 0 and i + 1 < total:
+                on_preview(self._decode(tensors["latents"])[0])
+            return {}
+
+        kwargs = dict(editing_prompt=[spec[a]["concept"] for a, _ in concepts] or None,
+                      reverse_editing_direction=[s < 0 for _, s in concepts],
+                      edit_guidance_scale=[abs(s) * float(spec[a]["guidance"]) for a, s in concepts],
+                      edit_threshold=[float(spec[a]["threshold"]) for a, _ in concepts])
+        if not concepts:
+            kwargs = dict(editing_prompt=None)
+        out = self._run_out_of_memory_safe(lambda: self.pipe(
+            output_type="pt", callback_on_step_end=preview, callback_on_step_end_tensor_inputs=["latents"],
+            generator=torch.Generator().manual_seed(self.seed), **kwargs))
+        if out.nsfw_content_detected and any(out.nsfw_content_detected):
+            raise BackendError("the checkpoint's safety checker blocked this result; nothing was changed")
+        return self._full_size(out.images[0].float().clamp(0, 1).cpu())
+
+    def _full_size(self, image: torch.Tensor) -> torch.Tensor:
+        """Images from a photo inverted smaller (out of memory) are shown at the backend's resolution."""
+        if image.shape[-1] == self.resolution:
+            return image
+        return F.interpolate(image[None], size=(self.resolution, self.resolution), mode="bicubic",
+                             align_corners=False).clamp(0, 1)[0]
+
+    @torch.no_grad()
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.preview_vae or self.pipe.vae
+        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        return self._full_size(((image.float() + 1) / 2).clamp(0, 1).cpu()[0])[None]
+
+    def _run_out_of_memory_safe(self, call):
+        try:
+            return call()
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
+            raise BackendError(OUT_OF_MEMORY) from error
+
+    # ----------------------------------------------------------------- what the walk needs
+
+    def predict(self, image: torch.Tensor) -> PredictorReading:
+        return self.reader.read(image)
+
+    def identity(self, image: torch.Tensor) -> torch.Tensor | None:
+        """Unit-length insightface ArcFace embeddings (B, D) when configured; otherwise None, never a
+        made-up number (this backend has no identity model of its own)."""
+        if self.insightface is None:
+            return None
+        vectors = [face_embedding(self.insightface, to_pil(one)) for one in image]
+        return torch.from_numpy(np.stack(vectors)).float().to(self.device)
+
+    def step(self, method: str, attribute: int, latent: torch.Tensor) -> torch.Tensor:
+        """One degree of strength for ``attribute``; the photo key never moves."""
+        direction = torch.zeros_like(latent)
+        direction[:, attribute] = 1.0
+        return direction
+
+    def latent_distance(self, latent: torch.Tensor) -> torch.Tensor:
+        """How hard the photo is pushed, in units of five degrees of strength."""
+        return latent[:, :-2].norm(dim=-1).max() / 5
