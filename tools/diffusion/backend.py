@@ -115,6 +115,7 @@ class DiffusionBackend:
         self.photos: OrderedDict[int, Inversion] = OrderedDict()
         # recent pictures by latent: showing a face again (the page, undo, the GIF) costs no pass
         self.drawn: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.text2image = None  # for new faces, made on first use from the same components
         self.lock = threading.RLock()  # the pipeline holds one inversion and one set of adapter weights at a time
         self.adapters: dict[str, float] = {}  # attribute -> LoRA weight per degree
         for name, path in (adapters or {}).items():
@@ -178,10 +179,17 @@ class DiffusionBackend:
         marks = detect_face(picture, self.face_models)
         return from_pil(align_face(picture, marks, self.resolution), self.resolution)
 
-    def _inversion(self, key: int) -> Inversion:
+    def _cached(self, key: int) -> Inversion | None:
         if key in self.photos:
             self.photos.move_to_end(key)
             return self.photos[key]
+        return None
+
+    def _inversion(self, key: int) -> Inversion:
+        """The inversion for a photo key: cached, or redone from the photo saved in ``photo_dir``."""
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
         saved = self.photo_dir / f"{key:012x}.png" if self.photo_dir else None
         if saved is None or not saved.is_file():
             raise BackendError("that photo is no longer loaded (the server restarted or dropped it); "
@@ -193,14 +201,15 @@ class DiffusionBackend:
     def _invert(self, photo: torch.Tensor) -> Inversion:
         """Inverts a (3, R, R) uint8 photo once; later calls with the same pixels hit the cache."""
         key = photo_key(photo)
-        if key in self.photos:
-            self.photos.move_to_end(key)
-            return self.photos[key]
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
         picture = Image.fromarray(photo.permute(1, 2, 0).numpy(), "RGB")
         smaller = self.resolution * 3 // 4 // 32 * 32  # latents stay a multiple of 4 for LEDITS++'s masks
+        sizes = dict.fromkeys(s for s in (self.resolution, smaller) if s >= 32)  # out of GPU memory: once smaller
         with self.lock:
             self._set_adapter_weights(torch.zeros(len(self.attributes)))  # invert the photo, not an adapted one
-            for size in dict.fromkeys(s for s in (self.resolution, smaller) if s >= 32):  # out of GPU memory: once more, smaller
+            for size in sizes:
                 try:
                     self.pipe.invert(image=picture.resize((size, size), Image.LANCZOS),
                                      num_inversion_steps=self.inversion_steps, skip=self.skip,
@@ -236,19 +245,25 @@ class DiffusionBackend:
 
     def sample(self, seed: int) -> torch.Tensor:
         """A new face: a portrait drawn by the checkpoint from ``prompts/diffusion.yaml``, then inverted."""
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
         new = self.texts["new_face"]
-        xl = hasattr(self.pipe, "text_encoder_2")
         with self.lock:
             self._set_adapter_weights(torch.zeros(len(self.attributes)))
-            text2image = (StableDiffusionXLPipeline if xl else StableDiffusionPipeline).from_pipe(self.pipe)
-            text2image.set_progress_bar_config(disable=True)
+            text2image = self._text2image()
             image = self._run_out_of_memory_safe(lambda: text2image(
                 prompt=new["prompt"], negative_prompt=new["negative"], num_inference_steps=int(new["steps"]),
                 guidance_scale=float(new["guidance"]), height=self.resolution, width=self.resolution,
                 generator=torch.Generator().manual_seed(seed), output_type="pt").images[0])
         return self.encode(image[None])
+
+    def _text2image(self):
+        """A text-to-image pipeline over the loaded components (no copy), built on first use."""
+        if self.text2image is None:
+            from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+            xl = hasattr(self.pipe, "text_encoder_2")
+            self.text2image = (StableDiffusionXLPipeline if xl else StableDiffusionPipeline).from_pipe(self.pipe)
+            self.text2image.set_progress_bar_config(disable=True)
+        return self.text2image
 
     def encode(self, image: torch.Tensor, refine_steps: int | None = None,
                on_progress: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
@@ -296,12 +311,11 @@ class DiffusionBackend:
                 on_preview(self._decode(tensors["latents"])[0])
             return {}
 
-        kwargs = dict(editing_prompt=[spec[a]["concept"] for a, _ in concepts] or None,
-                      reverse_editing_direction=[s < 0 for _, s in concepts],
-                      edit_guidance_scale=[abs(s) * float(spec[a]["guidance"]) for a, s in concepts],
-                      edit_threshold=[float(spec[a]["threshold"]) for a, _ in concepts])
-        if not concepts:
-            kwargs = dict(editing_prompt=None)
+        kwargs = dict(editing_prompt=None) if not concepts else dict(
+            editing_prompt=[spec[a]["concept"] for a, _ in concepts],
+            reverse_editing_direction=[s < 0 for _, s in concepts],
+            edit_guidance_scale=[abs(s) * float(spec[a]["guidance"]) for a, s in concepts],
+            edit_threshold=[float(spec[a]["threshold"]) for a, _ in concepts])
         out = self._run_out_of_memory_safe(lambda: self.pipe(
             output_type="pt", callback_on_step_end=preview, callback_on_step_end_tensor_inputs=["latents"],
             generator=torch.Generator().manual_seed(self.seed), **kwargs))

@@ -55,7 +55,8 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None, dtype: 
     index = _model_index(model)
     kind = str(index.get("_class_name", ""))
     if "Pipeline" not in kind or "unet" not in index:
-        raise PipelineLoadError(f"{model} holds a {kind or 'unknown'} model, not a Stable Diffusion pipeline with a UNet")
+        raise PipelineLoadError(f"{model} holds a {kind or 'unknown'} model, "
+                                "not a Stable Diffusion pipeline with a UNet")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
     cls = LEditsPPPipelineStableDiffusionXL if "XL" in kind else LEditsPPPipelineStableDiffusion
