@@ -50,11 +50,11 @@ class OpenWorld:
     def identity(self, image):
         return torch.ones(image.shape[0], 1)
 
-    def step(self, method, attribute, w):
+    def step(self, method, attribute, w, direction):
         out = torch.zeros_like(w)
         wall = self.walls.get(self.attributes[attribute], 99.0)
         out[:, attribute] = 1.0 if w[0, attribute] < wall else 0.0
-        return out
+        return out * direction
 
     def latent_distance(self, w):
         return torch.tensor(1.0)

@@ -2,8 +2,8 @@
 
 import torch
 
-from chatedit.tools.builtin.fields import fit_linear, mahalanobis
-from chatedit.tools.builtin.models import Generator
+from chatedit.tools.builtin.fields import FieldConfig, Pairs, fit_linear, fit_pairs, mahalanobis
+from chatedit.tools.builtin.models import Generator, LatentField
 from chatedit.tools.builtin.renderer import IDENTITY, is_plausible, sample_portraits
 
 
@@ -16,6 +16,26 @@ def test_linear_step_raises_the_regressed_value_by_one_degree():
     for a in range(3):
         moved = (codes[:5] + linear(a, codes[:5])) @ mixing + 2.0
         assert torch.allclose(moved[:, a] - values[:5, a], torch.ones(5), atol=1e-3)
+        down = (codes[:5] + linear(a, codes[:5], -1)) @ mixing + 2.0
+        assert torch.allclose(down[:, a] - values[:5, a], -torch.ones(5), atol=1e-3)
+
+
+def test_a_field_learns_up_and_down_steps_that_are_not_each_others_negative():
+    # a scale that bends back: from every point, one degree up and one degree down both move along
+    # the second axis (as thicker frames do from eyeglasses degree 4), with opposite first axes
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(512, 4, generator=g)
+    sign = torch.where(torch.rand(512, generator=g) < 0.5, 1.0, -1.0)
+    other = codes + sign[:, None] * torch.tensor([1.0, 0, 0, 0]) + torch.tensor([0, 0.5, 0, 0])
+    field = LatentField(w_dim=4, hidden=32)
+    field.base.copy_(torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]]))  # the linear start: one line
+    fit_pairs(field, Pairs(codes, other, sign), FieldConfig(fit_steps=400, lr=3e-3), g)
+    with torch.no_grad():
+        up, down = field(codes[:8], 1), field(codes[:8], -1)
+    assert torch.allclose(up, torch.tensor([1.0, 0.5, 0, 0]).expand(8, 4), atol=0.1)
+    assert torch.allclose(down, torch.tensor([-1.0, 0.5, 0, 0]).expand(8, 4), atol=0.1)
+    mixed = field(codes[:2], torch.tensor([1.0, -1.0]))  # a direction per row
+    assert torch.allclose(mixed, torch.stack([up[0], down[1]]))
 
 
 def test_world_rules_for_beards():

@@ -65,6 +65,7 @@ def test_a_face_is_sampled_walked_and_compared_through_the_walk(weights):
     delta = backend.step("field", 3, w)
     rows = delta.abs().sum(-1)[0]
     assert rows[: backend.replaced_layers].gt(0).all() and rows[backend.replaced_layers:].eq(0).all()
+    assert torch.equal(backend.step("field", 3, w, -1), -delta)  # published fields are walked backwards to go down
     face = FaceState(w, backend.identity(image))
     smile = int(backend.predict(image).degrees[0, 3])
     result = edit(backend, face, "smiling", target=0 if smile >= 3 else 5, max_steps=6)

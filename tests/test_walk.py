@@ -37,12 +37,12 @@ class LineBackend:
     def identity(self, image):
         return torch.ones(image.shape[0], 1)
 
-    def step(self, method, attribute, w):
+    def step(self, method, attribute, w, direction):
         out = torch.zeros_like(w)
         out[:, attribute] = self.speed if w[0, attribute] < self.wall else 0.0
         if method == "linear":
             out[:, 1 - attribute] = 0.3  # the baseline drags the other attribute along
-        return out
+        return out * direction
 
     def latent_distance(self, w):
         return torch.tensor(1.0)

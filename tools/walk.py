@@ -7,7 +7,7 @@ target degree most clearly. It yields every frame as it goes, so a UI can show t
 and returns an ``EditResult``; it never raises for an edit that cannot be made, but says why.
 
 The walk is backend-neutral: a backend supplies ``generate``, ``predict``, ``identity``,
-``step`` (one degree's worth of change for an attribute at a point, by ``method``) and
+``step`` (one degree's worth of change up or down for an attribute at a point, by ``method``) and
 ``latent_distance`` (how far a code is from where real codes live).
 """
 
@@ -63,7 +63,8 @@ class WalkBackend(Protocol):
     def generate(self, w: torch.Tensor) -> torch.Tensor: ...
     def predict(self, image: torch.Tensor) -> Reading: ...
     def identity(self, image: torch.Tensor) -> torch.Tensor | None: ...  # None: no identity model
-    def step(self, method: Method, attribute: int, w: torch.Tensor) -> torch.Tensor: ...
+    def step(self, method: Method, attribute: int, w: torch.Tensor, direction: int) -> torch.Tensor: ...
+    # ``step``: the latent change that moves ``attribute`` one degree up (``direction`` 1) or down (-1)
     def latent_distance(self, w: torch.Tensor) -> torch.Tensor: ...
 
 
@@ -171,7 +172,7 @@ def walk(
     best: Frame | None = None
     progress, stalled, settling = -float("inf"), 0, 0
     while len(frames) - 1 < max_steps:
-        candidate = w + sign * scale * backend.step(method, a, w)
+        candidate = w + scale * backend.step(method, a, w, int(sign))
         frame = _frame(backend, len(frames), candidate, on_preview)
         overshoot = sign * (frame.degrees[attribute] - goal) > 0
         if overshoot and best is None and scale > 1 / (substeps * 8):

@@ -96,12 +96,13 @@ class BuiltinBackend:
     # ----------------------------------------------------------------- what the walk needs
 
     @torch.no_grad()
-    def step(self, method: str, attribute: int, w: torch.Tensor) -> torch.Tensor:
-        """The latent step that raises ``attribute`` by one degree at ``w``: the field's, or the linear baseline's."""
+    def step(self, method: str, attribute: int, w: torch.Tensor, direction: int = 1) -> torch.Tensor:
+        """The latent change that moves ``attribute`` one degree up (``direction`` 1) or down (-1) at
+        ``w``: the field's, or the linear baseline's."""
         if method == "field":
-            return self.models.fields[attribute](w)
+            return self.models.fields[attribute](w, direction)
         if method == "linear":
-            return self.models.linear(attribute, w)
+            return self.models.linear(attribute, w, direction)
         raise ValueError(f"unknown edit method {method!r}; use 'field' or 'linear'")
 
     @torch.no_grad()

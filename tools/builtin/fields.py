@@ -1,17 +1,19 @@
 """Training the semantic fields and the linear baseline: ``chatedit train field``.
 
 For each attribute a field network F maps a latent ``w`` to the step that raises the attribute
-by one degree there. It is trained, through the frozen generator, predictor and identity
-encoder, with
-- the predictor's cross-entropy towards the current degree + 1 for the attribute (and − 1 for
-  the backward walk ``w − F(w)``), and towards the current degree for every other attribute;
+by one degree there, ``F(w, +1)``, and the step that lowers it, ``F(w, −1)`` (two outputs, not one
+step walked backwards: see ``LatentField``). It is trained, through the frozen generator,
+predictor and identity encoder, with
+- the predictor's cross-entropy towards the current degree + 1 for the attribute after the up
+  step (− 1 after the down step), and towards the current degree for every other attribute;
 - an identity loss: 1 − cosine between identity embeddings before and after the step;
 - a regulariser that keeps stepped codes where real codes live, in two parts: any growth of the
   Mahalanobis distance under the encoded training codes' Gaussian, and, because this world can
-  render the same person one degree on, the distance from ``w ± F(w)`` to the code of that render
+  render the same person one degree on, the distance from ``w + F(w, ±1)`` to the code of that render
   (E of the same identity, scene and other attributes with this attribute one degree up or down).
 Each field starts as the linear baseline (a ridge regression of the rendered degree on ``w``,
-whose normal is the global direction and whose slope sets the one-degree step), is fitted to the
+whose normal is the global direction and whose slope sets the one-degree step; minus it for the
+down step), is fitted to the
 rendered pairs (cheap: no image is generated), then trained with all the terms above, so the
 field learns how the best direction bends across the space rather than the direction from scratch.
 """
@@ -101,8 +103,8 @@ def fit_linear(codes: torch.Tensor, values: torch.Tensor, ridge: float = 1e-2) -
 
 
 def _pair_loss(field: LatentField, pairs: Pairs, idx: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    w, sign = pairs.codes[idx], pairs.sign[idx, None]
-    return ((w + sign * field(w) - pairs.other[idx]) ** 2).sum(-1).mean() / scale
+    w, sign = pairs.codes[idx], pairs.sign[idx]
+    return ((w + field(w, sign) - pairs.other[idx]) ** 2).sum(-1).mean() / scale
 
 
 def fit_pairs(field: LatentField, pairs: Pairs, cfg: FieldConfig, g: torch.Generator) -> None:
@@ -127,7 +129,7 @@ def train_field(
     torch.manual_seed(cfg.seed + attribute)
     g = torch.Generator().manual_seed(cfg.seed + 100 + attribute)
     field = LatentField(w_dim=codes.shape[1])
-    field.base.copy_(linear.steps[attribute])
+    field.base.copy_(torch.stack([linear.steps[attribute], -linear.steps[attribute]]))
     if len(pairs.codes):
         fit_pairs(field, pairs, cfg, g)
     pair_scale = ((pairs.other - pairs.codes) ** 2).sum(-1).mean() if len(pairs.codes) else None
@@ -142,13 +144,13 @@ def train_field(
         up = up_ok[torch.randint(len(up_ok), (half,), generator=g)]
         down = down_ok[torch.randint(len(down_ok), (half,), generator=g)] if len(down_ok) else up[:0]
         idx = torch.cat([up, down])
-        sign = torch.cat([torch.ones(len(up)), -torch.ones(len(down))])[:, None]
+        sign = torch.cat([torch.ones(len(up)), -torch.ones(len(down))])
         w = codes[idx]
         target = degrees[idx].clone()
-        target[:, a] += sign[:, 0].long()
+        target[:, a] += sign.long()
         with torch.no_grad(), autocast():
             before = identity(generator(w)).float()
-        stepped = w + sign * field(w)
+        stepped = w + field(w, sign)
         with autocast():
             image = generator(stepped)
             logits = predictor(image).float()  # (B, A, D)

@@ -159,24 +159,35 @@ def identity_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class LatentField(nn.Module):
-    """A semantic field for one attribute: at every latent ``w``, the step that raises it by one degree.
+    """A semantic field for one attribute: at every latent ``w``, the step that moves it one degree
+    up, and the step that moves it one degree down.
+
+    The two are separate outputs of one network rather than one step walked backwards: a degree
+    scale need not be a straight line through face space. Eyeglasses go clear thin frame (2),
+    clear thick frame (3), dark thin frame (4), dark thick frame (5): from 4, one degree up thickens
+    the frame and one degree down thickens it too (and clears the lenses), which no single vector
+    and its negative can say; with one signed field the walk jumped from 3 to 5 and never found 4.
 
     One small network per attribute (rather than one conditioned network): each attribute's field
     trains, ships and is replaced on its own, and a new attribute adds a file without retraining
-    the others. The output starts as a constant (the linear baseline's direction, set by the
-    trainer) and the network learns how the direction bends across the space.
+    the others. Each output starts as a constant (the linear baseline's step, up and down, set by
+    the trainer) and the network learns how the direction bends across the space.
     """
 
     def __init__(self, w_dim: int = 64, hidden: int = 256):
         super().__init__()
         self.config = dict(w_dim=w_dim, hidden=hidden)
         self.net = nn.Sequential(nn.Linear(w_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, w_dim))
+                                 nn.Linear(hidden, 2 * w_dim))
         nn.init.zeros_(self.net[-1].weight)
-        self.register_buffer("base", torch.zeros(w_dim))  # the constant part of the step
+        nn.init.zeros_(self.net[-1].bias)
+        self.register_buffer("base", torch.zeros(2, w_dim))  # the constant part of the up and down steps
 
-    def forward(self, w):
-        return self.base + self.net(w)
+    def forward(self, w: torch.Tensor, direction: torch.Tensor | float = 1.0) -> torch.Tensor:
+        """The latent change (B, w_dim) one degree up (``direction`` > 0) or down (< 0), per row."""
+        steps = (self.base + self.net(w).view(-1, 2, self.base.shape[-1]))  # (B, 2, w_dim): up, down
+        direction = torch.as_tensor(direction, device=w.device).reshape(-1, 1)
+        return torch.where(direction > 0, steps[:, 0], steps[:, 1])
 
 
 class LinearDirections(nn.Module):
@@ -187,5 +198,7 @@ class LinearDirections(nn.Module):
         self.config = dict(w_dim=w_dim, num_attributes=num_attributes)
         self.register_buffer("steps", torch.zeros(num_attributes, w_dim))
 
-    def forward(self, attribute: int, w):
-        return self.steps[attribute].expand_as(w)
+    def forward(self, attribute: int, w, direction: torch.Tensor | float = 1.0):
+        """The latent change (B, w_dim) one degree up (``direction`` > 0) or down: one line, walked either way."""
+        direction = torch.as_tensor(direction, device=w.device, dtype=w.dtype).reshape(-1, 1).sign()
+        return direction * self.steps[attribute].expand_as(w)

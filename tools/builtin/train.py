@@ -327,12 +327,13 @@ def save_fields(out_dir: Path, linear, fields) -> None:
 
 
 def train_fields_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
-    """``chatedit train field``: fields and linear baseline over existing E, G, P and I."""
+    """``chatedit train field``: fields and linear baseline over existing E, G, P and I, from the
+    renders a full run uses (so, over the shipped models, the fields a full run would train)."""
     from .loading import load_model
 
     start = time.perf_counter()
     models = {k: load_model(Path(weights_dir) / f) for k, f in MODEL_FILES.items()}
-    data = render_set(cfg.people // 3, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
+    data = render_set(cfg.people, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
     fields_cfg = FieldConfig(steps=cfg.field_steps, fit_steps=cfg.field_fit_steps, pairs=cfg.field_pairs,
                              seed=cfg.seed + 11, progress=cfg.progress)
     linear, fields = train_all_fields(models["encoder"], models["generator"], models["predictor"], models["identity"],

@@ -356,11 +356,11 @@ class DiffusionBackend:
         vectors = [face_embedding(self.insightface, to_pil(one)) for one in image]
         return torch.from_numpy(np.stack(vectors)).float().to(self.device)
 
-    def step(self, method: str, attribute: int, latent: torch.Tensor) -> torch.Tensor:
-        """One degree of strength for ``attribute``; the photo key never moves."""
-        direction = torch.zeros_like(latent)
-        direction[:, attribute] = 1.0
-        return direction
+    def step(self, method: str, attribute: int, latent: torch.Tensor, direction: int = 1) -> torch.Tensor:
+        """One degree of strength for ``attribute``, up (``direction`` 1) or down (-1); the photo key never moves."""
+        change = torch.zeros_like(latent)
+        change[:, attribute] = 1.0 if direction > 0 else -1.0
+        return change
 
     def latent_distance(self, latent: torch.Tensor) -> torch.Tensor:
         """How hard the photo is pushed, in units of five degrees of strength."""

@@ -183,13 +183,14 @@ class StyleGAN2Backend:
     # ----------------------------------------------------------------- what the walk needs
 
     @torch.no_grad()
-    def step(self, method: str, attribute: int, w_plus: torch.Tensor) -> torch.Tensor:
-        """The W+ change that raises ``attribute`` by about one degree at ``w_plus``."""
+    def step(self, method: str, attribute: int, w_plus: torch.Tensor, direction: int = 1) -> torch.Tensor:
+        """The W+ change that moves ``attribute`` about one degree up (``direction`` 1) or down (-1) at
+        ``w_plus``; Talk-to-Edit publishes one field per attribute, walked backwards to go down."""
         if method != "field":
             raise ValueError("the StyleGAN2 backend walks Talk-to-Edit's fields only (method 'field'); "
                              "no linear baseline is published for it")
         _, moved = tte.field_step(self.fields[attribute], self.style_mlp, w_plus[:, 0], w_plus, self.replaced_layers)
-        return (moved - w_plus) * self.field_steps_per_degree
+        return (moved - w_plus) * self.field_steps_per_degree * (1.0 if direction > 0 else -1.0)
 
     @torch.no_grad()
     def latent_distance(self, w_plus: torch.Tensor) -> torch.Tensor:
