@@ -6,8 +6,10 @@ sees the results and answers in words. The loop works with any LangChain chat mo
 built-in one is ``RulesChatModel``.
 
 ``Agent.chat`` is a generator of events: a ``FrameEvent`` for every frame of an edit while the
-edit runs, a ``ToolEvent`` per finished call, then one ``Reply``. Sessions are keyed by id and
-hold only their own state and messages; the editor and its models are shared, read-only.
+edit runs, a ``ToolEvent`` per finished call, then one ``Reply``. ``Agent.upload_events`` streams
+an uploaded photo the same way: ``FrameEvent``s marked ``inversion`` while the backend inverts
+it, then the ``Reply``. Sessions are keyed by id and hold only their own state and messages; the
+editor and its models are shared, read-only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Generator, Iterator, TypeVar
 
 import torch
 from langchain_core.language_models import BaseChatModel
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 2000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ class FrameEvent:
     attribute: str
     step: int
     image: torch.Tensor  # (3, H, W) in [0, 1]
-    degrees: dict[str, int]  # as read on this frame; empty for a preview
+    degrees: dict[str, int]  # as read on this frame; empty for a preview or an inversion's frame
     preview: bool = False  # an image drawn on the way to a frame (a diffusion pass forming), not a walk step
+    inversion: bool = False  # an uploaded photo's reconstruction forming (``step``: the inversion's), not an edit
 
 
 @dataclass(frozen=True)
@@ -142,13 +146,36 @@ class Agent:
 
         Raises ``EditError`` with a sentence for the person when the photo cannot be used.
         """
+        reply = None
+        for event in self.upload_events(session_id, image, said):
+            if isinstance(event, Reply):
+                reply = event
+        return reply
+
+    def upload_events(self, session_id: str, image: torch.Tensor,
+                      said: str = "[uploaded a photo]") -> Iterator[FrameEvent | Reply]:
+        """``upload`` as it runs: a ``FrameEvent`` (``inversion=True``, no degrees) for each
+        reconstruction the backend shows while it inverts the photo, then the ``Reply``.
+
+        Raises ``EditError`` when the photo cannot be used, possibly after some frames (a photo the
+        backend redraws too poorly is refused once inverted); the session is then as it was.
+        """
         session = self.session(session_id)
         with session.lock:
-            outcome = self.editor.upload(session.state, image)
-            session.messages.extend([HumanMessage(said), AIMessage(outcome.text)])
-            reply = self._reply(session.state, outcome.text, [])
-            session.state.turns.append(Turn(said, [], outcome.text, dict(reply.degrees)))
-            return reply
+            frames: queue.Queue = queue.Queue()
+            call_id = f"upload_{uuid.uuid4().hex[:12]}"
+
+            def on_progress(step: int, reconstruction: torch.Tensor) -> None:
+                frames.put(FrameEvent(call_id, "", step, reconstruction, {}, inversion=True))
+
+            def work() -> Reply:  # the whole upload, so it completes even if no one reads the frames
+                outcome = self.editor.upload(session.state, image, on_progress=on_progress)
+                session.messages.extend([HumanMessage(said), AIMessage(outcome.text)])
+                reply = self._reply(session.state, outcome.text, [])
+                session.state.turns.append(Turn(said, [], outcome.text, dict(reply.degrees)))
+                return reply
+
+            yield (yield from _while_streaming(work, frames, name="upload"))
 
     def close(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
@@ -288,27 +315,16 @@ class Agent:
             known = ", ".join(tools)
             return ToolMessage(f"there is no tool {call['name']!r}; the tools are {known}", tool_call_id=call["id"],
                                name=call["name"], status="error")
-        box: dict = {}
 
-        def work() -> None:
+        def work() -> ToolMessage:
             try:
-                box["message"] = tool.invoke({**call, "type": "tool_call"})
+                return tool.invoke({**call, "type": "tool_call"})
             except Exception as error:  # a bug, not a bad request: log it, keep the session
                 logger.exception("tool %s failed", call["name"])
-                box["message"] = ToolMessage(f"{call['name']} failed unexpectedly ({type(error).__name__}); the face "
-                                             "was left as it was", tool_call_id=call["id"], name=call["name"],
-                                             status="error")
-            finally:
-                frames.put(None)
+                return ToolMessage(f"{call['name']} failed unexpectedly ({type(error).__name__}); the face "
+                                   "was left as it was", tool_call_id=call["id"], name=call["name"], status="error")
 
-        worker = threading.Thread(target=work, name=f"tool-{call['name']}", daemon=True)
-        worker.start()
-        try:
-            while (event := frames.get()) is not None:
-                yield event
-        finally:
-            worker.join()
-        return box["message"]
+        return (yield from _while_streaming(work, frames, name=f"tool-{call['name']}"))
 
     def _memory(self, session: Session) -> list[BaseMessage]:
         """The last ``memory_turns`` turns of this session, cut at a person's message."""
@@ -321,6 +337,31 @@ class Agent:
         if not state.has_face:
             return Reply(text, None, {}, calls)
         return Reply(text, self.editor.image(state), dict(state.current.degrees), calls)
+
+
+def _while_streaming(work: Callable[[], T], frames: queue.Queue, name: str) -> Generator[FrameEvent, None, T]:
+    """Runs ``work`` in a worker thread and yields the events it puts on ``frames`` as they come;
+    returns what ``work`` returned, or raises here what it raised."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as error:  # handed to the caller's thread below
+            box["error"] = error
+        finally:
+            frames.put(None)
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    try:
+        while (event := frames.get()) is not None:
+            yield event
+    finally:
+        worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _short(error: Exception) -> str:
@@ -341,15 +382,26 @@ def first_response(llm: BaseChatModel, text: str, state: DialogState | None = No
     return {"calls": [{"name": c["name"], "args": c["args"]} for c in ai.tool_calls], "reply": ai.text}
 
 
+# the options each backend takes beside its weights (``build_agent``'s ``options``)
+BACKEND_OPTIONS = {"builtin": (), "stylegan2": ("half",),
+                   "diffusion": ("model", "clip", "adapters", "preview_vae", "photo_dir", "ip_adapter",
+                                 "ip_adapter_scale")}
+
+
 def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", method: str = "field",
                 weights: str | None = None, face_models: str | None = None, **options) -> Agent:
     """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm`` / ``--weights``);
-    ``options`` are the diffusion backend's (``model``, ``clip``, ``adapters``, ``preview_vae``, ``photo_dir``).
+    ``options`` are the backend's own (``BACKEND_OPTIONS``): the diffusion backend's ``model``, ``clip``,
+    ``adapters``, ``preview_vae``, ``photo_dir``, ``ip_adapter``, ``ip_adapter_scale``; the StyleGAN2 backend's
+    ``half``.
     ``face_models`` is a folder of insightface's ONNX files (``--face-models``) for the photo backends."""
     from chatedit.llms import LLMSettings, make_chat_model
 
-    if options and backend != "diffusion":
-        raise ValueError(f"{', '.join(sorted(options))}: options of --backend diffusion only")
+    foreign = sorted(set(options) - set(BACKEND_OPTIONS.get(backend, ())))
+    if foreign:
+        owners = [b for b, names in BACKEND_OPTIONS.items() if set(foreign) <= set(names)]
+        where = f"options of --backend {owners[0]} only" if owners else f"not options of --backend {backend}"
+        raise ValueError(f"{', '.join(foreign)}: {where}")
     if face_models is not None and backend == "builtin":
         raise ValueError("--face-models is for the photo backends (stylegan2, diffusion), not builtin")
     settings = llm if isinstance(llm, LLMSettings) else LLMSettings(llm)
@@ -364,7 +416,8 @@ def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", me
 
         if weights is None:
             raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
-        editor = Editor(StyleGAN2Backend.load(weights, face_models=face_models), method="field", refine_steps=200)
+        editor = Editor(StyleGAN2Backend.load(weights, face_models=face_models, **options), method="field",
+                        refine_steps=200)
     elif backend == "diffusion":
         from chatedit.tools.diffusion.backend import DiffusionBackend
 

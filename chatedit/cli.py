@@ -42,11 +42,25 @@ def _add_diffusion(parser: argparse.ArgumentParser) -> None:
                        help="folder of LoRA slider adapters named after attributes, e.g. smiling.safetensors")
     group.add_argument("--preview-vae", default=None,
                        help="a tiny autoencoder (diffusers AutoencoderTiny folder or hub id) for cheaper previews")
+    group.add_argument("--ip-adapter", type=Path, default=None, metavar="FILE",
+                       help="IP-Adapter FaceID checkpoint (ip-adapter-faceid_sd15.bin or .safetensors) that keeps "
+                            "each photo's identity through its edits; needs --face-models with insightface's "
+                            "recognition model")
+    group.add_argument("--ip-adapter-scale", type=float, default=None, metavar="SCALE",
+                       help="how strongly the photo's identity steers each pass (default 0.6; 0 turns it off)")
+
+
+def _add_half(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
+                        help="stylegan2: draw faces in float16 on the GPU (default: on with CUDA, off on a CPU; "
+                             "--half on a CPU is refused). The inversion, fields, predictor and identity "
+                             "model stay float32")
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
-    """The backend's own options given on the command line (diffusion: model, CLIP, adapters, previews)."""
-    names = ("model", "clip", "adapters", "preview_vae")
+    """The backend's own options given on the command line (diffusion: model, CLIP, adapters,
+    previews, the FaceID adapter; stylegan2: half)."""
+    names = ("model", "clip", "adapters", "preview_vae", "ip_adapter", "ip_adapter_scale", "half")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -108,13 +122,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if args.weights is None:
             raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
-        backend = StyleGAN2Backend.load(args.weights, device=args.device, face_models=args.face_models)
+        backend = StyleGAN2Backend.load(args.weights, device=args.device, face_models=args.face_models,
+                                        **_backend_options(args))
         if backend.eval_predictor is None:  # fail now, not after the edits
             raise FileNotFoundError(f"grading edits needs Talk-to-Edit's eval_predictor.pth.tar in {args.weights}")
         result = bench.run(backend, faces=args.faces,
                            bench=bench.sampled_faces(backend, args.faces, backend.eval_read))
     elif getattr(args, "backend", "builtin") != "builtin":
         raise ValueError(f"unknown backend {args.backend!r}; available: builtin, stylegan2")
+    elif getattr(args, "half", None) is not None:
+        raise ValueError("--half is an option of --backend stylegan2, not builtin")
     elif args.what == "edit":
         from chatedit import bench_edit as bench
         from chatedit.tools.builtin.backend import BuiltinBackend
@@ -289,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="builtin, or stylegan2 (with --weights: Talk-to-Edit's folder, eval_predictor.pth.tar included)")
     _add_weights(b)
     _add_face_models(b)
+    _add_half(b)
     _add_device(b)
     b.set_defaults(func=cmd_bench)
 
@@ -340,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, default=None,
                    help="the backend's weights folder (stylegan2: Talk-to-Edit's pretrained_models folder)")
     _add_face_models(p)
+    _add_half(p)
     _add_diffusion(p)
     _add_llm(p)
     p.add_argument("--data-dir", type=Path, default=Path("chatedit_data"),

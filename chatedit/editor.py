@@ -7,6 +7,7 @@ the sentence the person and the model read, and the face shown afterwards.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import random
@@ -27,6 +28,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
     mse = float(((a.float() - b.float()) ** 2).mean())
     return 10 * math.log10(1 / max(mse, 1e-10))
+
+
+def _takes(function: Callable, name: str) -> bool:
+    """Whether ``function`` accepts a keyword argument ``name`` (by name, or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): assume not
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class EditError(ValueError):
@@ -51,6 +61,11 @@ class Editor:
         self.max_steps = max_steps
         self.refine_steps = refine_steps
         self.feedback = feedback or load_feedback()
+        # whether ``backend.encode`` takes ``on_progress(step, image)`` (the built-in, StyleGAN2 and
+        # diffusion backends do): read once from its signature, as backends declare no flag for it; an
+        # encode without it (a test's stand-in, someone's own backend) is called as before, and its
+        # uploads show nothing until they end
+        self.streams_inversion = _takes(backend.encode, "on_progress")
 
     # ----------------------------------------------------------------- faces
 
@@ -84,14 +99,23 @@ class Editor:
         text = self.feedback.say("new_face.done", seed=seed, describe=self.feedback.describe(state.current.degrees))
         return Outcome(text, True, image)
 
-    def upload(self, state: DialogState, image: torch.Tensor) -> Outcome:
-        """Starts a new face from an image (3, H, W) in [0, 1] at the backend's resolution."""
+    def upload(self, state: DialogState, image: torch.Tensor,
+               on_progress: Callable[[int, torch.Tensor], None] | None = None) -> Outcome:
+        """Starts a new face from an image (3, H, W) in [0, 1] at the backend's resolution.
+
+        ``on_progress(step, image)`` sees the reconstruction (3, H, W) forming while the backend
+        inverts the photo (when its ``encode`` streams: ``streams_inversion``). Those images are
+        only shown: nothing reaches the state until the upload has succeeded, and a photo refused
+        up front (not an image, blank) is refused before any of them.
+        """
         if image.ndim != 3 or image.shape[0] != 3:
             raise EditError(f"an image must be (3, H, W), got {tuple(image.shape)}")
         if float(image.float().std()) < 0.02:
             raise EditError(self.feedback.say("upload.blank"))
+        progress = {"on_progress": on_progress} if on_progress is not None and self.streams_inversion else {}
         try:
-            latent = self.backend.encode(image[None].to(self.backend.device), refine_steps=self.refine_steps)
+            latent = self.backend.encode(image[None].to(self.backend.device), refine_steps=self.refine_steps,
+                                         **progress)
             fit = psnr(self.backend.generate(latent)[0].cpu(), image.cpu())
         except BackendError as error:
             raise EditError(str(error)) from error

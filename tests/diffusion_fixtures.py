@@ -1,7 +1,8 @@
 """Tiny random Stable Diffusion parts, built in code and saved in the formats real checkpoints use.
 
 Each builder writes what a downloaded model would hold (a diffusers pipeline folder laid out like
-SD 1.5's, a LoRA ``.safetensors`` as ``save_lora_weights`` writes it, an open_clip ``local-dir``),
+SD 1.5's, a LoRA ``.safetensors`` as ``save_lora_weights`` writes it, an IP-Adapter FaceID checkpoint
+laid out as ``ip-adapter-faceid_sd15.bin``, an open_clip ``local-dir``),
 so tests go through the library's own loading code offline. The weights are seeded and random:
 the parts exercise the machinery on CPU in about a second, not the quality of an edit.
 """
@@ -150,6 +151,61 @@ def build_lora(pipeline_folder: Path, out_file: Path, seed: int = 0, rank: int =
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(out_file.parent, unet_lora_layers=layers, weight_name=out_file.name,
                                               safe_serialization=True)
+    return out_file
+
+
+def faceid_state_dict(pipeline_folder: Path, seed: int = 0, lora_rank: int | None = 2, id_dim: int = 512,
+                      tokens: int = 4) -> dict[str, dict[str, torch.Tensor]]:
+    """A random IP-Adapter FaceID checkpoint for the pipeline's UNet, laid out as ``ip-adapter-faceid_sd15.bin``.
+
+    ``image_proj`` is FaceID's MLP (``proj.0``: id_dim -> 2·id_dim, GELU, ``proj.2``: -> tokens × C, ``norm``);
+    ``ip_adapter`` numbers the UNet's attention processors in order, as the published file does: every
+    cross-attention one (odd numbers, after its self-attention) has ``to_k_ip`` / ``to_v_ip`` (inner × C),
+    and with ``lora_rank`` every one has the LoRA FaceID was trained with (``to_q_lora.down`` / ``.up``, ...).
+    """
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(Path(pipeline_folder) / "unet")
+    cross = unet.config.cross_attention_dim
+    g = torch.Generator().manual_seed(seed)
+
+    def linear(d_out: int, d_in: int, std: float | None = None) -> torch.Tensor:
+        return torch.randn(d_out, d_in, generator=g) * (std if std is not None else d_in**-0.5)
+
+    image_proj = {"proj.0.weight": linear(2 * id_dim, id_dim), "proj.0.bias": torch.randn(2 * id_dim, generator=g) * 0.1,
+                  "proj.2.weight": linear(tokens * cross, 2 * id_dim), "proj.2.bias": torch.zeros(tokens * cross),
+                  "norm.weight": torch.ones(cross), "norm.bias": torch.zeros(cross)}
+    ip_adapter = {}
+    for number, name in enumerate(unet.attn_processors):
+        attention = unet.get_submodule(name.removesuffix(".processor"))
+        inner = attention.to_q.out_features
+        if name.endswith("attn2.processor"):
+            if number % 2 != 1:
+                raise ValueError(f"cross-attention {name} is processor {number}; the published layout numbers them odd")
+            ip_adapter[f"{number}.to_k_ip.weight"] = linear(inner, cross)
+            ip_adapter[f"{number}.to_v_ip.weight"] = linear(inner, cross)
+        if lora_rank:
+            for part, d_in in (("to_q", attention.to_q.in_features), ("to_k", attention.to_k.in_features),
+                               ("to_v", attention.to_v.in_features), ("to_out", inner)):
+                ip_adapter[f"{number}.{part}_lora.down.weight"] = linear(lora_rank, d_in, LORA_STD)
+                ip_adapter[f"{number}.{part}_lora.up.weight"] = linear(inner, lora_rank, LORA_STD)
+    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
+def build_faceid(pipeline_folder: Path, out_file: Path, seed: int = 0, lora_rank: int | None = 2) -> Path:
+    """``faceid_state_dict`` saved as the published checkpoint is: ``torch.save`` of the two state dicts for a
+    ``.bin``; for a ``.safetensors`` one flat file with keys prefixed ``image_proj.`` / ``ip_adapter.``."""
+    from safetensors.torch import save_file
+
+    out_file = Path(out_file)
+    state = faceid_state_dict(pipeline_folder, seed, lora_rank)
+    if out_file.suffix == ".bin":
+        torch.save(state, out_file)
+    elif out_file.suffix == ".safetensors":
+        save_file({f"{part}.{key}": value.contiguous() for part, tensors in state.items()
+                   for key, value in tensors.items()}, out_file)
+    else:
+        raise ValueError(f"a FaceID checkpoint has to end in .bin or .safetensors but is {out_file}")
     return out_file
 
 

@@ -167,12 +167,12 @@ def test_the_page_refuses_a_photo_without_a_face_and_keeps_the_session(weights, 
     entries, latent = len(state.entries), state.current.latent.clone()
     noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "noise.png")
-    app._upload(session_id, str(tmp_path / "noise.png"))
+    list(app._upload(session_id, str(tmp_path / "noise.png")))  # a generator: the page streams uploads
     said = app.chat_messages(session_id)[-1]
     assert said == {"role": "assistant", "content": load_feedback().say("upload.face_not_found")}
     assert len(state.entries) == entries and torch.equal(state.current.latent, latent)  # the face as it was
     portrait[0].save(tmp_path / "me.png")
-    app._upload(session_id, str(tmp_path / "me.png"))
+    list(app._upload(session_id, str(tmp_path / "me.png")))
     assert len(state.entries) == entries + 1 and state.current.action == "uploaded photo"  # a photo with a face is taken
 
 

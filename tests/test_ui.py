@@ -153,8 +153,10 @@ def test_uploads_a_portrait_and_refuses_what_is_not_one(server, tmp_path):
     assert "couldn't find a face" in texts(noise[CHAT])[-1]
     assert torch.equal(pixels(noise[PNG]), pixels(shown[PNG]))
 
-    _, good = send(c, session, "describe", files=[handle_file(str(tmp_path / "me.png"))])
+    streamed, good = send(c, session, "describe", files=[handle_file(str(tmp_path / "me.png"))])
     assert texts(good[CHAT])[-3].startswith("Got it.")
+    previews = [o[PREVIEW] for o in streamed[:-1] if isinstance(o[PREVIEW], str)]  # describe draws no frames
+    assert len(previews) >= 2, "the inversion's reconstructions should stream into the preview"
     assert not torch.equal(pixels(good[PNG]), pixels(shown[PNG]))
     error = (pixels(good[PNG]).float() / 255 - portrait.permute(1, 2, 0)).pow(2).mean()
     assert -10 * torch.log10(error) > 22  # the uploaded face, redrawn by the backend

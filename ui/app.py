@@ -8,7 +8,9 @@ server restart brings it back.
 
 Every control goes through the agent: a message, a slider moved, a button pressed. While an
 edit walks, its frames stream into the live preview; when the turn ends, the chat gets the new
-face and the assistant's words, and the sliders, downloads and before/after follow.
+face and the assistant's words, and the sliders, downloads and before/after follow. An uploaded
+photo streams the same way: its reconstruction forms in the live preview while the backend
+inverts it, then the face joins the chat.
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ class ChatEditApp:
             yield self.view(session_id)
             return
         for file in files:
-            self._upload(session_id, file)
+            yield from self._upload(session_id, file)
         if text:
             self._say(session_id, "user", text)
             yield from self._stream(session_id, self.agent.chat(session_id, text))
@@ -228,7 +230,10 @@ class ChatEditApp:
         self._say(session_id, "user", said)
         yield from self._stream(session_id, self.agent.act(session_id, name, args, said))
 
-    def _upload(self, session_id: str, file: str) -> None:
+    def _upload(self, session_id: str, file: str) -> Iterator[tuple]:
+        """A photo from the message box: its reconstruction forms in the live preview while the
+        backend inverts it, then the face joins the chat; or a sentence says why it was refused and
+        the session stays as it was (the preview goes back to the face with the next full view)."""
         name = Path(file).name
         self._say(session_id, "user", f"[uploaded {name}]")
         try:
@@ -241,11 +246,27 @@ class ChatEditApp:
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             self._say(session_id, "assistant", self.feedback.say("upload.not_image", name=name))
             return
+        yield self._preview_only(gr.skip(), self.chat_messages(session_id))  # the person's line, at once
+        last, pending, reply = 0.0, None, None
         try:
-            reply = self.agent.upload(session_id, image)  # the model hears of a photo, never of a file name
+            # the model hears of a photo, never of a file name
+            for event in self.agent.upload_events(session_id, image):
+                if isinstance(event, FrameEvent):
+                    pending = event
+                    if time.perf_counter() - last >= FRAME_INTERVAL_S:
+                        yield self._preview_only(to_pil(event.image), gr.skip())
+                        last, pending = time.perf_counter(), None
+                elif isinstance(event, Reply):
+                    reply = event
         except EditError as error:
             self._say(session_id, "assistant", str(error))
             return
+        except Exception:  # a bug must not take the session down
+            logger.exception("upload failed in session %s", session_id)
+            self._say(session_id, "assistant", "Something went wrong on my side with that photo.")
+            return
+        if pending is not None:  # the last reconstruction held back by the frame interval
+            yield self._preview_only(to_pil(pending.image), gr.skip())
         self._say(session_id, "assistant", reply.text)
         self._show_face(session_id, reply.image)
 

@@ -28,7 +28,7 @@ SHARE_WITHOUT_AUTH = ("WARNING: --share makes this page public on the internet w
 class ServeOptions:
     backend: str = "builtin"
     weights: Path | None = None
-    backend_options: dict = field(default_factory=dict)  # e.g. diffusion: model, clip, adapters, preview_vae
+    backend_options: dict = field(default_factory=dict)  # diffusion: model, clip, adapters, preview_vae; stylegan2: half
     face_models: Path | None = None  # insightface's ONNX files: face detection and identity for photo backends
     llm: "str | LLMSettings" = "rules"
     data_dir: Path = Path("chatedit_data")

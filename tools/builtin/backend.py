@@ -8,6 +8,7 @@ inverted with the encoder and then a short optimisation of ``w`` against the pix
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,11 +52,14 @@ class BuiltinBackend:
         image = render(sample_portraits(1, seed)).to(self.device)
         return self.models.encoder(image)
 
-    def encode(self, image: torch.Tensor, refine_steps: int = 0, lr: float = 0.03) -> torch.Tensor:
+    def encode(self, image: torch.Tensor, refine_steps: int = 0, lr: float = 0.03,
+               on_progress: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Latent codes (B, w_dim) for images (B, 3, 128, 128) in [0, 1]: E, then optimisation.
 
         The optimisation minimises pixel error plus a light Mahalanobis pull towards the codes of
         training faces, so an unusual photo does not drag ``w`` off the learned face space.
+        ``on_progress(step, image)`` sees the first image's reconstruction (3, 128, 128) every tenth
+        refinement step (step 0: the encoder's guess), drawn before that step's update.
         """
         if image.ndim != 4 or tuple(image.shape[1:]) != (3, self.resolution, self.resolution):
             raise ValueError(f"images must be (B, 3, {self.resolution}, {self.resolution}), got {tuple(image.shape)}")
@@ -68,13 +72,16 @@ class BuiltinBackend:
         precision = self.precision
         w = w.clone().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=lr)
-        for _ in range(refine_steps):
+        for step in range(refine_steps):
             centred = w - generator.w_mean
             prior = torch.einsum("bi,ij,bj->b", centred, precision, centred).mean() / generator.w_dim
-            loss = F.mse_loss(generator(w), image) + 1e-4 * prior
+            drawn = generator(w)
+            loss = F.mse_loss(drawn, image) + 1e-4 * prior
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if on_progress is not None and step % 10 == 0:
+                on_progress(step, drawn[0].detach().clamp(0, 1))
         return w.detach()
 
     @torch.no_grad()

@@ -17,6 +17,9 @@ Sessions share one pipeline. LEDITS++ keeps the last inversion on the pipeline o
 backend keeps every photo's inversion in its own cache (by photo key) and puts it back on the
 pipeline, under a lock, before each pass. With ``photo_dir`` the photos are also written to disk,
 so an inversion dropped from the cache (or lost in a restart) is redone from the photo.
+
+With an IP-Adapter FaceID checkpoint (``faceid.py``) each photo's insightface embedding, computed
+once and kept with its inversion, is the image prompt of that photo's inversion and every pass.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -41,6 +45,7 @@ from chatedit.images import from_pil, to_pil
 
 from ..align import align_face, detect_face, face_embedding, insightface_app
 from ..walk import BackendError, PredictorReading
+from .faceid import DEFAULT_SCALE, FaceID, load_faceid
 from .reader import ClipDegreeReader
 
 logger = logging.getLogger(__name__)
@@ -68,10 +73,12 @@ class Inversion:
     zs: torch.Tensor
     schedule_length: int  # the scheduler's timestep count after inverting
     reconstruction: torch.Tensor | None = None  # (3, R, R) in [0, 1]: the photo redrawn with no edit
+    identity: torch.Tensor | None = None  # (D,) the photo's ArcFace embedding: FaceID's image prompt, when in use
 
     @classmethod
-    def take(cls, pipe, photo: torch.Tensor) -> "Inversion":
-        return cls(photo, pipe.inversion_steps, pipe.init_latents, pipe.zs, len(pipe.scheduler.timesteps))
+    def take(cls, pipe, photo: torch.Tensor, identity: torch.Tensor | None = None) -> "Inversion":
+        return cls(photo, pipe.inversion_steps, pipe.init_latents, pipe.zs, len(pipe.scheduler.timesteps),
+                   identity=identity)
 
     def put(self, pipe) -> None:
         pipe.inversion_steps, pipe.init_latents, pipe.zs = self.timesteps, self.init_latents, self.zs
@@ -96,7 +103,7 @@ class DiffusionBackend:
                  adapters: dict[str, str | Path] | None = None, resolution: int | None = None,
                  inversion_steps: int = 30, skip: float = 0.15, preview_every: int = 5, seed: int = 0,
                  photo_dir: str | Path | None = None, max_photos: int = 32, face_models: str | Path | None = None,
-                 preview_vae=None):
+                 preview_vae=None, ip_adapter: str | Path | None = None, ip_adapter_scale: float | None = None):
         self.pipe = pipe
         self.device = pipe.device
         self.reader = reader
@@ -118,14 +125,20 @@ class DiffusionBackend:
         self.text2image = None  # for new faces, made on first use from the same components
         self.lock = threading.RLock()  # the pipeline holds one inversion and one set of adapter weights at a time
         self.adapters: dict[str, float] = {}  # attribute -> LoRA weight per degree
+        self.faceid: FaceID | None = None  # IP-Adapter FaceID: each photo's identity as an image prompt
         for name, path in (adapters or {}).items():
             self.load_adapter(name, path)
+        if ip_adapter is not None:
+            self.load_ip_adapter(ip_adapter, DEFAULT_SCALE if ip_adapter_scale is None else ip_adapter_scale)
+        elif ip_adapter_scale is not None:
+            raise ValueError(f"--ip-adapter-scale {ip_adapter_scale} needs --ip-adapter FILE")
 
     @classmethod
     def load(cls, model: str | None = None, clip: str = DEFAULT_CLIP, adapters: str | Path | None = None,
              preview_vae: str | None = None, device: str | None = None, **options) -> "DiffusionBackend":
         """The pipeline for ``model`` (a folder or hub id), the CLIP degree reader, and any LoRA sliders
-        in ``adapters`` (a folder with ``<attribute>.safetensors`` files)."""
+        in ``adapters`` (a folder with ``<attribute>.safetensors`` files). ``options`` go to the constructor,
+        e.g. ``ip_adapter`` (an IP-Adapter FaceID file; needs ``face_models``) and ``ip_adapter_scale``."""
         from .pipeline import DEFAULT_MODEL, load_pipeline
         from .reader import degree_prompts, load_clip
 
@@ -163,11 +176,30 @@ class DiffusionBackend:
             self.adapters[attribute] = float(self.texts["attributes"][attribute]["adapter_weight"])
             self._set_adapter_weights(torch.zeros(len(self.attributes)))
 
-    def _set_adapter_weights(self, strengths: torch.Tensor) -> None:
-        if self.adapters:
-            names = list(self.adapters)
-            weights = [float(strengths[self.attributes.index(n)]) * self.adapters[n] for n in names]
+    def _set_adapter_weights(self, strengths: torch.Tensor, identity: bool = False) -> None:
+        """The sliders at ``strengths``; FaceID's own LoRA on only for a pass with a face's ``identity``."""
+        names = list(self.adapters)
+        weights = [float(strengths[self.attributes.index(n)]) * self.adapters[n] for n in names]
+        if self.faceid is not None and self.faceid.lora is not None:
+            names.append(self.faceid.lora)
+            weights.append(1.0 if identity else 0.0)
+        if names:
             self.pipe.set_adapters(names, adapter_weights=weights)
+
+    def load_ip_adapter(self, path: str | Path, scale: float = DEFAULT_SCALE) -> None:
+        """An IP-Adapter FaceID checkpoint: from now on each photo is inverted and edited with its own
+        insightface embedding as an image prompt, at ``scale`` (0: off). Photos inverted before are dropped."""
+        if self.insightface is None:
+            where = (f"in --face-models {self.face_models}" if self.face_models is not None
+                     else "(pass --face-models DIR with insightface's buffalo_l models)")
+            raise ValueError(f"--ip-adapter {path} needs insightface's face recognition model for the photo's "
+                             f"identity embedding (e.g. w600k_r50.onnx beside det_10g.onnx, and pip install -e "
+                             f".[faces]); none was found {where}")
+        with self.lock:
+            self.faceid = load_faceid(self.pipe, path, scale)
+            self._set_adapter_weights(torch.zeros(len(self.attributes)))
+            self.photos.clear()  # inverted without the adapter: no longer what a pass with it redraws
+            self.drawn.clear()
 
     # ----------------------------------------------------------------- photos
 
@@ -207,15 +239,18 @@ class DiffusionBackend:
         picture = Image.fromarray(photo.permute(1, 2, 0).numpy(), "RGB")
         smaller = self.resolution * 3 // 4 // 32 * 32  # latents stay a multiple of 4 for LEDITS++'s masks
         sizes = dict.fromkeys(s for s in (self.resolution, smaller) if s >= 32)  # out of GPU memory: once smaller
+        identity = self._identity_embedding(picture)
         with self.lock:
-            self._set_adapter_weights(torch.zeros(len(self.attributes)))  # invert the photo, not an adapted one
+            # invert the photo, not an adapted one; with FaceID, under the photo's identity as every pass will be
+            self._set_adapter_weights(torch.zeros(len(self.attributes)), identity=identity is not None)
             for size in sizes:
                 try:
-                    self.pipe.invert(image=picture.resize((size, size), Image.LANCZOS),
-                                     num_inversion_steps=self.inversion_steps, skip=self.skip,
-                                     generator=torch.Generator().manual_seed(self.seed),
-                                     source_prompt=self.texts.get("source_prompt", ""))
-                    inversion = Inversion.take(self.pipe, photo)
+                    with self._face_prompt(identity):
+                        self.pipe.invert(image=picture.resize((size, size), Image.LANCZOS),
+                                         num_inversion_steps=self.inversion_steps, skip=self.skip,
+                                         generator=torch.Generator().manual_seed(self.seed),
+                                         source_prompt=self.texts.get("source_prompt", ""))
+                    inversion = Inversion.take(self.pipe, photo, identity)
                     inversion.reconstruction = self._redraw(inversion, torch.zeros(len(self.attributes)), None)
                     break
                 except torch.cuda.OutOfMemoryError:
@@ -230,6 +265,16 @@ class DiffusionBackend:
             self.photo_dir.mkdir(parents=True, exist_ok=True)
             picture.save(self.photo_dir / f"{key:012x}.png")
         return inversion
+
+    def _identity_embedding(self, picture: Image.Image) -> torch.Tensor | None:
+        """The photo's insightface ArcFace embedding (D,) for FaceID; None without an active adapter."""
+        if self.faceid is None or not self.faceid.active:
+            return None
+        return torch.from_numpy(face_embedding(self.insightface, picture)).float()
+
+    def _face_prompt(self, identity: torch.Tensor | None):
+        """FaceID's image prompt for the UNet calls inside the block (call under the lock); nothing without one."""
+        return nullcontext() if identity is None else self.faceid.applied(self.pipe.unet, identity)
 
     @staticmethod
     def _latent(key: int, strengths: torch.Tensor) -> torch.Tensor:
@@ -247,6 +292,8 @@ class DiffusionBackend:
         """A new face: a portrait drawn by the checkpoint from ``prompts/diffusion.yaml``, then inverted."""
         new = self.texts["new_face"]
         with self.lock:
+            # a face drawn from text has no photo yet, so no FaceID here (no image prompt, its LoRA off); once
+            # drawn it is inverted and edited as a photo is, with its own identity
             self._set_adapter_weights(torch.zeros(len(self.attributes)))
             text2image = self._text2image()
             image = self._run_out_of_memory_safe(lambda: text2image(
@@ -303,7 +350,7 @@ class DiffusionBackend:
                     if abs(s) > 1e-4 and a not in self.adapters]
         spec = self.texts["attributes"]
         inversion.put(self.pipe)
-        self._set_adapter_weights(strengths)
+        self._set_adapter_weights(strengths, identity=inversion.identity is not None)
         total = len(inversion.timesteps)
 
         def preview(pipe, i, t, tensors):
@@ -316,9 +363,10 @@ class DiffusionBackend:
             reverse_editing_direction=[s < 0 for _, s in concepts],
             edit_guidance_scale=[abs(s) * float(spec[a]["guidance"]) for a, s in concepts],
             edit_threshold=[float(spec[a]["threshold"]) for a, _ in concepts])
-        out = self._run_out_of_memory_safe(lambda: self.pipe(
-            output_type="pt", callback_on_step_end=preview, callback_on_step_end_tensor_inputs=["latents"],
-            generator=torch.Generator().manual_seed(self.seed), **kwargs))
+        with self._face_prompt(inversion.identity):  # every row of every step: see faceid.py
+            out = self._run_out_of_memory_safe(lambda: self.pipe(
+                output_type="pt", callback_on_step_end=preview, callback_on_step_end_tensor_inputs=["latents"],
+                generator=torch.Generator().manual_seed(self.seed), **kwargs))
         if out.nsfw_content_detected and any(out.nsfw_content_detected):
             raise BackendError("the checkpoint's safety checker blocked this result; nothing was changed")
         return self._full_size(out.images[0].float().clamp(0, 1).cpu())

@@ -16,6 +16,10 @@ which carry colour and texture, are kept. One walk "degree" is ``field_steps_per
 Talk-to-Edit's own steps (their editor takes up to 100 steps to move one class; the walk re-reads
 the predictor after each eighth of a degree).
 
+On a CUDA device drawing runs in half precision (``half``, auto: on for CUDA, off for a CPU):
+``generate`` synthesises under float16 autocast; the inversion, the mapping, the fields, the
+predictor and ArcFace stay float32 (``_drawing`` says why).
+
 Verified only with random weights (no published file can be downloaded here): shapes, loading,
 determinism, and that a walk, an inversion and identity run end to end. How many of Talk-to-Edit's
 steps make one degree, and the inversion's step count and learning rate, are starting values to
@@ -24,6 +28,7 @@ tune on the real models.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Callable
@@ -59,9 +64,10 @@ class StyleGAN2Backend:
     def __init__(self, generator: Generator, fields: list[tte.FieldNetwork], predictor: tte.AttributePredictor,
                  arcface: tte.ArcFaceResNet18, replaced_layers: int | None = None, truncation: float = 0.7,
                  field_steps_per_degree: float = 8.0, inversion_lr: float = 0.05,
-                 face_models: str | Path | None = None):
+                 face_models: str | Path | None = None, half: bool | None = None):
         self.generator = generator
         self.device = generator.device
+        self.half = resolve_half(half, self.device)  # draw under float16 autocast (``generate``)
         self.resolution = generator.size
         self.attributes = attribute_names()
         self.fields = [f.to(self.device) for f in fields]  # in our attribute order
@@ -133,19 +139,33 @@ class StyleGAN2Backend:
 
     @torch.no_grad()
     def generate(self, w_plus: torch.Tensor) -> torch.Tensor:
-        return to_image01(self.generator.synthesis(w_plus.to(self.device))).clamp(0, 1)
+        """Images (B, 3, R, R) in [0, 1], float32 even when drawn in half precision (``half``)."""
+        with self._drawing():
+            out = self.generator.synthesis(w_plus.to(self.device))
+        return to_image01(out.float()).clamp(0, 1)
+
+    def _drawing(self):
+        """Half precision for drawing only: ``generate`` (new faces, the walk's frames, the GIF)
+        is most of an edit's time and its images are shown in 8 bits, far coarser than float16's
+        error. Everything that optimises or measures stays float32: the inversion (its gradients
+        and small updates), the mapping and the fields (a step's small change to W+), and the
+        predictor and ArcFace, which read ``generate``'s float32 output outside autocast, so the
+        walk's degree and identity readings keep their precision."""
+        return torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
 
     def encode(self, image: torch.Tensor, refine_steps: int = 200,
                on_progress: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Inverts images (B, 3, R, R) in [0, 1] into W+ by optimisation from the mean face.
 
         Pixel error plus a light pull of every W+ row towards the W distribution, so the code stays
-        editable. ``on_progress(step, image)`` sees the reconstruction every tenth step.
+        editable. ``on_progress(step, image)`` sees the first image's reconstruction (3, R, R) every
+        tenth step, drawn before that step's update (so never the final code's image).
         """
         size = self.resolution
         if image.ndim != 4 or tuple(image.shape[1:]) != (3, size, size):
             raise ValueError(f"images must be (B, 3, {size}, {size}), got {tuple(image.shape)}")
         target = image.to(self.device) * 2 - 1
+        # float32 throughout, even with ``half``: no autocast here (see ``_drawing``)
         w_plus = self.generator.to_w_plus(self.w_mean.expand(image.shape[0], -1)).clone().requires_grad_(True)
         opt = torch.optim.Adam([w_plus], lr=self.inversion_lr)
         for step in range(max(refine_steps, 0)):
@@ -200,3 +220,16 @@ class StyleGAN2Backend:
     def _spread(self, w_plus: torch.Tensor) -> torch.Tensor:
         """Mean squared distance of W+ rows from the mapped codes' mean, in units of their spread."""
         return (((w_plus - self.w_mean[:, None]) / self.w_std[:, None]) ** 2).mean()
+
+
+def resolve_half(half: bool | None, device: torch.device | str) -> bool:
+    """The ``half`` option: None (auto) is on for a CUDA device and off elsewhere; True on a
+    device that is not CUDA is refused (float16 autocast is what makes a GPU faster; a CPU runs
+    it slower, and the backend never changes a request silently)."""
+    cuda = torch.device(device).type == "cuda"
+    if half is None:
+        return cuda
+    if half and not cuda:
+        raise ValueError(f"half precision draws on a CUDA device only, but this backend runs on {device}; "
+                         "leave `half` unset (auto) or pass False")
+    return bool(half)

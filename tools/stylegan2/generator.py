@@ -15,6 +15,13 @@ Editing happens in W+:
 Synthesis always adds the noise maps stored in the checkpoint (``noises.noise_{i}``) and never
 mixes styles, so the same latent gives the same image on every call.
 
+Half precision: under ``torch.autocast("cuda", dtype=torch.float16)`` (what the backend's ``half``
+turns on for drawing) the convolutions and linear layers run in float16 and the element-wise ops
+(bias, noise, leaky ReLU, the FIR filters' inputs) follow PyTorch's type promotion. The one
+hazard is demodulation: a demodulated conv then scales its style and weight to unit magnitude
+first and computes ``rsqrt(Σ style² · Σ weight²)`` in float32 (see ``ModulatedConv2d``). In
+float32 nothing of this runs: the arithmetic is exactly rosinality's.
+
 ``load_generator(path)`` reads a checkpoint safely (``weights_only=True``) and rebuilds the
 architecture from the tensor shapes alone: resolution, widths, ``n_mlp`` and ``style_dim`` all
 come from the file, so any resolution, channel multiplier or narrow test-sized generator loads.
@@ -77,6 +84,11 @@ def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float 
     """Add a per-channel bias (dim 1), leaky ReLU, then ×√2 to keep the signal's scale."""
     bias = bias.view(1, -1, *[1] * (x.ndim - 2))
     return F.leaky_relu(x + bias, negative_slope) * scale
+
+
+def reduced_precision(x: torch.Tensor) -> bool:
+    """Whether ``x``'s layer runs in 16 bits: a float16/bfloat16 tensor, or autocast on for its device."""
+    return x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type)
 
 
 def to_image01(x: torch.Tensor) -> torch.Tensor:
@@ -173,13 +185,28 @@ class ModulatedConv2d(nn.Module):
         b = x.shape[0]
         style = self.modulation(w)  # (B, in) per-sample scale of each input channel
         weight = self.weight[0] * self.scale  # (out, in, k, k)
+        half = self.demodulate and reduced_precision(x)
+        if half:
+            # demodulation cancels any per-sample scale of the style and any per-output-channel
+            # scale of the weight, so shrink both to a largest magnitude of 1 (the weight's to
+            # ``scale``) before the float16 conv, where x · style and its sums could overflow
+            # (NVIDIA's StyleGAN2-ADA does the same for its float16 layers); float32 is untouched
+            style = style / style.abs().amax(dim=1, keepdim=True).clamp(min=1e-8)
+            weight = weight * (self.scale / weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8))
         x = x * style.view(b, -1, 1, 1)
         if self.upsample:
             x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # (B, out, 2H + 1, 2W + 1)
             x = self.blur(x)  # (B, out, 2H, 2W)
         else:
             x = F.conv2d(x, weight, padding=self.kernel_size // 2)
-        if self.demodulate:
+        if self.demodulate and half:
+            # the same factor in float32, outside autocast (which would run the matmul in float16,
+            # where squares of large styles overflow and a sum of tiny ones underflows to 0, so
+            # rsqrt gives inf); the product is about unit scale again, safe to store in x's dtype
+            with torch.autocast(x.device.type, enabled=False):
+                demod = torch.rsqrt(style.float().pow(2) @ weight.float().pow(2).sum(dim=(2, 3)).T + 1e-8)
+                x = (x.float() * demod.view(b, -1, 1, 1)).to(x.dtype)
+        elif self.demodulate:
             # 1 / ‖modulated weight‖ per sample and output channel: Σ_in style² · Σ_kk weight², (B, out)
             demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).T + 1e-8)
             x = x * demod.view(b, -1, 1, 1)
