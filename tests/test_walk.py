@@ -39,7 +39,7 @@ class LineBackend:
 
     def step(self, method, attribute, w, direction):
         out = torch.zeros_like(w)
-        out[:, attribute] = self.speed if w[0, attribute] < self.wall else 0.0
+        out[:, attribute] = min(self.speed, max(self.wall - float(w[0, attribute]), 0.0))  # never past the wall
         if method == "linear":
             out[:, 1 - attribute] = 0.3  # the baseline drags the other attribute along
         return out * direction
@@ -138,3 +138,37 @@ def test_a_weak_field_is_walked_with_longer_strides_instead_of_giving_up():
     result = edit(LineBackend(speed=0.1), state(1.0), "smiling", target=3)
     assert result.reached and result.degrees["smiling"] == 3
     assert result.steps <= 64
+
+
+class GapBackend(LineBackend):
+    """Like ``LineBackend``, but the way between smiling 3 and 4 reads 5 (as eyeglasses' thick
+    frame → thin-frame sunglasses passes thick-frame sunglasses): small steps cannot get across."""
+
+    def predict(self, image):
+        reading = super().predict(image)
+        gap = (image[:, 0, 0, 0] > 3.3) & (image[:, 0, 0, 0] < 3.7)
+        reading.degrees[gap, 0] = 5
+        reading.expected[gap, 0] = 4.0
+        return reading
+
+
+def test_a_degree_off_the_small_steps_path_is_reached_by_a_whole_field_step():
+    result = edit(GapBackend(), state(1.0), "smiling", target=4)
+    assert result.reached and result.degrees["smiling"] == 4
+    assert all(f.degrees["smiling"] != 5 for f in result.frames)  # it never showed the wrong degree
+    strides = [float(b.latent[0, 0] - a.latent[0, 0]) for a, b in zip(result.frames, result.frames[1:])]
+    assert max(strides) > 0.5  # one jump longer than any stride (at most half a degree)
+    assert any(float(f.latent[0, 0]) == 4.0 for f in result.frames)  # a whole step from where it read 3 clearly
+
+
+def test_a_walk_that_reads_a_degree_behind_its_start_jumps_instead():
+    result = edit(GapBackend(), state(4.0), "smiling", target=2)
+    assert result.reached and result.degrees["smiling"] == 2
+    assert result.frames[-1].latent[0, 1] == 2.0  # age untouched
+    assert sum(f.degrees["smiling"] == 5 for f in result.frames) == 1  # turned back at the first wrong-way frame
+
+
+def test_jumps_give_up_where_the_field_ends():
+    result = edit(GapBackend(wall=3.2), state(1.0), "smiling", target=5)  # the field ends before the gap
+    assert result.reason == "unreachable" and result.degrees["smiling"] == 3
+    assert result.steps < 64

@@ -24,6 +24,8 @@ SUBSTEPS = 8  # walk steps per degree of change
 SETTLE = 8  # extra steps after reaching the target, to move into the middle of the degree (4: 1-4 points less exact)
 STALL = 10  # steps without progress before an edit is called unreachable
 MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
+JUMPS = (1.0, 1.25, 1.5, 0.75)  # whole field steps tried from the furthest frame when walking in substeps fails
+MAX_JUMPS = 4  # frames tried from, per edit
 
 
 class BackendError(RuntimeError):
@@ -171,6 +173,7 @@ def walk(
     w = state.latent
     best: Frame | None = None
     progress, stalled, settling = -float("inf"), 0, 0
+    tried: set[int] = set()  # frames a whole field step was tried from
     while len(frames) - 1 < max_steps:
         candidate = w + scale * backend.step(method, a, w, int(sign))
         frame = _frame(backend, len(frames), candidate, on_preview)
@@ -178,9 +181,10 @@ def walk(
         if overshoot and best is None and scale > 1 / (substeps * 8):
             scale /= 2  # stepped over the whole target degree: go back and take smaller steps
             continue
-        frames.append(frame)
-        yield frame
-        w = candidate
+        if not overshoot or best is not None:
+            frames.append(frame)
+            yield frame
+            w = candidate
         gap = abs(frame.expected[attribute] - goal)
         if frame.degrees[attribute] == goal:
             if best is None or gap < abs(best.expected[attribute] - goal):
@@ -192,9 +196,6 @@ def walk(
             continue
         if best is not None:
             break  # left the target degree
-        if overshoot:  # even the smallest step jumps over the target degree: it is not on this path
-            return finish(_closest(frames, attribute, goal, current), False, "unreachable")
-        # 3. give up when the walk stops making progress or leaves the space of real faces
         moved = sign * frame.expected[attribute]
         if moved > progress + 0.02:
             stalled = 0
@@ -203,12 +204,51 @@ def walk(
             if stalled >= 2:
                 scale = min(scale * 2, MAX_STRIDE / substeps)
         progress = max(progress, moved)
-        if stalled >= STALL or float(backend.latent_distance(candidate)) > distance_limit:
+        # 3. the next degree may not be on the path of small steps: even the smallest step jumps
+        #    over it, the walk stops making progress or leaves the space of real faces, or it
+        #    reads a degree behind where it started. Then try a whole field step from the frame
+        #    that reads the furthest degree most clearly, and give up when that lands no nearer.
+        stuck = overshoot or stalled >= STALL or float(backend.latent_distance(candidate)) > distance_limit
+        if stuck or sign * (frame.degrees[attribute] - current) < 0:
+            landed = _jump(backend, method, a, frames, sign, goal, distance_limit, tried) if len(tried) < MAX_JUMPS else None
+            if landed is not None:
+                frames.append(landed)
+                yield landed
+                w, scale, stalled, progress = landed.latent, 1.0 / substeps, 0, sign * landed.expected[attribute]
+                if landed.degrees[attribute] == goal:
+                    best, settling = landed, 0
+                continue
+        if stuck:
             return finish(_closest(frames, attribute, goal, current), False, "unreachable")
 
     if best is not None:
         return finish(best, True, None)
     return finish(_closest(frames, attribute, goal, current), False, "max_steps")
+
+
+def _jump(backend: WalkBackend, method: Method, a: int, frames: list[Frame], sign: float, goal: int,
+          distance_limit: float, tried: set[int]) -> Frame | None:
+    """A whole field step from the frame that reads most clearly the degree furthest towards the
+    goal (not past it), landing on a degree nearer the goal without passing it, or None.
+
+    A degree scale need not be a line in the face's look: eyeglasses go thick frame (3), thin-frame
+    sunglasses (4), thick-frame sunglasses (5), so the way between 3 and 4 looks like 5. The field's
+    one-degree step crosses such a gap where its small substeps read the wrong degree."""
+    attribute = backend.attributes[a]
+    on_path = [f for f in frames if sign * (f.degrees[attribute] - goal) < 0]
+    anchor = max(on_path, key=lambda f: (sign * f.degrees[attribute], -abs(f.expected[attribute] - f.degrees[attribute])))
+    if anchor.step in tried:
+        return None
+    tried.add(anchor.step)
+    for k in JUMPS:
+        candidate = anchor.latent + k * backend.step(method, a, anchor.latent, int(sign))
+        if float(backend.latent_distance(candidate)) > distance_limit:
+            continue
+        frame = _frame(backend, len(frames), candidate)
+        moved = sign * (frame.degrees[attribute] - anchor.degrees[attribute])
+        if moved > 0 and sign * (frame.degrees[attribute] - goal) <= 0:
+            return frame
+    return None
 
 
 def _closest(frames: list[Frame], attribute: str, goal: int, start: int) -> Frame:
