@@ -383,7 +383,7 @@ def first_response(llm: BaseChatModel, text: str, state: DialogState | None = No
 
 
 # the options each backend takes beside its weights (``build_agent``'s ``options``)
-BACKEND_OPTIONS = {"builtin": (), "stylegan2": ("half",),
+BACKEND_OPTIONS = {"builtin": (), "stylegan2": ("half", "pti_steps", "photo_dir"),
                    "diffusion": ("model", "clip", "adapters", "preview_vae", "photo_dir", "ip_adapter",
                                  "ip_adapter_scale")}
 
@@ -393,14 +393,14 @@ def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", me
     """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm`` / ``--weights``);
     ``options`` are the backend's own (``BACKEND_OPTIONS``): the diffusion backend's ``model``, ``clip``,
     ``adapters``, ``preview_vae``, ``photo_dir``, ``ip_adapter``, ``ip_adapter_scale``; the StyleGAN2 backend's
-    ``half``.
+    ``half``, ``pti_steps`` and ``photo_dir``.
     ``face_models`` is a folder of insightface's ONNX files (``--face-models``) for the photo backends."""
     from chatedit.llms import LLMSettings, make_chat_model
 
     foreign = sorted(set(options) - set(BACKEND_OPTIONS.get(backend, ())))
     if foreign:
         owners = [b for b, names in BACKEND_OPTIONS.items() if set(foreign) <= set(names)]
-        where = f"options of --backend {owners[0]} only" if owners else f"not options of --backend {backend}"
+        where = f"options of --backend {' or '.join(owners)} only" if owners else f"not options of --backend {backend}"
         raise ValueError(f"{', '.join(foreign)}: {where}")
     if face_models is not None and backend == "builtin":
         raise ValueError("--face-models is for the photo backends (stylegan2, diffusion), not builtin")

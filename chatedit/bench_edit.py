@@ -61,6 +61,17 @@ def sampled_faces(backend, faces: int, eval_read: Callable[[torch.Tensor], torch
     return BenchFaces(codes, lambda i, a, degree: True, eval_read, ("field",))
 
 
+def inverted_faces(backend, faces: int, eval_read: Callable[[torch.Tensor], torch.Tensor],
+                   refine_steps: int = 200) -> BenchFaces:
+    """``sampled_faces`` drawn and inverted as uploaded photos are (the StyleGAN2 backend's W+ inversion,
+    and its Pivotal Tuning when on), so edits start from what an upload gives; one face at a time."""
+    sampled = sampled_faces(backend, faces, eval_read)
+    with torch.no_grad():
+        images = torch.cat([backend.generate(code[None]) for code in sampled.codes])
+    codes = torch.cat([backend.encode(image[None], refine_steps=refine_steps) for image in images])
+    return BenchFaces(codes, sampled.reachable, eval_read, sampled.methods)
+
+
 def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | None = None) -> dict:
     names = attribute_names()
     bench = bench or builtin_faces(backend, faces)

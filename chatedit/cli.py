@@ -57,10 +57,22 @@ def _add_half(parser: argparse.ArgumentParser) -> None:
                              "model stay float32")
 
 
+def _add_pti(parser: argparse.ArgumentParser, bench: bool = False) -> None:
+    what = ("bench edit: the sampled faces are drawn, inverted and tuned as uploads are, then edited; every "
+            "face's tuned weights are held for the run (about 110 MB each), so keep "
+            "--faces small" if bench else
+            "on an upload, after the W+ inversion; tuned photos are kept in --data-dir so their tunes can be "
+            "redone after a restart")
+    parser.add_argument("--pti-steps", type=int, default=None, metavar="N",
+                        help="stylegan2: Pivotal Tuning steps, a fine-tune of the generator's synthesis weights on "
+                             f"each photo ({what}). 0: off. Default: 100 with CUDA (a starting value, "
+                             "unmeasured), off on a CPU")
+
+
 def _backend_options(args: argparse.Namespace) -> dict:
     """The backend's own options given on the command line (diffusion: model, CLIP, adapters,
-    previews, the FaceID adapter; stylegan2: half)."""
-    names = ("model", "clip", "adapters", "preview_vae", "ip_adapter", "ip_adapter_scale", "half")
+    previews, the FaceID adapter; stylegan2: half, Pivotal Tuning steps)."""
+    names = ("model", "clip", "adapters", "preview_vae", "ip_adapter", "ip_adapter_scale", "half", "pti_steps")
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -122,16 +134,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if args.weights is None:
             raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
-        backend = StyleGAN2Backend.load(args.weights, device=args.device, face_models=args.face_models,
-                                        **_backend_options(args))
+        options = _backend_options(args)
+        photos = bool(args.pti_steps)  # asked for: edit tuned inversions of the faces, not the sampled codes
+        if photos:
+            options["pti_cache"] = max(args.faces, 1)  # every face's tune is drawn again and again
+        backend = StyleGAN2Backend.load(args.weights, device=args.device, face_models=args.face_models, **options)
         if backend.eval_predictor is None:  # fail now, not after the edits
             raise FileNotFoundError(f"grading edits needs Talk-to-Edit's eval_predictor.pth.tar in {args.weights}")
-        result = bench.run(backend, faces=args.faces,
-                           bench=bench.sampled_faces(backend, args.faces, backend.eval_read))
+        faces = bench.inverted_faces if photos else bench.sampled_faces
+        result = bench.run(backend, faces=args.faces, bench=faces(backend, args.faces, backend.eval_read))
     elif getattr(args, "backend", "builtin") != "builtin":
         raise ValueError(f"unknown backend {args.backend!r}; available: builtin, stylegan2")
     elif getattr(args, "half", None) is not None:
         raise ValueError("--half is an option of --backend stylegan2, not builtin")
+    elif getattr(args, "pti_steps", None) is not None:
+        raise ValueError("--pti-steps is an option of --backend stylegan2, not builtin")
     elif args.what == "edit":
         from chatedit import bench_edit as bench
         from chatedit.tools.builtin.backend import BuiltinBackend
@@ -307,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(b)
     _add_face_models(b)
     _add_half(b)
+    _add_pti(b, bench=True)
     _add_device(b)
     b.set_defaults(func=cmd_bench)
 
@@ -359,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the backend's weights folder (stylegan2: Talk-to-Edit's pretrained_models folder)")
     _add_face_models(p)
     _add_half(p)
+    _add_pti(p)
     _add_diffusion(p)
     _add_llm(p)
     p.add_argument("--data-dir", type=Path, default=Path("chatedit_data"),

@@ -28,7 +28,7 @@ SHARE_WITHOUT_AUTH = ("WARNING: --share makes this page public on the internet w
 class ServeOptions:
     backend: str = "builtin"
     weights: Path | None = None
-    backend_options: dict = field(default_factory=dict)  # diffusion: model, clip, adapters, preview_vae; stylegan2: half
+    backend_options: dict = field(default_factory=dict)  # diffusion: model, clip, ...; stylegan2: half, pti_steps
     face_models: Path | None = None  # insightface's ONNX files: face detection and identity for photo backends
     llm: "str | LLMSettings" = "rules"
     data_dir: Path = Path("chatedit_data")
@@ -73,7 +73,7 @@ def prepare(options: ServeOptions):
     if pruned:
         logger.info("pruned %d old sessions", len(pruned))
     backend_options = dict(options.backend_options)
-    if options.backend == "diffusion":  # photos kept so their inversions can be redone after a restart
+    if options.backend in ("diffusion", "stylegan2"):  # photos kept to redo inversions and tunes after a restart
         backend_options.setdefault("photo_dir", data_dir / "photos")
     agent = build_agent(options.backend, options.llm, weights=options.weights, face_models=options.face_models,
                         **backend_options)

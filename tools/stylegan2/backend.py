@@ -20,16 +20,34 @@ On a CUDA device drawing runs in half precision (``half``, auto: on for CUDA, of
 ``generate`` synthesises under float16 autocast; the inversion, the mapping, the fields, the
 predictor and ArcFace stay float32 (``_drawing`` says why).
 
+Pivotal Tuning (``pti_steps``; auto: ``DEFAULT_PTI_STEPS`` on CUDA, off on a CPU): after an
+upload's W+ inversion, the synthesis weights are fine-tuned on that photo alone at its W+ code (the
+pivot; ``pivotal.py``), so the photo is drawn more closely and edits start from it. A tuned
+generator belongs to one photo while sessions share the backend, so with the option on a latent
+carries one more row, (1, n_latent + 1, 512): its first two entries hold the 48-bit key of the
+photo's tune in two float32 halves (both 0: the untuned generator, as for every sampled face). A
+step never moves that row and the distance ignores it, so the walk, undo, the SQLite store and the
+GIF (which interpolates within one face) carry it unchanged. ``generate`` draws each key's rows
+with that key's tuned weights: the last ``pti_cache`` tunes are kept (only the tensors that moved),
+and one dropped, or lost in a restart, is redone from ``photo_dir`` (each tune's photo and pivot
+are written there) or else refused with a sentence asking for the photo again. The inversion's
+progress frames go on through the tune, numbered after the W+ steps. Without the option latents
+are (1, n_latent, 512) as before; both shapes are drawn whichever way the backend is set.
+
 Verified only with random weights (no published file can be downloaded here): shapes, loading,
-determinism, and that a walk, an inversion and identity run end to end. How many of Talk-to-Edit's
-steps make one degree, and the inversion's step count and learning rate, are starting values to
-tune on the real models.
+determinism, and that a walk, an inversion, Pivotal Tuning and identity run end to end. How many of
+Talk-to-Edit's steps make one degree, the inversion's step count and learning rate, and the tune's
+step count (``DEFAULT_PTI_STEPS``, unmeasured) and learning rate are starting values to tune on the
+real models.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -42,9 +60,10 @@ from chatedit.attributes import attribute_names
 from chatedit.images import from_pil, to_pil
 
 from ..align import align_face, detect_face, face_embedding, insightface_app
-from ..walk import PredictorReading
+from ..walk import BackendError, PredictorReading
 from . import talk_to_edit as tte
 from .generator import Generator, load_generator, to_image01
+from .pivotal import Recipe, join_key, split_key, tune
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +74,7 @@ FILES = {
     1024: {"generator": "stylegan2_1024.pth", "predictor": "predictor_1024.pth.tar", "fields": "1024_field",
            "arcface": "arcface_resnet18_110.pth", "eval_predictor": "eval_predictor.pth.tar"},
 }
+DEFAULT_PTI_STEPS = 100  # Pivotal Tuning steps on a CUDA device when not given; unmeasured, a starting value
 
 
 class StyleGAN2Backend:
@@ -64,10 +84,19 @@ class StyleGAN2Backend:
     def __init__(self, generator: Generator, fields: list[tte.FieldNetwork], predictor: tte.AttributePredictor,
                  arcface: tte.ArcFaceResNet18, replaced_layers: int | None = None, truncation: float = 0.7,
                  field_steps_per_degree: float = 8.0, inversion_lr: float = 0.05,
-                 face_models: str | Path | None = None, half: bool | None = None):
+                 face_models: str | Path | None = None, half: bool | None = None, pti_steps: int | None = None,
+                 pti_lr: float = 3e-4, pti_cache: int = 4, photo_dir: str | Path | None = None):
         self.generator = generator
         self.device = generator.device
         self.half = resolve_half(half, self.device)  # draw under float16 autocast (``generate``)
+        self.pti_steps = resolve_pti_steps(pti_steps, self.device)  # Pivotal Tuning per upload; 0: off
+        if pti_lr <= 0 or pti_cache < 1:
+            raise ValueError(f"pti_lr must be positive and pti_cache at least 1, got {pti_lr} and {pti_cache}")
+        self.pti_lr, self.pti_cache = pti_lr, pti_cache
+        self.photo_dir = Path(photo_dir) if photo_dir else None  # tunes' recipes, to redo them after a restart
+        self.tuned: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()  # key -> tuned synthesis tensors
+        self.lock = threading.Lock()  # guards ``tuned`` and the drawing copy that takes tuned weights
+        self._tuned_drawer: Generator | None = None  # made on the first tuned draw; the shared generator never changes
         self.resolution = generator.size
         self.attributes = attribute_names()
         self.fields = [f.to(self.device) for f in fields]  # in our attribute order
@@ -132,17 +161,31 @@ class StyleGAN2Backend:
 
     @torch.no_grad()
     def sample(self, seed: int) -> torch.Tensor:
-        """A new face for ``seed`` as W+ (1, n_latent, C), truncated towards the mean face."""
+        """A new face for ``seed`` as W+ (1, n_latent, C), truncated towards the mean face; with Pivotal
+        Tuning on, one more row that names the untuned generator (all zeros)."""
         z = torch.randn(1, self.generator.style_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
         w = torch.lerp(self.w_mean, self.generator.mapping(z), self.truncation)
-        return self.generator.to_w_plus(w)
+        w_plus = self.generator.to_w_plus(w)
+        return self._with_key(w_plus, 0) if self.pti_steps else w_plus
 
     @torch.no_grad()
     def generate(self, w_plus: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, R, R) in [0, 1], float32 even when drawn in half precision (``half``)."""
-        with self._drawing():
-            out = self.generator.synthesis(w_plus.to(self.device))
-        return to_image01(out.float()).clamp(0, 1)
+        """Images (B, 3, R, R) in [0, 1], float32 even when drawn in half precision (``half``); the rows
+        of a tuned photo's key with that photo's tuned weights."""
+        codes, keys = self._split(w_plus.to(self.device))
+        out = torch.empty(codes.shape[0], 3, self.resolution, self.resolution, device=self.device)
+        for key in dict.fromkeys(keys):  # each key once, in order of appearance
+            rows = [i for i, k in enumerate(keys) if k == key]
+            if key == 0:
+                with self._drawing():
+                    out[rows] = self.generator.synthesis(codes[rows]).float()
+                continue
+            weights = self._tuned_weights(key)
+            with self.lock, self._drawing():
+                if self._tuned_drawer is None:
+                    self._tuned_drawer = copy.deepcopy(self.generator)
+                out[rows] = torch.func.functional_call(self._tuned_drawer, weights, (codes[rows],)).float()
+        return to_image01(out).clamp(0, 1)
 
     def _drawing(self):
         """Half precision for drawing only: ``generate`` (new faces, the walk's frames, the GIF)
@@ -155,11 +198,14 @@ class StyleGAN2Backend:
 
     def encode(self, image: torch.Tensor, refine_steps: int = 200,
                on_progress: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Inverts images (B, 3, R, R) in [0, 1] into W+ by optimisation from the mean face.
+        """Inverts images (B, 3, R, R) in [0, 1] into W+ by optimisation from the mean face, then, with
+        ``pti_steps``, tunes the synthesis weights on each photo at its code (see the module doc).
 
         Pixel error plus a light pull of every W+ row towards the W distribution, so the code stays
         editable. ``on_progress(step, image)`` sees the first image's reconstruction (3, R, R) every
-        tenth step, drawn before that step's update (so never the final code's image).
+        tenth step, drawn before that step's update (so never the final code's image); the tune's
+        steps are numbered on from ``refine_steps``. Returns W+ (B, n_latent, C), or with Pivotal
+        Tuning (B, n_latent + 1, C) whose last row names each photo's tune.
         """
         size = self.resolution
         if image.ndim != 4 or tuple(image.shape[1:]) != (3, size, size):
@@ -176,7 +222,65 @@ class StyleGAN2Backend:
             opt.step()
             if on_progress is not None and step % 10 == 0:
                 on_progress(step, to_image01(out[0].detach()).clamp(0, 1))
-        return w_plus.detach()
+        pivots = w_plus.detach()
+        if not self.pti_steps:
+            return pivots
+        latents = []
+        for b, pivot in enumerate(pivots):
+            photo = (image[b].detach().float().cpu().clamp(0, 1) * 255).round().byte()  # the 8-bit photo, as saved
+            recipe = Recipe(photo, pivot[None].cpu(), self.pti_steps, self.pti_lr)
+            self._tune(recipe, on_progress if b == 0 else None, first_step=max(refine_steps, 0))
+            latents.append(self._with_key(pivot[None], recipe.key))
+        return torch.cat(latents)
+
+    # ----------------------------------------------------------------- Pivotal Tuning
+
+    def _tune(self, recipe: Recipe, on_progress: Callable[[int, torch.Tensor], None] | None = None,
+              first_step: int = 0) -> dict[str, torch.Tensor]:
+        """The tuned weights of ``recipe``: cached, or tuned now (outside the lock: other sessions keep
+        drawing) and cached, its recipe written to ``photo_dir``."""
+        key = recipe.key
+        with self.lock:
+            if key in self.tuned:
+                self.tuned.move_to_end(key)
+                return self.tuned[key]
+        weights = tune(self.generator, recipe, on_progress, first_step)
+        if self.photo_dir is not None:
+            recipe.save(self.photo_dir)
+        with self.lock:
+            self.tuned[key] = weights
+            while len(self.tuned) > self.pti_cache:
+                self.tuned.popitem(last=False)
+        return weights
+
+    def _tuned_weights(self, key: int) -> dict[str, torch.Tensor]:
+        """A key's tuned weights: cached, or tuned again from the recipe saved in ``photo_dir``."""
+        with self.lock:
+            if key in self.tuned:
+                self.tuned.move_to_end(key)
+                return self.tuned[key]
+        recipe = Recipe.load(self.photo_dir, key) if self.photo_dir is not None else None
+        if recipe is None:
+            raise BackendError("that photo's fitted generator is no longer loaded (the server restarted or "
+                               "dropped it); please upload the photo again")
+        logger.info("tuning the generator again for photo %012x from %s", key, self.photo_dir)
+        return self._tune(recipe)
+
+    def _with_key(self, w_plus: torch.Tensor, key: int) -> torch.Tensor:
+        """W+ (B, n_latent, C) and a last row naming a tune's key (0: the untuned generator)."""
+        row = torch.zeros(w_plus.shape[0], 1, w_plus.shape[2], device=w_plus.device)
+        row[:, 0, :2] = torch.tensor(split_key(key))
+        return torch.cat([w_plus, row], dim=1)
+
+    def _split(self, latent: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """A latent (B, n_latent [+ 1], C) as W+ (B, n_latent, C) and each row's tune key (0: untuned)."""
+        n, c = self.generator.n_latent, self.generator.style_dim
+        if latent.ndim != 3 or latent.shape[1] not in (n, n + 1) or latent.shape[2] != c:
+            raise ValueError(f"a latent must be W+ (B, {n}, {c}), or (B, {n + 1}, {c}) with a tune's key, "
+                             f"got {tuple(latent.shape)}")
+        if latent.shape[1] == n:
+            return latent, [0] * latent.shape[0]
+        return latent[:, :n], [join_key(high, low) for high, low in latent[:, n, :2].tolist()]
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> PredictorReading:
@@ -209,13 +313,15 @@ class StyleGAN2Backend:
         if method != "field":
             raise ValueError("the StyleGAN2 backend walks Talk-to-Edit's fields only (method 'field'); "
                              "no linear baseline is published for it")
-        _, moved = tte.field_step(self.fields[attribute], self.style_mlp, w_plus[:, 0], w_plus, self.replaced_layers)
-        return (moved - w_plus) * self.field_steps_per_degree * (1.0 if direction > 0 else -1.0)
+        codes, _ = self._split(w_plus)
+        _, moved = tte.field_step(self.fields[attribute], self.style_mlp, codes[:, 0], codes, self.replaced_layers)
+        change = (moved - codes) * self.field_steps_per_degree * (1.0 if direction > 0 else -1.0)
+        return F.pad(change, (0, 0, 0, w_plus.shape[1] - codes.shape[1]))  # a tune's key never moves
 
     @torch.no_grad()
     def latent_distance(self, w_plus: torch.Tensor) -> torch.Tensor:
         """How far a code is from where mapped codes live, in their spread (about 1 for sampled faces)."""
-        return self._spread(w_plus).sqrt()
+        return self._spread(self._split(w_plus)[0]).sqrt()
 
     def _spread(self, w_plus: torch.Tensor) -> torch.Tensor:
         """Mean squared distance of W+ rows from the mapped codes' mean, in units of their spread."""
@@ -233,3 +339,13 @@ def resolve_half(half: bool | None, device: torch.device | str) -> bool:
         raise ValueError(f"half precision draws on a CUDA device only, but this backend runs on {device}; "
                          "leave `half` unset (auto) or pass False")
     return bool(half)
+
+
+def resolve_pti_steps(steps: int | None, device: torch.device | str) -> int:
+    """The ``pti_steps`` option: None (auto) is ``DEFAULT_PTI_STEPS`` on a CUDA device and 0 (off)
+    elsewhere, where a tune of a full-size generator takes minutes."""
+    if steps is None:
+        return DEFAULT_PTI_STEPS if torch.device(device).type == "cuda" else 0
+    if steps < 0:
+        raise ValueError(f"pti_steps must be 0 (off) or a positive number of steps, got {steps}")
+    return int(steps)
