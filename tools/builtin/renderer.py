@@ -335,10 +335,10 @@ def render(portraits: Portraits) -> torch.Tensor:
     #    can tell neighbouring degrees apart.
     smile = a["smiling"]
     c1, c2, c3 = _smooth(0.4, 1.0, smile), _smooth(1.4, 2.0, smile), _smooth(2.4, 3.0, smile)
-    mw = (0.11 + 0.04 * p["mouth_w"]) * (1 + 0.14 * c1 + 0.1 * c2 + 0.1 * c3 + 0.04 * (smile - 3).clamp(min=0))
+    mw = (0.11 + 0.04 * p["mouth_w"]) * (1 + 0.16 * c1 + 0.14 * c2 + 0.14 * c3 + 0.04 * (smile - 3).clamp(min=0))
     frown = 0.024 * (1 - c1)
     curl = 0.05 * c1
-    lift = 0.04 * c2 + 0.03 * c3 + 0.006 * (smile - 3).clamp(min=0)
+    lift = 0.05 * c2 + 0.035 * c3 + 0.006 * (smile - 3).clamp(min=0)
     for side in (-1, 1):  # cheeks raised by a broad smile: a light round patch under each eye
         apple = _fill(_ellipse(x, y, side * (eye_dx + 0.01), eye_y + 0.15, 0.085 + 0 * x, 0.05 + 0 * x))
         img = _mix(img, (skin * 1.18).clamp(max=1), apple * 0.6 * c3)
@@ -358,7 +358,7 @@ def render(portraits: Portraits) -> torch.Tensor:
     for side in (-1, 1):  # smile lines bracketing the mouth corners: faint at a gentle smile, long at a broad one
         cx, cy = side * (mw + 0.035), mouth_y - lift * 0.6 - 0.01 * c1
         bracket = _fill(_ellipse(x, y, cx, cy, 0.016 + 0 * x, 0.035 + 0.025 * c3).abs() - 0.0045) * (x * side > cx * side)
-        img = _mix(img, shade * 0.7, bracket * (0.55 * c2 + 0.45 * c3))
+        img = _mix(img, shade * 0.7, bracket * (0.75 * c2 + 0.25 * c3))
 
     # 8. nose
     for side in (-1, 1):

@@ -113,7 +113,7 @@ def feature_weight(marks: dict[str, torch.Tensor], size: int = 128) -> torch.Ten
     eye_y, eye_dx = marks["eye_y"].view(-1, 1, 1, 1), marks["eye_dx"].view(-1, 1, 1, 1)
     mouth = torch.exp(-((x / 0.28) ** 2 + ((y - mouth_y) / 0.09) ** 2))
     eyes = torch.exp(-(((x.abs() - eye_dx) / 0.1) ** 2 + ((y - eye_y) / 0.07) ** 2))
-    return 10 * mouth + 3 * eyes
+    return 14 * mouth + 3 * eyes
 
 
 def reconstruction_loss(y: torch.Tensor, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
