@@ -53,7 +53,7 @@ class OpenWorld:
     def step(self, method, attribute, w, direction):
         out = torch.zeros_like(w)
         wall = self.walls.get(self.attributes[attribute], 99.0)
-        out[:, attribute] = 1.0 if w[0, attribute] < wall else 0.0
+        out[:, attribute] = min(1.0, max(wall - float(w[0, attribute]), 0.0))  # never past the wall
         return out * direction
 
     def latent_distance(self, w):
