@@ -156,6 +156,22 @@ def test_new_faces_are_drawn_by_the_checkpoint_and_repeat_for_a_seed(backend):
     assert backend.generate(one).shape == (1, 3, SIZE, SIZE)
 
 
+def test_a_new_face_after_edits_is_drawn_as_before_with_the_unets_own_attention(parts):
+    # LEDITS++ installs its own attention processors (plain attention that records maps into the
+    # pipeline's store) and leaves them on the UNet the text-to-image pipeline shares
+    fresh = _backend(parts)
+    own = {name: type(p) for name, p in fresh.pipe.unet.attn_processors.items()}
+    before = fresh.generate(fresh.sample(7))[0]
+    latent = fresh.encode(_photo(4)[None])
+    fresh.generate(_strengths(latent, smiling=1.5, eyeglasses=-1.0))
+    assert {name: type(p) for name, p in fresh.pipe.unet.attn_processors.items()} == own
+    recorded = fresh.pipe.attention_store.step_store
+    maps = sum(len(v) for v in recorded.values())
+    after = fresh.generate(fresh.sample(7))[0]
+    assert torch.equal(after, before)  # the same new face for the same seed
+    assert sum(len(v) for v in fresh.pipe.attention_store.step_store.values()) == maps  # nothing recorded
+
+
 def test_photos_come_back_from_disk_and_otherwise_are_asked_for_again(parts, tmp_path):
     saved = _backend(parts, photo_dir=tmp_path / "photos")
     latent = saved.encode(_photo(10)[None])

@@ -28,7 +28,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -106,6 +106,7 @@ class DiffusionBackend:
                  preview_vae=None, ip_adapter: str | Path | None = None, ip_adapter_scale: float | None = None):
         self.pipe = pipe
         self.device = pipe.device
+        self.unet_processors = dict(pipe.unet.attn_processors)  # the UNet's own attention, put back after each pass
         self.reader = reader
         self.texts = texts or load_texts()
         self.attributes = attribute_names()
@@ -245,7 +246,7 @@ class DiffusionBackend:
             self._set_adapter_weights(torch.zeros(len(self.attributes)), identity=identity is not None)
             for size in sizes:
                 try:
-                    with self._face_prompt(identity):
+                    with self._ledits_pass(), self._face_prompt(identity):
                         self.pipe.invert(image=picture.resize((size, size), Image.LANCZOS),
                                          num_inversion_steps=self.inversion_steps, skip=self.skip,
                                          generator=torch.Generator().manual_seed(self.seed),
@@ -271,6 +272,17 @@ class DiffusionBackend:
         if self.faceid is None or not self.faceid.active:
             return None
         return torch.from_numpy(face_embedding(self.insightface, picture)).float()
+
+    @contextmanager
+    def _ledits_pass(self):
+        """A LEDITS++ inversion or pass inside the block (call under the lock). LEDITS++ swaps the UNet's
+        attention processors for its own (plain attention that records maps into the pipeline's store)
+        and leaves them there; the text-to-image pipeline that draws new faces shares the UNet, and would
+        run slower and keep recording maps, so the UNet's own processors go back afterwards."""
+        try:
+            yield
+        finally:
+            self.pipe.unet.set_attn_processor(dict(self.unet_processors))  # it pops from the dict it is given
 
     def _face_prompt(self, identity: torch.Tensor | None):
         """FaceID's image prompt for the UNet calls inside the block (call under the lock); nothing without one."""
@@ -363,7 +375,7 @@ class DiffusionBackend:
             reverse_editing_direction=[s < 0 for _, s in concepts],
             edit_guidance_scale=[abs(s) * float(spec[a]["guidance"]) for a, s in concepts],
             edit_threshold=[float(spec[a]["threshold"]) for a, _ in concepts])
-        with self._face_prompt(inversion.identity):  # every row of every step: see faceid.py
+        with self._ledits_pass(), self._face_prompt(inversion.identity):  # every row of every step: see faceid.py
             out = self._run_out_of_memory_safe(lambda: self.pipe(
                 output_type="pt", callback_on_step_end=preview, callback_on_step_end_tensor_inputs=["latents"],
                 generator=torch.Generator().manual_seed(self.seed), **kwargs))
