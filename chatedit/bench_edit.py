@@ -115,34 +115,21 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
                        on_frame=lambda _: stamps.append(time.perf_counter()))
             # a step is the time between consecutive frames: field, generator, predictor, bookkeeping
             step_ms += [1000 * (b - a_) for a_, b in zip(stamps[1:], stamps[2:])]
-            final = eval_read(out.image[None])[0]
             tally = tallies[names[a]]
-            tally["exact"].append(int(final[a]) == target)
-            tally["within1"].append(abs(int(final[a]) - target) <= 1)
-            tally["preserved"] += [int(final[b]) == int(start_eval[i, b]) for b in range(len(names)) if b != a]
-            tally["identity"].append(out.identity_similarity)
+            _grade(tally, eval_read(out.image[None])[0], start_eval[i], a, target, out.identity_similarity)
             reason = out.reason or "reached"
             tally["reasons"][reason] = tally["reasons"].get(reason, 0) + 1
-        result[method] = {
-            n: {k: round(sum(map(float, v)) / max(1, len(v)), 4) for k, v in t.items() if k != "reasons"}
-            | {"edits": len(t["exact"]), "outcomes": t["reasons"]}
-            for n, t in tallies.items()
-        }
+        result[method] = {n: _rates(t) | {"outcomes": t["reasons"]} for n, t in tallies.items()}
 
     # 3. the world's own answer to every job: the ceiling the reconstruction and the grader leave
     if bench.oracle is not None:
         tallies = {n: {"exact": [], "within1": [], "preserved": [], "identity": []} for n in names}
         for i, a, target in jobs:
             image = bench.oracle(i, a, target)
-            final = eval_read(image[None])[0]
-            tally = tallies[names[a]]
-            tally["exact"].append(int(final[a]) == target)
-            tally["within1"].append(abs(int(final[a]) - target) <= 1)
-            tally["preserved"] += [int(final[b]) == int(start_eval[i, b]) for b in range(len(names)) if b != a]
             with torch.no_grad():
-                tally["identity"].append(float((backend.identity(image[None]) * start_identity[i : i + 1]).sum(-1).clamp(0, 1)))
-        result["oracle"] = {n: {k: round(sum(map(float, v)) / max(1, len(v)), 4) for k, v in t.items()}
-                            | {"edits": len(t["exact"])} for n, t in tallies.items()}
+                similarity = float((backend.identity(image[None]) * start_identity[i : i + 1]).sum(-1).clamp(0, 1))
+            _grade(tallies[names[a]], eval_read(image[None])[0], start_eval[i], a, target, similarity)
+        result["oracle"] = {n: _rates(t) for n, t in tallies.items()}
 
     # 4. speed of a one-degree edit, the common request
     edit_ms = []
@@ -160,6 +147,22 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
     result["backend"] = getattr(backend, "name", "builtin")
     result["threads"] = torch.get_num_threads()
     return result
+
+
+def _grade(tally: dict, final: torch.Tensor, start: torch.Tensor, a: int, target: int,
+           similarity: float | None) -> None:
+    """Adds one edit to ``tally``: the evaluation predictor's degrees (A,) after it and before it."""
+    tally["exact"].append(int(final[a]) == target)
+    tally["within1"].append(abs(int(final[a]) - target) <= 1)
+    tally["preserved"] += [int(final[b]) == int(start[b]) for b in range(len(final)) if b != a]
+    tally["identity"].append(similarity)
+
+
+def _rates(tally: dict) -> dict:
+    """A tally's fractions (rounded) and its number of edits."""
+    rates = {k: round(sum(map(float, tally[k])) / max(1, len(tally[k])), 4)
+             for k in ("exact", "within1", "preserved", "identity")}
+    return rates | {"edits": len(tally["exact"])}
 
 
 def markdown(result: dict) -> str:

@@ -13,7 +13,7 @@ import torch
 from chatedit.editor import EditError, Editor, psnr
 from chatedit.state import DialogState, Entry
 from chatedit.tools.stylegan2.backend import DEFAULT_PTI_STEPS, resolve_pti_steps
-from chatedit.tools.stylegan2.pivotal import join_key
+from chatedit.tools.keys import join_key
 from chatedit.tools.walk import BackendError, FaceState, edit
 
 from test_stylegan2_backend import STYLE, load, weights  # noqa: F401  (tiny random Talk-to-Edit files, a fixture)

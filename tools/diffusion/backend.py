@@ -44,6 +44,7 @@ from chatedit.attributes import attribute_names
 from chatedit.images import from_pil, to_pil
 
 from ..align import align_face, detect_face, face_embedding, insightface_app
+from ..keys import join_key, split_key
 from ..walk import BackendError, PredictorReading
 from .faceid import DEFAULT_SCALE, FaceID, load_faceid
 from .reader import ClipDegreeReader
@@ -51,7 +52,6 @@ from .reader import ClipDegreeReader
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLIP = "ViT-B-32@laion2b_s34b_b79k"  # open_clip name@pretrained tag
-KEY_BITS = 24  # per float32 column: integers up to 2**24 are exact
 MAX_DRAWN = 256  # pictures kept by latent (~3 MB each at 512 px)
 MAX_PIXELS = 40_000_000  # larger photos are refused at intake, before anything is decoded further
 OUT_OF_MEMORY = ("the GPU ran out of memory for this photo, even at a lower resolution; try again when fewer "
@@ -290,13 +290,11 @@ class DiffusionBackend:
 
     @staticmethod
     def _latent(key: int, strengths: torch.Tensor) -> torch.Tensor:
-        high, low = divmod(key, 2**KEY_BITS)
-        return torch.cat([strengths.float().cpu(), torch.tensor([float(high), float(low)])])[None]
+        return torch.cat([strengths.float().cpu(), torch.tensor(split_key(key))])[None]
 
     @staticmethod
     def _split(latent: torch.Tensor) -> tuple[int, torch.Tensor]:
-        high, low = (int(v) for v in latent[-2:].round().tolist())
-        return high * 2**KEY_BITS + low, latent[:-2].float().cpu()
+        return join_key(*latent[-2:].tolist()), latent[:-2].float().cpu()
 
     # ----------------------------------------------------------------- faces
 

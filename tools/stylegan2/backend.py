@@ -60,10 +60,11 @@ from chatedit.attributes import attribute_names
 from chatedit.images import from_pil, to_pil
 
 from ..align import align_face, detect_face, face_embedding, insightface_app
+from ..keys import join_key, split_key
 from ..walk import BackendError, PredictorReading
 from . import talk_to_edit as tte
 from .generator import Generator, load_generator, to_image01
-from .pivotal import Recipe, join_key, split_key, tune
+from .pivotal import Recipe, tune
 
 logger = logging.getLogger(__name__)
 
@@ -240,10 +241,9 @@ class StyleGAN2Backend:
         """The tuned weights of ``recipe``: cached, or tuned now (outside the lock: other sessions keep
         drawing) and cached, its recipe written to ``photo_dir``."""
         key = recipe.key
-        with self.lock:
-            if key in self.tuned:
-                self.tuned.move_to_end(key)
-                return self.tuned[key]
+        cached = self._cached_tune(key)
+        if cached is not None:
+            return cached
         weights = tune(self.generator, recipe, on_progress, first_step)
         if self.photo_dir is not None:
             recipe.save(self.photo_dir)
@@ -255,16 +255,22 @@ class StyleGAN2Backend:
 
     def _tuned_weights(self, key: int) -> dict[str, torch.Tensor]:
         """A key's tuned weights: cached, or tuned again from the recipe saved in ``photo_dir``."""
-        with self.lock:
-            if key in self.tuned:
-                self.tuned.move_to_end(key)
-                return self.tuned[key]
+        cached = self._cached_tune(key)
+        if cached is not None:
+            return cached
         recipe = Recipe.load(self.photo_dir, key) if self.photo_dir is not None else None
         if recipe is None:
             raise BackendError("that photo's fitted generator is no longer loaded (the server restarted or "
                                "dropped it); please upload the photo again")
         logger.info("tuning the generator again for photo %012x from %s", key, self.photo_dir)
         return self._tune(recipe)
+
+    def _cached_tune(self, key: int) -> dict[str, torch.Tensor] | None:
+        with self.lock:
+            weights = self.tuned.get(key)
+            if weights is not None:
+                self.tuned.move_to_end(key)
+            return weights
 
     def _with_key(self, w_plus: torch.Tensor, key: int) -> torch.Tensor:
         """W+ (B, n_latent, C) and a last row naming a tune's key (0: the untuned generator)."""

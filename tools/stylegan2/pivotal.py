@@ -29,7 +29,6 @@ from .generator import Generator, to_image01
 
 logger = logging.getLogger(__name__)
 
-KEY_BITS = 24  # per float32 entry: integers below 2**24 are exact
 MAPPING = "style."  # parameter names of the mapping network, never tuned
 
 
@@ -63,15 +62,6 @@ class Recipe:
             return None
         saved = torch.load(path, map_location="cpu", weights_only=True)
         return cls(saved["photo"], saved["pivot"], int(saved["steps"]), float(saved["lr"]))
-
-
-def split_key(key: int) -> tuple[float, float]:
-    high, low = divmod(key, 2**KEY_BITS)
-    return float(high), float(low)
-
-
-def join_key(high: float, low: float) -> int:
-    return round(high) * 2**KEY_BITS + round(low)
 
 
 def synthesis_names(generator: Generator) -> list[str]:
