@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
-    t = tsub.add_parser("field", help="semantic fields and the linear baseline, over existing built-in models")
+    t = tsub.add_parser("field", help="semantic fields, the linear baseline and the degree offsets, over existing "
+                                      "built-in models")
     t.add_argument("--quick", action="store_true", help="a few steps, for smoke tests")
     t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--seed", type=int, default=0)

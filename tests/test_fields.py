@@ -2,7 +2,7 @@
 
 import torch
 
-from chatedit.tools.builtin.fields import FieldConfig, Pairs, fit_linear, fit_pairs, mahalanobis
+from chatedit.tools.builtin.fields import FieldConfig, Pairs, fit_degree_offsets, fit_linear, fit_pairs, mahalanobis
 from chatedit.tools.builtin.models import Generator, LatentField
 from chatedit.tools.builtin.renderer import IDENTITY, is_plausible, sample_portraits
 
@@ -18,6 +18,25 @@ def test_linear_step_raises_the_regressed_value_by_one_degree():
         assert torch.allclose(moved[:, a] - values[:5, a], torch.ones(5), atol=1e-3)
         down = (codes[:5] + linear(a, codes[:5], -1)) @ mixing + 2.0
         assert torch.allclose(down[:, a] - values[:5, a], -torch.ones(5), atol=1e-3)
+
+
+def test_degree_offsets_are_measured_with_the_other_attributes_held():
+    """Glasses here come with age (as in the renderer's world): the mean code of the faces with
+    glasses 4 also carries their older age, the fitted offset must not."""
+    g = torch.Generator().manual_seed(0)
+    n, w_dim = 4000, 8
+    truth = torch.randn(2, 6, w_dim, generator=g)
+    age = torch.randint(6, (n,), generator=g)
+    glasses = (age + torch.randint(-1, 2, (n,), generator=g)).clamp(0, 5)
+    degrees = torch.stack([glasses, age], 1)
+    codes = truth[0, glasses] + truth[1, age] + 0.01 * torch.randn(n, w_dim, generator=g)
+    offsets = fit_degree_offsets(codes, degrees)
+    w = torch.zeros(3, w_dim)
+    jump = offsets(0, w, 3, 4)
+    assert jump.shape == w.shape
+    assert torch.allclose(jump[0], truth[0, 4] - truth[0, 3], atol=0.02)
+    naive = codes[glasses == 4].mean(0) - codes[glasses == 3].mean(0)
+    assert (naive - (truth[0, 4] - truth[0, 3])).norm() > 0.3  # the class means mix age in
 
 
 def test_a_field_learns_up_and_down_steps_that_are_not_each_others_negative():

@@ -6,7 +6,7 @@ import pytest
 
 from chatedit import bench_builtin, cli
 from chatedit.tools.builtin.backend import BuiltinBackend
-from chatedit.tools.builtin.loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, load_builtin
+from chatedit.tools.builtin.loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, load_builtin
 from chatedit.tools.walk import FaceState, edit
 
 
@@ -15,7 +15,7 @@ def test_quick_training_end_to_end(tmp_path, capsys):
     assert cli.main(["train", "builtin", "--quick", "--out", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report["seconds"]) >= {"render", "autoencoder", "predictor", "identity", "fields"}
-    expected = list(MODEL_FILES.values()) + [LINEAR_FILE, FIELD_FILE.format(name="smiling")]
+    expected = list(MODEL_FILES.values()) + [LINEAR_FILE, OFFSETS_FILE, FIELD_FILE.format(name="smiling")]
     assert all((tmp_path / name).is_file() for name in expected)
 
     backend = BuiltinBackend(load_builtin(tmp_path, "cpu"))

@@ -168,6 +168,23 @@ def test_a_walk_that_reads_a_degree_behind_its_start_jumps_instead():
     assert sum(f.degrees["smiling"] == 5 for f in result.frames) == 1  # turned back at the first wrong-way frame
 
 
+class OffsetBackend(GapBackend):
+    """``GapBackend`` with degree offsets: the average change between two degrees is exact here."""
+
+    def degree_offset(self, attribute, w, from_degree, to_degree):
+        out = torch.zeros_like(w)
+        out[:, attribute] = float(to_degree - from_degree)
+        return out
+
+
+def test_where_the_field_ends_a_field_walk_jumps_by_the_degree_offsets():
+    result = edit(OffsetBackend(wall=3.2), state(1.0), "smiling", target=5)  # the field ends before the gap
+    assert result.reached and result.degrees["smiling"] == 5 and result.degrees["age"] == 2
+    assert all(f.degrees["smiling"] != 4 for f in result.frames)  # one jump, from a frame reading 3, to 5
+    linear = edit(OffsetBackend(wall=3.2), state(1.0), "smiling", target=5, method="linear")
+    assert linear.reason == "unreachable"  # the baseline stays one direction: no offsets
+
+
 def test_jumps_give_up_where_the_field_ends():
     result = edit(GapBackend(wall=3.2), state(1.0), "smiling", target=5)  # the field ends before the gap
     assert result.reason == "unreachable" and result.degrees["smiling"] == 3

@@ -25,6 +25,7 @@ SETTLE = 8  # extra steps after reaching the target, to move into the middle of 
 STALL = 10  # steps without progress before an edit is called unreachable
 MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
 JUMPS = (1.0, 1.25, 1.5, 0.75)  # whole field steps tried from the furthest frame when walking in substeps fails
+OFFSET_JUMPS = (1.0, 0.75, 1.25)  # then, on a backend that has them, jumps straight to the target degree
 MAX_JUMPS = 4  # frames tried from, per edit
 
 
@@ -56,9 +57,10 @@ class PredictorReading:
 
 class WalkBackend(Protocol):
     """What the walk needs of a backend. Optional: ``substeps`` (walk steps per degree, default
-    ``SUBSTEPS``; a backend whose every step is a whole denoising pass takes fewer, larger ones)
-    and ``previews = True`` for a ``generate`` that takes ``on_preview`` (images drawn on the way
-    to one frame)."""
+    ``SUBSTEPS``; a backend whose every step is a whole denoising pass takes fewer, larger ones),
+    ``previews = True`` for a ``generate`` that takes ``on_preview`` (images drawn on the way
+    to one frame), and ``degree_offset(attribute, w, from_degree, to_degree)``: the average latent
+    change between two degrees, which field walks try when the field's own steps cannot get on."""
 
     attributes: tuple[str, ...]
 
@@ -233,15 +235,27 @@ def _jump(backend: WalkBackend, method: Method, a: int, frames: list[Frame], sig
 
     A degree scale need not be a line in the face's look: eyeglasses go thick frame (3), thin-frame
     sunglasses (4), thick-frame sunglasses (5), so the way between 3 and 4 looks like 5. The field's
-    one-degree step crosses such a gap where its small substeps read the wrong degree."""
+    one-degree step crosses such a gap where its small substeps read the wrong degree. Where even
+    that lands wrong, a field walk tries the backend's degree offsets, when it has them: the
+    average change from the anchor's degree straight to the goal (the linear baseline does not,
+    so it stays one direction per attribute)."""
     attribute = backend.attributes[a]
     on_path = [f for f in frames if sign * (f.degrees[attribute] - goal) < 0]
     anchor = max(on_path, key=lambda f: (sign * f.degrees[attribute], -abs(f.expected[attribute] - f.degrees[attribute])))
     if anchor.step in tried:
         return None
     tried.add(anchor.step)
-    for k in JUMPS:
-        candidate = anchor.latent + k * backend.step(method, a, anchor.latent, int(sign))
+
+    def changes():
+        step = backend.step(method, a, anchor.latent, int(sign))
+        yield from (k * step for k in JUMPS)
+        # the field's whole step lands no nearer: jump by where the goal degree sits on average
+        if method == "field" and hasattr(backend, "degree_offset"):
+            offset = backend.degree_offset(a, anchor.latent, anchor.degrees[attribute], goal)
+            yield from (k * offset for k in OFFSET_JUMPS)
+
+    for change in changes():
+        candidate = anchor.latent + change
         if float(backend.latent_distance(candidate)) > distance_limit:
             continue
         frame = _frame(backend, len(frames), candidate)

@@ -112,6 +112,10 @@ class BuiltinBackend:
             return self.models.linear(attribute, w, direction)
         raise ValueError(f"unknown edit method {method!r}; use 'field' or 'linear'")
 
+    def degree_offset(self, attribute: int, w: torch.Tensor, from_degree: int, to_degree: int) -> torch.Tensor:
+        """The average latent change from one degree of ``attribute`` to another, the others held."""
+        return self.models.offsets(attribute, w, from_degree, to_degree)
+
     @torch.no_grad()
     def latent_distance(self, w: torch.Tensor) -> torch.Tensor:
         return mahalanobis(self.models.generator, w, self.precision)

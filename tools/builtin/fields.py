@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import RenderSet
-from .models import AttributePredictor, Encoder, Generator, IdentityEncoder, LatentField, LinearDirections
+from .models import (AttributePredictor, DegreeOffsets, Encoder, Generator, IdentityEncoder, LatentField,
+                     LinearDirections)
 from .renderer import Portraits, is_plausible, render
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,21 @@ def fit_linear(codes: torch.Tensor, values: torch.Tensor, ridge: float = 1e-2) -
     linear = LinearDirections(w_dim=d, num_attributes=values.shape[1])
     linear.steps.copy_((coef / coef.pow(2).sum(0, keepdim=True)).T)
     return linear
+
+
+def fit_degree_offsets(codes: torch.Tensor, degrees: torch.Tensor, num_degrees: int = 6,
+                       ridge: float = 1.0) -> DegreeOffsets:
+    """Least squares of codes (N, w_dim) on every attribute's degree (N, A) as one-hot columns plus
+    a bias, so each degree's offset is measured with the other attributes held (age and glasses go
+    together in this world; one attribute's class means would mix them). The small ridge only
+    settles the one-hot columns' shared constant, which cancels in every difference the walk uses."""
+    n, d = codes.shape
+    a = degrees.shape[1]
+    x = torch.cat([F.one_hot(degrees, num_degrees).reshape(n, a * num_degrees).float(), torch.ones(n, 1)], dim=1)
+    coef = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ codes)  # (A·D + 1, w_dim)
+    offsets = DegreeOffsets(w_dim=d, num_attributes=a, num_degrees=num_degrees)
+    offsets.offsets.copy_(coef[:-1].reshape(a, num_degrees, d))
+    return offsets
 
 
 def _pair_loss(field: LatentField, pairs: Pairs, idx: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -185,7 +201,7 @@ def read_codes(generator: Generator, predictor: AttributePredictor, codes: torch
 
 
 def train_all_fields(encoder, generator, predictor, identity, data, cfg: FieldConfig, autocast, max_codes: int = 6000):
-    """The linear baseline and one field per attribute, from the codes of a render set."""
+    """The linear baseline, one field per attribute and the degree offsets, from the codes of a render set."""
     from .train import encode_all  # local: train imports this module
 
     codes = encode_all(encoder, data)
@@ -196,4 +212,4 @@ def train_all_fields(encoder, generator, predictor, identity, data, cfg: FieldCo
     for a in range(degrees.shape[1]):
         pairs = render_pairs(encoder, data, codes, a, cfg.pairs, cfg.seed + 300 + a, autocast)
         fields.append(train_field(a, sub, degrees, pairs, linear, generator, predictor, identity, cfg, autocast))
-    return linear, fields
+    return linear, fields, fit_degree_offsets(codes, data.degrees())

@@ -19,14 +19,15 @@ from safetensors.torch import load_file, save_file
 
 from chatedit.attributes import attribute_names
 
-from .models import AttributePredictor, Encoder, Generator, IdentityEncoder, LatentField, LinearDirections
+from .models import (AttributePredictor, DegreeOffsets, Encoder, Generator, IdentityEncoder, LatentField,
+                     LinearDirections)
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_CLASSES = {
     cls.__name__: cls
-    for cls in (Encoder, Generator, AttributePredictor, IdentityEncoder, LatentField, LinearDirections)
+    for cls in (Encoder, Generator, AttributePredictor, IdentityEncoder, LatentField, LinearDirections, DegreeOffsets)
 }
 # file name → what it is; all five make up the built-in backend
 MODEL_FILES = {
@@ -37,6 +38,7 @@ MODEL_FILES = {
     "identity": "identity.safetensors",
 }
 LINEAR_FILE = "linear.safetensors"
+OFFSETS_FILE = "offsets.safetensors"
 FIELD_FILE = "field_{name}.safetensors"
 
 
@@ -74,6 +76,7 @@ class BuiltinModels:
     eval_predictor: AttributePredictor
     identity: IdentityEncoder
     linear: LinearDirections
+    offsets: DegreeOffsets
     fields: tuple[LatentField, ...]  # one per attribute, in vocabulary order
     device: torch.device
 
@@ -94,6 +97,7 @@ def load_builtin(weights_dir: str | Path | None = None, device: str | torch.devi
             models = {name: load_model(weights_dir / file, device).to(memory_format=torch.channels_last)
                       for name, file in MODEL_FILES.items()}
             linear = load_model(weights_dir / LINEAR_FILE, device)
+            offsets = load_model(weights_dir / OFFSETS_FILE, device)
             fields = tuple(load_model(weights_dir / FIELD_FILE.format(name=name), device) for name in attribute_names())
-            _CACHE[key] = BuiltinModels(device=device, linear=linear, fields=fields, **models)
+            _CACHE[key] = BuiltinModels(device=device, linear=linear, offsets=offsets, fields=fields, **models)
         return _CACHE[key]

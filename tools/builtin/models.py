@@ -190,6 +190,24 @@ class LatentField(nn.Module):
         return torch.where(direction > 0, steps[:, 0], steps[:, 1])
 
 
+class DegreeOffsets(nn.Module):
+    """Where each degree of each attribute sits in latent space, the other attributes held:
+    codes are fit as ``w ≈ b + Σ_a offsets[a, degree_a]``. ``offsets[a, t] − offsets[a, c]`` is the
+    average change from degree c to degree t, one jump straight to the target degree. The walk
+    tries it when the field's way to a degree is blocked: eyeglasses go thick clear frame (3),
+    thin-frame sunglasses (4), thick-frame sunglasses (5), and the field's way from 3 to 4 looks
+    like 5."""
+
+    def __init__(self, w_dim: int = 64, num_attributes: int = 5, num_degrees: int = 6):
+        super().__init__()
+        self.config = dict(w_dim=w_dim, num_attributes=num_attributes, num_degrees=num_degrees)
+        self.register_buffer("offsets", torch.zeros(num_attributes, num_degrees, w_dim))
+
+    def forward(self, attribute: int, w, from_degree: int, to_degree: int):
+        """The latent change (B, w_dim) from the average face at ``from_degree`` to ``to_degree``."""
+        return (self.offsets[attribute, to_degree] - self.offsets[attribute, from_degree]).expand_as(w)
+
+
 class LinearDirections(nn.Module):
     """The linear baseline: one global latent step per attribute that raises it by one degree."""
 

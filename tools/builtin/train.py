@@ -9,7 +9,8 @@ The recipe, in order:
 5. train the evaluation predictor with another architecture, seed and blur/noise augmentation, so
    benchmarks never grade an edit with the model that steered it (it reads renders and
    reconstructions, as its job is grading generated faces);
-6. train the identity encoder I with a supervised contrastive loss over variants of each person.
+6. train the identity encoder I with a supervised contrastive loss over variants of each person;
+7. fit the linear baseline and the degree offsets, and train the semantic fields (``fields.py``).
 Step counts are fixed (not timed), so a run is reproducible for its seed.
 """
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from .data import RenderSet, render_set, to_uint8
 from .fields import FieldConfig, train_all_fields
-from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, save_model
+from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, save_model
 from .models import AttributePredictor, Encoder, Generator, IdentityEncoder
 from .renderer import landmarks
 
@@ -306,29 +307,31 @@ def train_builtin(out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
     identity = train_identity(data, cfg, recon)
     save_model(identity, out_dir / MODEL_FILES["identity"])
     lap("identity")
-    # 7. semantic fields and the linear baseline (field_steps=0 leaves them to `chatedit train field`)
+    # 7. semantic fields, the linear baseline and the degree offsets
+    #    (field_steps=0 leaves them to `chatedit train field`)
     if cfg.field_steps <= 0:
         return times
     fields_cfg = FieldConfig(steps=cfg.field_steps, fit_steps=cfg.field_fit_steps, pairs=cfg.field_pairs,
                              seed=cfg.seed + 11, progress=cfg.progress)
-    linear, fields = train_all_fields(encoder, generator, predictor, identity, data, fields_cfg,
-                                      lambda: _autocast(_bf16_ok()))
-    save_fields(out_dir, linear, fields)
+    linear, fields, offsets = train_all_fields(encoder, generator, predictor, identity, data, fields_cfg,
+                                               lambda: _autocast(_bf16_ok()))
+    save_fields(out_dir, linear, fields, offsets)
     lap("fields")
     return times
 
 
-def save_fields(out_dir: Path, linear, fields) -> None:
+def save_fields(out_dir: Path, linear, fields, offsets) -> None:
     from chatedit.attributes import attribute_names
 
     save_model(linear, Path(out_dir) / LINEAR_FILE)
+    save_model(offsets, Path(out_dir) / OFFSETS_FILE)
     for name, field in zip(attribute_names(), fields):
         save_model(field, Path(out_dir) / FIELD_FILE.format(name=name))
 
 
 def train_fields_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
-    """``chatedit train field``: fields and linear baseline over existing E, G, P and I, from the
-    renders a full run uses (so, over the shipped models, the fields a full run would train)."""
+    """``chatedit train field``: fields, linear baseline and degree offsets over existing E, G, P and
+    I, from the renders a full run uses (so, over the shipped models, the fields a full run would train)."""
     from .loading import load_model
 
     start = time.perf_counter()
@@ -336,7 +339,7 @@ def train_fields_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainCo
     data = render_set(cfg.people, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
     fields_cfg = FieldConfig(steps=cfg.field_steps, fit_steps=cfg.field_fit_steps, pairs=cfg.field_pairs,
                              seed=cfg.seed + 11, progress=cfg.progress)
-    linear, fields = train_all_fields(models["encoder"], models["generator"], models["predictor"], models["identity"],
-                                      data, fields_cfg, lambda: _autocast(_bf16_ok()))
-    save_fields(Path(out_dir), linear, fields)
+    linear, fields, offsets = train_all_fields(models["encoder"], models["generator"], models["predictor"],
+                                               models["identity"], data, fields_cfg, lambda: _autocast(_bf16_ok()))
+    save_fields(Path(out_dir), linear, fields, offsets)
     return {"fields": round(time.perf_counter() - start, 1)}
