@@ -8,9 +8,10 @@ Edits are steered by the attribute predictor but graded by the independent evalu
 - ``identity``: identity similarity of the edited face to the unedited one.
 For the built-in backend the same jobs are also graded for an ``oracle``: the world's own answer,
 the same person re-rendered at the target degree with everything else as it was, then encoded and
-drawn as any face is. It is what a perfect edit in the learned space would give, so its numbers
-are the ceiling the reconstruction and the grader leave: an oracle below a target means the
-grader or the autoencoder, not the walk, stops that target from being met.
+drawn as any face is. It is what the right face gives once it has passed through the encoder,
+so it shows what the reconstruction and the grader leave of a perfect edit. It is a reference,
+not a bound: a walk never encodes the edited face, and can land where G draws the degree more
+clearly than the re-encoded face.
 A target is reachable when the world has such a face: the same person with that degree must be
 one the renderer's people can be (``is_plausible``: beards only on men, stubble from the teens,
 longer beards from adulthood; so no beard on a woman and no bearded child).
@@ -121,7 +122,7 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
             tally["reasons"][reason] = tally["reasons"].get(reason, 0) + 1
         result[method] = {n: _rates(t) | {"outcomes": t["reasons"]} for n, t in tallies.items()}
 
-    # 3. the world's own answer to every job: the ceiling the reconstruction and the grader leave
+    # 3. the world's own answer to every job, encoded: what the reconstruction and the grader leave of it
     if bench.oracle is not None:
         tallies = {n: {"exact": [], "within1": [], "preserved": [], "identity": []} for n in names}
         for i, a, target in jobs:
@@ -198,6 +199,7 @@ def markdown(result: dict) -> str:
         f"{result['ms_per_edit']:.0f} ms (target ≤ 400 ms), on {result['threads']} CPU threads.",
     ]
     if "oracle" in result:
-        lines += ["", "oracle: no walk; the same person re-rendered at the target degree, encoded and drawn. It is "
-                  "the ceiling the reconstruction and the evaluation predictor leave to any edit."]
+        lines += ["", "oracle: no walk; the same person re-rendered at the target degree, encoded and drawn: what the "
+                  "reconstruction and the evaluation predictor leave of a perfect edit (a reference, not a bound: "
+                  "walks never pass the edited face through the encoder)."]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ def test_the_oracle_grades_the_same_jobs_with_the_world_re_rendered_at_the_targe
     assert total >= 20 and hits >= 0.8 * total
     assert all(result["oracle"][n]["identity"] > 0.9 for n in names)
     table = bench_edit.markdown(result)
-    assert "| age | oracle |" in table and "ceiling" in table
+    assert "| age | oracle |" in table and "perfect edit" in table
 
 
 def test_sampled_faces_have_no_oracle():
