@@ -25,7 +25,7 @@ SETTLE = 8  # extra steps after reaching the target, to move into the middle of 
 STALL = 10  # steps without progress before an edit is called unreachable
 MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
 JUMPS = (1.0, 1.25, 1.5, 0.75)  # whole field steps tried from the furthest frame when walking in substeps fails
-OFFSET_JUMPS = (1.0, 0.75, 1.25)  # then, on a backend that has them, jumps straight to the target degree
+OFFSET_JUMPS = (1.0, 0.75, 1.25)  # tried before them: jumps by the degree offsets straight to the target degree
 MAX_JUMPS = 4  # frames tried from, per edit
 
 
@@ -230,15 +230,15 @@ def walk(
 
 def _jump(backend: WalkBackend, method: Method, a: int, frames: list[Frame], sign: float, goal: int,
           distance_limit: float, tried: set[int]) -> Frame | None:
-    """A whole field step from the frame that reads most clearly the degree furthest towards the
-    goal (not past it), landing on a degree nearer the goal without passing it, or None.
+    """A jump from the frame that reads most clearly the degree furthest towards the goal (not
+    past it), landing on a degree nearer the goal without passing it, or None.
 
     A degree scale need not be a line in the face's look: eyeglasses go thick frame (3), thin-frame
-    sunglasses (4), thick-frame sunglasses (5), so the way between 3 and 4 looks like 5. The field's
-    one-degree step crosses such a gap where its small substeps read the wrong degree. Where even
-    that lands wrong, a field walk tries the backend's degree offsets, when it has them: the
-    average change from the anchor's degree straight to the goal (the linear baseline does not,
-    so it stays one direction per attribute)."""
+    sunglasses (4), thick-frame sunglasses (5), so the way between 3 and 4 looks like 5, and small
+    field steps read the wrong degree there. A field walk first tries the backend's degree offsets,
+    when it has them: the average change from the anchor's degree straight to the goal (the linear
+    baseline does not, so it stays one direction per attribute). Then whole steps of the field,
+    which cross such a gap where its substeps cannot."""
     attribute = backend.attributes[a]
     on_path = [f for f in frames if sign * (f.degrees[attribute] - goal) < 0]
     anchor = max(on_path, key=lambda f: (sign * f.degrees[attribute], -abs(f.expected[attribute] - f.degrees[attribute])))
@@ -247,12 +247,11 @@ def _jump(backend: WalkBackend, method: Method, a: int, frames: list[Frame], sig
     tried.add(anchor.step)
 
     def changes():
-        step = backend.step(method, a, anchor.latent, int(sign))
-        yield from (k * step for k in JUMPS)
-        # the field's whole step lands no nearer: jump by where the goal degree sits on average
-        if method == "field" and hasattr(backend, "degree_offset"):
+        if method == "field" and hasattr(backend, "degree_offset"):  # where the goal degree sits on average
             offset = backend.degree_offset(a, anchor.latent, anchor.degrees[attribute], goal)
             yield from (k * offset for k in OFFSET_JUMPS)
+        step = backend.step(method, a, anchor.latent, int(sign))
+        yield from (k * step for k in JUMPS)
 
     for change in changes():
         candidate = anchor.latent + change
