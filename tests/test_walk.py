@@ -189,3 +189,92 @@ def test_jumps_give_up_where_the_field_ends():
     result = edit(GapBackend(wall=3.2), state(1.0), "smiling", target=5)  # the field ends before the gap
     assert result.reason == "unreachable" and result.degrees["smiling"] == 3
     assert result.steps < 64
+
+
+class DriftBackend(LineBackend):
+    """``LineBackend`` whose field for one attribute drags the other along (0.3 of a degree per
+    degree), as an age field that also greys bangs: what the walk must hold against."""
+
+    def step(self, method, attribute, w, direction):
+        out = super().step(method, attribute, w, direction)
+        if method == "field":
+            out[:, 1 - attribute] = 0.3 * direction
+        return out
+
+
+def test_a_field_walk_holds_the_other_attributes_its_field_drags():
+    result = edit(DriftBackend(), state(1.0, age=2.0), "smiling", target=4)
+    assert result.reached and result.degrees["smiling"] == 4
+    assert result.degrees["age"] == 2  # dragged 0.9 of a degree unheld
+    assert all(abs(f.expected["age"] - 2.0) < 0.5 for f in result.frames)
+    linear = edit(DriftBackend(), state(1.0, age=2.0), "smiling", target=4, method="linear")
+    assert linear.reached and linear.degrees["age"] == 3  # the baseline holds nothing
+
+
+class DriftingOffsetBackend(OffsetBackend):
+    """``OffsetBackend`` whose degree offsets for smiling also move age a degree per degree: the
+    average change between two smile degrees, confounded, lands on another age."""
+
+    def degree_offset(self, attribute, w, from_degree, to_degree):
+        out = super().degree_offset(attribute, w, from_degree, to_degree)
+        if attribute == 0:
+            out[:, 1] = 0.5 * (to_degree - from_degree)
+        return out
+
+
+def test_an_attribute_a_jump_changed_is_put_back_by_its_degree_offsets():
+    result = edit(DriftingOffsetBackend(wall=3.2), state(1.0, age=2.0), "smiling", target=5)
+    assert result.reached and result.degrees["smiling"] == 5
+    assert any(f.degrees["age"] == 3 for f in result.frames)  # the jump landed a degree older
+    assert result.degrees["age"] == 2
+
+
+@dataclass
+class ProbReading:
+    degrees: torch.Tensor
+    expected: torch.Tensor
+    probs: torch.Tensor
+
+
+class ProbBackend(LineBackend):
+    """A predictor with a distribution over degrees, whose reading of a degree is clearest ``skew``
+    above its middle (with a skew, the expected degree and the probability of the degree read
+    disagree about where a degree is best shown)."""
+
+    def __init__(self, skew: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.skew = skew
+
+    def predict(self, image):
+        line = super().predict(image)
+        v = line.expected
+        clear = 0.55 + 0.45 * torch.exp(-(((v - line.degrees - self.skew) / 0.15) ** 2))
+        probs = torch.zeros(*v.shape, 6)
+        probs.scatter_(-1, line.degrees[..., None], clear[..., None])
+        neighbour = (line.degrees + torch.where(v >= line.degrees, 1, -1)).clamp(0, 5)
+        probs.scatter_add_(-1, neighbour[..., None], (1 - clear)[..., None])
+        return ProbReading(line.degrees, v, probs)
+
+
+def test_the_walk_settles_where_the_target_degree_is_read_most_clearly():
+    result = edit(ProbBackend(skew=0.3), state(1.0), "smiling", target=3)
+    assert result.reached and result.degrees["smiling"] == 3
+    chosen = result.frames[result.chosen]
+    assert 3.15 <= float(result.latent[0, 0]) <= 3.45  # not the middle by the expected degree, 3.0
+    at_target = [f for f in result.frames if f.degrees["smiling"] == 3]
+    assert chosen.certainty["smiling"] == max(f.certainty["smiling"] for f in at_target)
+
+
+class NudgeBackend(ProbBackend):
+    """``ProbBackend`` with exact degree offsets."""
+
+    degree_offset = OffsetBackend.degree_offset
+
+
+def test_a_target_read_unclearly_where_the_field_ends_is_nudged_to_the_middle_of_the_degree():
+    result = edit(NudgeBackend(wall=2.6), state(1.0), "smiling", target=3)  # reads 3 from 2.5, unclearly
+    assert result.reached and result.degrees["smiling"] == 3
+    assert abs(float(result.latent[0, 0]) - 3.0) < 0.1 and result.frames[result.chosen].certainty["smiling"] > 0.95
+    assert result.degrees["age"] == 2
+    linear = edit(NudgeBackend(wall=2.6), state(1.0), "smiling", target=3, method="linear")
+    assert linear.reached and float(linear.latent[0, 0]) <= 2.6  # the baseline takes no nudge

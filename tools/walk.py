@@ -3,8 +3,10 @@
 ``walk`` resolves a request (a target degree, or a change of ±n degrees) against what the
 attribute predictor reads now, then steps the latent code along the backend's field for that
 attribute, re-reading the predictor after every step, and settles on the frame that reads the
-target degree most clearly. It yields every frame as it goes, so a UI can show the edit forming,
-and returns an ``EditResult``; it never raises for an edit that cannot be made, but says why.
+target degree most clearly. A field walk also holds the other attributes where they started
+(their own field steps back, added to each step, and a repair at the end). It yields every frame
+as it goes, so a UI can show the edit forming, and returns an ``EditResult``; it never raises
+for an edit that cannot be made, but says why.
 
 The walk is backend-neutral: a backend supplies ``generate``, ``predict``, ``identity``,
 ``step`` (one degree's worth of change up or down for an attribute at a point, by ``method``) and
@@ -22,6 +24,10 @@ Method = Literal["field", "linear"]
 Reason = Literal["already_at_target", "unreachable", "max_steps"]
 SUBSTEPS = 8  # walk steps per degree of change
 SETTLE = 8  # extra steps after reaching the target, to move into the middle of the degree (4: 1-4 points less exact)
+CLEAR = 0.95  # a frame reading the target degree this clearly (its probability) ends the walk
+HOLD_FROM, HOLD_GAIN = 0.25, 2.0  # field walks hold other attributes drifting further than this, this hard
+REPAIRS = 2  # after the walk, moves putting back other attributes read off their start, at most
+NUDGE_ROUNDS = 3  # then moves towards the middle of an unclearly read target degree, at most
 STALL = 10  # steps without progress before an edit is called unreachable
 MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
 JUMPS = (1.0, 1.25, 1.5, 0.75)  # whole field steps tried from the furthest frame when walking in substeps fails
@@ -87,6 +93,7 @@ class Frame:
     image: torch.Tensor  # (3, H, W) in [0, 1]
     degrees: dict[str, int]
     expected: dict[str, float]
+    certainty: dict[str, float]  # how clearly the read degree is read: its probability, when the reading has one
 
 
 @dataclass(frozen=True)
@@ -123,12 +130,19 @@ def _frame(backend: WalkBackend, step: int, w: torch.Tensor, on_preview=None) ->
     image = backend.generate(w, on_preview=on_preview) if streams else backend.generate(w)
     reading = backend.predict(image)
     names = backend.attributes
+    degrees = reading.degrees[0]
+    probs = getattr(reading, "probs", None)
+    if probs is not None:
+        certainty = probs[0].gather(-1, degrees[:, None].to(probs.device))[:, 0]
+    else:  # a reading without a distribution: how near the expected degree is to the one read
+        certainty = 1 - (reading.expected[0] - degrees).abs()
     return Frame(
         step=step,
         latent=w,
         image=image[0],
-        degrees={n: int(reading.degrees[0, i]) for i, n in enumerate(names)},
+        degrees={n: int(degrees[i]) for i, n in enumerate(names)},
         expected={n: float(reading.expected[0, i]) for i, n in enumerate(names)},
+        certainty={n: float(certainty[i]) for i, n in enumerate(names)},
     )
 
 
@@ -176,8 +190,9 @@ def walk(
     best: Frame | None = None
     progress, stalled, settling = -float("inf"), 0, 0
     tried: set[int] = set()  # frames a whole field step was tried from
+    last = start  # the frame drawn at ``w``
     while len(frames) - 1 < max_steps:
-        candidate = w + scale * backend.step(method, a, w, int(sign))
+        candidate = w + scale * (backend.step(method, a, w, int(sign)) + _hold(backend, method, a, w, start, last))
         frame = _frame(backend, len(frames), candidate, on_preview)
         overshoot = sign * (frame.degrees[attribute] - goal) > 0
         if overshoot and best is None and scale > 1 / (substeps * 8):
@@ -186,14 +201,14 @@ def walk(
         if not overshoot or best is not None:
             frames.append(frame)
             yield frame
-            w = candidate
-        gap = abs(frame.expected[attribute] - goal)
+            w, last = candidate, frame
         if frame.degrees[attribute] == goal:
-            if best is None or gap < abs(best.expected[attribute] - goal):
+            clarity = frame.certainty[attribute]
+            if best is None or clarity > best.certainty[attribute]:
                 best, settling = frame, 0
             else:
                 settling += 1
-            if settling >= 2 or gap < 0.05 or len(frames) - 1 - best.step >= SETTLE * substeps // SUBSTEPS:
+            if settling >= 2 or clarity > CLEAR or len(frames) - 1 - best.step >= SETTLE * substeps // SUBSTEPS:
                 break
             continue
         if best is not None:
@@ -216,7 +231,8 @@ def walk(
             if landed is not None:
                 frames.append(landed)
                 yield landed
-                w, scale, stalled, progress = landed.latent, 1.0 / substeps, 0, sign * landed.expected[attribute]
+                w, last, scale, stalled = landed.latent, landed, 1.0 / substeps, 0
+                progress = sign * landed.expected[attribute]
                 if landed.degrees[attribute] == goal:
                     best, settling = landed, 0
                 continue
@@ -224,6 +240,7 @@ def walk(
             return finish(_closest(frames, attribute, goal, current), False, "unreachable")
 
     if best is not None:
+        best = yield from _refine(backend, method, a, frames, start, best)
         return finish(best, True, None)
     return finish(_closest(frames, attribute, goal, current), False, "max_steps")
 
@@ -262,6 +279,83 @@ def _jump(backend: WalkBackend, method: Method, a: int, frames: list[Frame], sig
         if moved > 0 and sign * (frame.degrees[attribute] - goal) <= 0:
             return frame
     return None
+
+
+def _hold(backend: WalkBackend, method: Method, a: int, w: torch.Tensor, start: Frame, last: Frame) -> torch.Tensor:
+    """What a field walk adds to each step to hold the other attributes: for each one the last frame
+    reads more than ``HOLD_FROM`` of a degree off its start, its own field step back, in proportion
+    to the drift (up to a degree). Zero for the linear baseline, which stays one direction.
+
+    Fields are trained to keep the other attributes, but only on average: on the built-in backend
+    an age walk still moved the steering predictor's reading of bangs in a third of its edits."""
+    change = torch.zeros_like(w)
+    if method != "field":
+        return change
+    for b, name in enumerate(backend.attributes):
+        drift = last.expected[name] - start.expected[name]
+        if b != a and abs(drift) > HOLD_FROM:
+            change = change + HOLD_GAIN * min(abs(drift), 1.0) * backend.step(method, b, w, -1 if drift > 0 else 1)
+    return change
+
+
+def _refine(backend: WalkBackend, method: Method, a: int, frames: list[Frame], start: Frame,
+            best: Frame) -> Iterator[Frame]:
+    """After a field walk reached its target, on a backend with degree offsets: puts back the other
+    attributes the chosen frame reads off their start, then nudges towards the middle of the target
+    degree while it is read unclearly. Each move is tried whole and half, and kept only if it still
+    reads the target degree and is better (fewer attributes off; a clearer reading, none more off);
+    returns the frame kept last.
+
+    - The repair moves each attribute that is off by its degree offset back to its start degree.
+    - The nudge moves by where the target degree sits on average less where the expected reading
+      sits (between two degrees, interpolated). A degree read at 50% is one an independent reader
+      often reads as a neighbour: on the built-in backend most edits graded a degree off had
+      stopped at such frames."""
+    if method != "field" or not hasattr(backend, "degree_offset"):
+        return best
+    attribute, names = backend.attributes[a], backend.attributes
+    goal = best.degrees[attribute]
+
+    def off(frame: Frame) -> list[int]:
+        return [b for b, n in enumerate(names) if b != a and frame.degrees[n] != start.degrees[n]]
+
+    def repair(frame: Frame) -> torch.Tensor | None:
+        wrong = off(frame)
+        if not wrong:
+            return None
+        return sum(backend.degree_offset(b, frame.latent, frame.degrees[names[b]], start.degrees[names[b]])
+                   for b in wrong)
+
+    def nudge(frame: Frame) -> torch.Tensor | None:
+        if frame.certainty[attribute] > CLEAR:
+            return None
+        e = min(max(frame.expected[attribute], 0.0), 5.0)
+        low = int(e)
+        high, frac = min(low + 1, 5), e - low
+        return (1 - frac) * backend.degree_offset(a, frame.latent, low, goal) + \
+            frac * backend.degree_offset(a, frame.latent, high, goal)
+
+    def repaired(frame: Frame, than: Frame) -> bool:
+        return len(off(frame)) < len(off(than))
+
+    def clearer(frame: Frame, than: Frame) -> bool:
+        return frame.certainty[attribute] > than.certainty[attribute] and len(off(frame)) <= len(off(than))
+
+    for move, better, rounds in ((repair, repaired, REPAIRS), (nudge, clearer, NUDGE_ROUNDS)):
+        for _ in range(rounds):
+            change = move(best)
+            if change is None:
+                break
+            for k in (1.0, 0.5):
+                frame = _frame(backend, len(frames), best.latent + k * change)
+                frames.append(frame)
+                yield frame
+                if frame.degrees[attribute] == goal and better(frame, best):
+                    best = frame
+                    break
+            else:
+                break  # neither whole nor half helped
+    return best
 
 
 def _closest(frames: list[Frame], attribute: str, goal: int, start: int) -> Frame:
