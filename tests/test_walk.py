@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from chatedit.tools.walk import FaceState, edit, resolve_target, walk
+from chatedit.tools.walk import FaceState, PredictorReading, edit, resolve_target, walk
 
 
 @dataclass
@@ -229,13 +229,6 @@ def test_an_attribute_a_jump_changed_is_put_back_by_its_degree_offsets():
     assert result.degrees["age"] == 2
 
 
-@dataclass
-class ProbReading:
-    degrees: torch.Tensor
-    expected: torch.Tensor
-    probs: torch.Tensor
-
-
 class ProbBackend(LineBackend):
     """A predictor with a distribution over degrees, whose reading of a degree is clearest ``skew``
     above its middle (with a skew, the expected degree and the probability of the degree read
@@ -253,7 +246,7 @@ class ProbBackend(LineBackend):
         probs.scatter_(-1, line.degrees[..., None], clear[..., None])
         neighbour = (line.degrees + torch.where(v >= line.degrees, 1, -1)).clamp(0, 5)
         probs.scatter_add_(-1, neighbour[..., None], (1 - clear)[..., None])
-        return ProbReading(line.degrees, v, probs)
+        return PredictorReading(line.degrees, v, probs)
 
 
 def test_the_walk_settles_where_the_target_degree_is_read_most_clearly():

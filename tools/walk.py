@@ -23,7 +23,7 @@ import torch
 Method = Literal["field", "linear"]
 Reason = Literal["already_at_target", "unreachable", "max_steps"]
 SUBSTEPS = 8  # walk steps per degree of change
-SETTLE = 8  # extra steps after reaching the target, to move into the middle of the degree (4: 1-4 points less exact)
+SETTLE = 8  # extra steps after reaching the target, while its reading grows clearer (4: 1-4 points less exact)
 CLEAR = 0.95  # a frame reading the target degree this clearly (its probability) ends the walk
 HOLD_FROM, HOLD_GAIN = 0.25, 2.0  # field walks hold other attributes drifting further than this, this hard
 REPAIRS = 2  # after the walk, moves putting back other attributes read off their start, at most
@@ -66,7 +66,8 @@ class WalkBackend(Protocol):
     ``SUBSTEPS``; a backend whose every step is a whole denoising pass takes fewer, larger ones),
     ``previews = True`` for a ``generate`` that takes ``on_preview`` (images drawn on the way
     to one frame), and ``degree_offset(attribute, w, from_degree, to_degree)``: the average latent
-    change between two degrees, which field walks try when the field's own steps cannot get on."""
+    change between two degrees, which field walks jump by when the field's own steps cannot get on,
+    and move by at the end to put back other attributes and reach the middle of the target degree."""
 
     attributes: tuple[str, ...]
 
