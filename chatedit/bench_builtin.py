@@ -49,7 +49,8 @@ def _per_attribute(hits: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _batched(fn, images: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+def batched(fn, images: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """``fn`` over ``images`` in chunks, the results concatenated: a large set without its activations at once."""
     return torch.cat([fn(images[s : s + chunk]) for s in range(0, len(images), chunk)])
 
 
@@ -61,22 +62,22 @@ def run(backend: BuiltinBackend, people: int = 300, variants: int = 4, refine: i
     models = backend.models
 
     # 1. reconstruction
-    codes = _batched(models.encoder, images)
-    recon = _batched(models.generator, codes)
+    codes = batched(models.encoder, images)
+    recon = batched(models.generator, codes)
     psnr = -10 * torch.log10(((recon - images) ** 2).mean(dim=(1, 2, 3)))
     refined = backend.generate(backend.encode(images[:refine], refine_steps=refine_steps))
     psnr_refined = -10 * torch.log10(((refined - images[:refine]) ** 2).mean(dim=(1, 2, 3)))
 
     # 2. steering predictor on renders
-    predicted = _batched(lambda x: models.predictor(x).argmax(-1), images)
+    predicted = batched(lambda x: models.predictor(x).argmax(-1), images)
     error = (predicted - labels).abs()
 
     # 3. evaluation predictor on reconstructions
-    eval_on_recon = _batched(lambda x: models.eval_predictor(x).argmax(-1), recon)
-    eval_on_render = _batched(lambda x: models.eval_predictor(x).argmax(-1), images)
+    eval_on_recon = batched(lambda x: models.eval_predictor(x).argmax(-1), recon)
+    eval_on_render = batched(lambda x: models.eval_predictor(x).argmax(-1), images)
 
     # 4. identity verification: every same-person pair against every different-person pair
-    emb = _batched(models.identity, images)
+    emb = batched(models.identity, images)
     sim = emb @ emb.T
     same = data.person[:, None] == data.person[None, :]
     upper = torch.triu(torch.ones_like(same), diagonal=1)

@@ -12,8 +12,9 @@ def test_the_oracle_grades_the_same_jobs_with_the_world_re_rendered_at_the_targe
     bench = bench_edit.builtin_faces(backend, 6)
     result = bench_edit.run(backend, faces=6, timing_edits=2, bench=bench)
     names = attribute_names()
-    for name in names:
-        assert result["oracle"][name]["edits"] == result["field"][name]["edits"] > 0
+    for name in names:  # every attribute gets as many edits as faces asked for, beard from spare faces
+        assert result["oracle"][name]["edits"] == result["field"][name]["edits"] == 6
+    assert result["faces_drawn"] > 6
     # the oracle is the same person at the target: the steering predictor reads the target there,
     # and identity is kept better than any walk keeps it on average
     hits = total = 0
