@@ -102,12 +102,14 @@ def _llm(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from chatedit.tools.builtin.loading import WEIGHTS_DIR
-    from chatedit.tools.builtin.train import TrainConfig, train_builtin, train_fields_only
+    from chatedit.tools.builtin.train import TrainConfig, train_builtin, train_fields_only, train_second_predictor_only
 
     cfg = TrainConfig.quick(seed=args.seed) if args.quick else TrainConfig(seed=args.seed)
     out = args.out or WEIGHTS_DIR
     if args.what == "field":
         times = train_fields_only(args.weights or WEIGHTS_DIR, out, cfg)
+    elif args.what == "second-predictor":
+        times = train_second_predictor_only(args.weights or WEIGHTS_DIR, out, cfg)
     else:
         times = train_builtin(out, cfg)
     print(json.dumps({"out": str(out), "seconds": times, "total_seconds": round(sum(times.values()), 1)}))
@@ -308,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     _add_weights(t)
     t.set_defaults(func=cmd_train)
+    t = tsub.add_parser("second-predictor", help="the second steering predictor, over an existing autoencoder")
+    t.add_argument("--quick", action="store_true", help="a few steps, for smoke tests")
+    t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
+    t.add_argument("--seed", type=int, default=0)
+    _add_weights(t)
+    t.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks that print numbers (markdown, or JSON with --json)")
     bsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -319,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("edit", help="field walks against the linear baseline, graded by the evaluation predictor")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    b.add_argument("--faces", type=int, default=200, help="held-out faces (each edited once per attribute)")
+    b.add_argument("--faces", type=int, default=200, help="edits per attribute, each of another held-out face (an attribute some "
+                   "faces cannot change, as beard on women, takes further faces)")
     b.add_argument("--backend", default="builtin",
                    help="builtin, or stylegan2 (with --weights: Talk-to-Edit's folder, eval_predictor.pth.tar included)")
     _add_weights(b)

@@ -47,6 +47,17 @@ def test_predictor_reads_degrees_of_fresh_renders(backend):
     assert exact > 0.85 and within > 0.97
 
 
+def test_edits_are_steered_by_two_predictors_that_each_read_renders(backend):
+    data = render_set(24, 2, seed=777_003)
+    images = data.images.float() / 255
+    models = backend.models
+    probs = [model(images).softmax(-1) for model in (models.predictor, models.second_predictor)]
+    for p in probs:  # each one is a reader in its own right
+        assert (p.argmax(-1) == data.degrees()).float().mean().item() > 0.85
+    assert (probs[0] - probs[1]).abs().max() > 0.1  # two readers, not one twice
+    assert torch.allclose(backend.predict(images).probs, (probs[0] + probs[1]) / 2, atol=1e-6)
+
+
 def test_identity_separates_people_across_attribute_changes(backend):
     data = render_set(20, 3, seed=777_003)
     emb = backend.identity(data.images.float() / 255)

@@ -8,7 +8,7 @@ import pytest
 
 from chatedit import cli
 
-SUBCOMMANDS = [["chat"], ["train", "builtin"], ["train", "field"], ["bench", "builtin"], ["bench", "edit"], ["bench", "parse"], ["sheet"], ["serve"], ["replay"], ["parse"], ["train"], ["bench"]]
+SUBCOMMANDS = [["chat"], ["train", "builtin"], ["train", "field"], ["train", "second-predictor"], ["bench", "builtin"], ["bench", "edit"], ["bench", "parse"], ["sheet"], ["serve"], ["replay"], ["parse"], ["train"], ["bench"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w))

@@ -56,7 +56,10 @@ class PredictorReading:
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor) -> "PredictorReading":
-        probs = logits.softmax(-1)
+        return cls.from_probs(logits.softmax(-1))
+
+    @classmethod
+    def from_probs(cls, probs: torch.Tensor) -> "PredictorReading":
         expected = (probs * torch.arange(probs.shape[-1], device=probs.device)).sum(-1)
         return cls(probs.argmax(-1), expected, probs)
 

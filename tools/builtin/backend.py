@@ -90,7 +90,17 @@ class BuiltinBackend:
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> PredictorReading:
-        return PredictorReading.from_logits(self.models.predictor(image.to(self.device)))
+        """What the two steering predictors read, their probabilities averaged.
+
+        A walk stops where its reader says the target degree is, so it finds the reader's blind
+        spots: frames one predictor reads as the target and others do not. Two predictors of
+        other widths, seeds and training seldom share them. With the second one, edits graded by
+        the independent evaluation predictor landed exactly about 2 points more often on average
+        over two 200-face sets (age most: 88.5% → 91.5% and 86.0% → 94.5%).
+        """
+        image = image.to(self.device)
+        probs = self.models.predictor(image).softmax(-1) + self.models.second_predictor(image).softmax(-1)
+        return PredictorReading.from_probs(probs / 2)
 
     @torch.no_grad()
     def identity(self, image: torch.Tensor) -> torch.Tensor:

@@ -29,11 +29,12 @@ MODEL_CLASSES = {
     cls.__name__: cls
     for cls in (Encoder, Generator, AttributePredictor, IdentityEncoder, LatentField, LinearDirections, DegreeOffsets)
 }
-# file name → what it is; all five make up the built-in backend
+# file name → what it is; all six make up the built-in backend
 MODEL_FILES = {
     "encoder": "encoder.safetensors",
     "generator": "generator.safetensors",
     "predictor": "predictor.safetensors",
+    "second_predictor": "second_predictor.safetensors",
     "eval_predictor": "eval_predictor.safetensors",
     "identity": "identity.safetensors",
 }
@@ -72,8 +73,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn
 class BuiltinModels:
     encoder: Encoder
     generator: Generator
-    predictor: AttributePredictor
-    eval_predictor: AttributePredictor
+    predictor: AttributePredictor  # steers edits (and trains the fields)
+    second_predictor: AttributePredictor  # steers edits with it: walks read the mean of the two
+    eval_predictor: AttributePredictor  # grades edits in benchmarks, never steers
     identity: IdentityEncoder
     linear: LinearDirections
     offsets: DegreeOffsets

@@ -10,7 +10,9 @@ The recipe, in order:
    benchmarks never grade an edit with the model that steered it (it reads renders and
    reconstructions, as its job is grading generated faces);
 6. train the identity encoder I with a supervised contrastive loss over variants of each person;
-7. fit the linear baseline and the degree offsets, and train the semantic fields (``fields.py``).
+7. train a second, narrower steering predictor with another seed and blur/noise augmentation
+   (walks read the mean of the two steering predictors; the fields train against P alone);
+8. fit the linear baseline and the degree offsets, and train the semantic fields (``fields.py``).
 Step counts are fixed (not timed), so a run is reproducible for its seed.
 """
 
@@ -28,7 +30,7 @@ from tqdm import tqdm
 
 from .data import RenderSet, render_set, to_uint8
 from .fields import FieldConfig, train_all_fields
-from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, save_model
+from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, load_model, save_model
 from .models import AttributePredictor, Encoder, Generator, IdentityEncoder
 from .renderer import landmarks
 
@@ -45,6 +47,7 @@ class TrainConfig:
     ae_batch: int = 32
     ae_lr: float = 1e-3
     predictor_steps: int = 700
+    second_predictor_steps: int = 1400  # the second steering predictor: a third of P's compute per image
     eval_predictor_steps: int = 1400  # the grader: a smaller network, trained longer (700: smiling 88% → 93%)
     identity_steps: int = 500
     field_steps: int = 120
@@ -57,7 +60,8 @@ class TrainConfig:
     @classmethod
     def quick(cls, **overrides) -> "TrainConfig":
         """A few minutes end to end: for smoke tests, not for shipping."""
-        return replace(cls(people=120, variants=4, ae_steps=60, predictor_steps=40, eval_predictor_steps=40,
+        return replace(cls(people=120, variants=4, ae_steps=60, predictor_steps=40, second_predictor_steps=40,
+                           eval_predictor_steps=40,
                            identity_steps=30, field_steps=4,
                            field_pairs=40, field_fit_steps=20), **overrides)
 
@@ -179,7 +183,7 @@ def reconstruct_all(encoder: Encoder, generator: Generator, data: RenderSet, chu
     return out
 
 
-# --------------------------------------------------------------------------- 4-5. predictors
+# --------------------------------------------------------------------------- 4, 5, 7. predictors
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
@@ -229,6 +233,13 @@ def train_predictor(
         if step % 50 == 0:
             bar.set_postfix(ce=f"{ce.item():.3f}")
     return model.eval().requires_grad_(False)
+
+
+def train_second_predictor(data: RenderSet, cfg: TrainConfig, reconstructions: torch.Tensor | None) -> AttributePredictor:
+    """The second steering predictor: narrower than P (a third of its compute), another seed, and
+    trained on softened, noisy images, so its blind spots are not P's."""
+    return train_predictor(data, cfg, reconstructions, AttributePredictor(channels=(32, 64, 128)), seed=cfg.seed + 21,
+                           augment=True, name="second predictor", steps=cfg.second_predictor_steps)
 
 
 # --------------------------------------------------------------------------- 6. identity
@@ -307,7 +318,10 @@ def train_builtin(out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
     identity = train_identity(data, cfg, recon)
     save_model(identity, out_dir / MODEL_FILES["identity"])
     lap("identity")
-    # 7. semantic fields, the linear baseline and the degree offsets
+    # 7. the second steering predictor: last of the models, so the stages before it start as they did without it
+    save_model(train_second_predictor(data, cfg, recon), out_dir / MODEL_FILES["second_predictor"])
+    lap("second_predictor")
+    # 8. semantic fields, the linear baseline and the degree offsets
     #    (field_steps=0 leaves them to `chatedit train field`)
     if cfg.field_steps <= 0:
         return times
@@ -329,11 +343,20 @@ def save_fields(out_dir: Path, linear, fields, offsets) -> None:
         save_model(field, Path(out_dir) / FIELD_FILE.format(name=name))
 
 
+def train_second_predictor_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
+    """``chatedit train second-predictor``: the second steering predictor over existing E and G,
+    from the renders and reconstructions a full run uses."""
+    start = time.perf_counter()
+    encoder, generator = (load_model(Path(weights_dir) / MODEL_FILES[k]) for k in ("encoder", "generator"))
+    data = render_set(cfg.people, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
+    model = train_second_predictor(data, cfg, reconstruct_all(encoder, generator, data))
+    save_model(model, Path(out_dir) / MODEL_FILES["second_predictor"])
+    return {"second_predictor": round(time.perf_counter() - start, 1)}
+
+
 def train_fields_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
     """``chatedit train field``: fields, linear baseline and degree offsets over existing E, G, P and
     I, from the renders a full run uses (so, over the shipped models, the fields a full run would train)."""
-    from .loading import load_model
-
     start = time.perf_counter()
     models = {k: load_model(Path(weights_dir) / f) for k, f in MODEL_FILES.items()}
     data = render_set(cfg.people, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
