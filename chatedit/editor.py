@@ -143,7 +143,9 @@ class Editor:
         if not state.has_face:
             return Outcome(self.feedback.say("no_face"), False, None)
         state.question = None
-        return Outcome(self.feedback.describe(state.current.degrees), False, None)
+        text = self.feedback.describe(state.current.degrees)
+        history = self.feedback.since_original(state.original.degrees, state.current.degrees)
+        return Outcome(f"{text} {history}" if history else text, False, None)
 
     # ----------------------------------------------------------------- history
 

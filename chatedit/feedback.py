@@ -35,6 +35,16 @@ class Feedback:
     def describe(self, degrees: dict[str, int]) -> str:
         return self.say("describe", list=_listed([self.state(n, degrees[n]) for n in attribute_names() if n in degrees]))
 
+    def since_original(self, original: dict[str, int], now: dict[str, int]) -> str:
+        """What differs from the face as it started, or "" when nothing does: "Since the original face,
+        I changed the bangs and smile: in the original they have no bangs and are laughing."
+        """
+        changed = [n for n in attribute_names() if n in now and original.get(n) != now[n]]
+        if not changed:
+            return ""
+        return self.say("since_original", nouns=_listed([self.attribute(n)["noun"] for n in changed]),
+                        before=_listed([self.state(n, original[n]) for n in changed]))
+
     def changes(self, before: dict[str, int], after: dict[str, int]) -> str:
         """Clauses for the attributes whose degree differs: "wear rimless glasses and have a faint smile"."""
         return _listed([self.state(n, after[n]) for n in attribute_names() if before.get(n) != after.get(n)])

@@ -113,6 +113,9 @@ REQUESTS = [
     ("undo", [{"name": "undo", "args": {"steps": 1}}]),
     ("undo the last two", [{"name": "undo", "args": {"steps": 2}}]),
     ("undo the last 3 changes", [{"name": "undo", "args": {"steps": 3}}]),
+    ("go back two steps", [{"name": "undo", "args": {"steps": 2}}]),
+    ("two steps back please", [{"name": "undo", "args": {"steps": 2}}]),
+    ("revert the last two changes", [{"name": "undo", "args": {"steps": 2}}]),
     ("can you redo that", [{"name": "redo", "args": {"steps": 1}}]),
     ("start over", [{"name": "reset", "args": {}}]),
     ("back to the original please", [{"name": "reset", "args": {}}]),
@@ -122,6 +125,9 @@ REQUESTS = [
     ("describe the face", [{"name": "describe", "args": {}}]),
     ("how old does she look?", [{"name": "describe", "args": {}}]),
     ("is he smiling?", [{"name": "describe", "args": {}}]),
+    ("what have you changed so far?", [{"name": "describe", "args": {}}]),
+    ("list the edits", [{"name": "describe", "args": {}}]),
+    ("give him a grin from ear to ear", [edit("smiling", target=4)]),   # an idiom, not the ears
 ]
 
 
