@@ -55,7 +55,8 @@ class Intent:
 
 # --------------------------------------------------------------------------- commands and answers
 
-_COMMAND_ORDER = ("reset", "undo", "redo", "new_face", "describe")
+# a new face first: "start again with someone else" asks for another person, not the original
+_COMMAND_ORDER = ("new_face", "reset", "undo", "redo", "describe")
 
 
 def _number(words: list[str], vocab: Vocabulary, limit: int) -> int | None:

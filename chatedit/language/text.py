@@ -91,10 +91,18 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 value, i = value + vocab.numbers[nxt], i + 1   # "forty five"
                 nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
             after = tokens[i + 2] if i + 2 < len(tokens) else ""
-            relative = (out and out[-1] in vocab.age_change_before) or after in vocab.relative_years
+            taken = bool(out) and out[-1] in vocab.years_off and after == "off"   # "take 10 years off"
+            relative = (out and out[-1] in vocab.age_change_before) or after in vocab.relative_years or taken
             if value is not None and nxt in vocab.age_after and relative:
+                # "add 20 years", "5 years younger": a change, not an age; "add"/"take ... off" say which way
+                if out and out[-1] in vocab.age_change_before - {"by"}:
+                    out[-1] = "older"
+                elif taken:
+                    out[-1] = "younger"
+                    i += 1   # "off"
+                out.append(f"years:{value}")
                 i += 2
-                continue   # "add 20 years", "5 years younger": a change, not an age
+                continue
             if value is not None and (nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
                 years = value
             if years is not None and nxt in vocab.age_after:
@@ -170,6 +178,11 @@ def scan(words: list[str], vocab: Vocabulary) -> list[Span]:
     longest = max(map(len, vocab.lexicon))
     spans, i = [], 0
     while i < len(words):
+        if words[i].startswith("years:"):   # a change of so many years: an amount of degrees, at least one
+            amount = max(1, round(int(words[i][6:]) / vocab.years_per_degree))
+            spans.append(Span((words[i],), (Role("intensity", value=min(amount, MAX_DEGREE)),)))
+            i += 1
+            continue
         if words[i].startswith("age:"):
             years = int(words[i][4:])
             degree = next((d for lo, hi, d in vocab.age_years if lo <= years <= hi), MAX_DEGREE)

@@ -42,6 +42,8 @@ class Vocabulary:
     age_before: frozenset[str]
     age_after: frozenset[str]
     age_change_before: frozenset[str]
+    years_off: frozenset[str]   # "take 10 years off": verbs that make a number of years younger
+    years_per_degree: float   # "10 years younger": degrees of change per year, at least one
     conjunctions: frozenset[str]
     contractions: dict          # {"whole": {...}, "suffixes": {...}, "is_after": [...]}
     skipped: frozenset[str]     # articles and possessives, ignored when matching phrases
@@ -118,6 +120,8 @@ def load_vocabulary() -> Vocabulary:
         age_before=frozenset(data["age_number_before"]),
         age_after=frozenset(data["age_number_after"]),
         age_change_before=frozenset(data["age_change_before"]),
+        years_per_degree=float(data["years_per_degree"]),
+        years_off=frozenset(data["years_off"]),
         conjunctions=frozenset(data["grammar"]["conjunction"]),
         add_degree=add_degree,
         generic_things=frozenset(data["out_of_scope_generic"]),
