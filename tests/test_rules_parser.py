@@ -28,6 +28,7 @@ def kinds(text, context=DialogContext()):
 SMILED = DialogContext(focus="smiling", last_change=1)
 MADE_YOUNGER = DialogContext(focus="age", last_change=-2)
 GREW_BEARD = DialogContext(focus="beard", last_change=2, degrees={"beard": 3})
+WORE_GLASSES = DialogContext(focus="eyeglasses", last_change=2, degrees={"eyeglasses": 2})
 ASKED_GLASSES = DialogContext(focus="smiling", last_change=1,
                               suggestion={"name": "edit_attribute", "args": {"attribute": "eyeglasses", "target": 2}})
 
@@ -160,6 +161,10 @@ FOLLOW_UPS = [
     ("yeah, go ahead", ASKED_GLASSES, [edit("eyeglasses", target=2)]),
     ("sure, and make her older", ASKED_GLASSES, [edit("eyeglasses", target=2), edit("age", change=2)]),
     ("no, add a beard instead", ASKED_GLASSES, [edit("beard", target=3)]),
+    ("ok", ASKED_GLASSES, [edit("eyeglasses", target=2)]),
+    ("ok and now undo everything", ASKED_GLASSES, [{"name": "reset", "args": {}}]),   # acknowledges, not a yes
+    ("no not those, darker ones", WORE_GLASSES, [edit("eyeglasses", change=2)]),     # not "no glasses"
+    ("hmm that looks weird, revert", SMILED, [{"name": "undo", "args": {"steps": 1}}]),
 ]
 
 

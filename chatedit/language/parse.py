@@ -190,9 +190,14 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
 
     # 2. a leading "yes" / "no" answers the pending suggestion
     first = [w for w in clauses[0].words if w not in vocab.skipped]
+    if len(first) > 2 and (first[0],) in vocab.answers["no"] and first[1] == "not":   # "no, not those, ..."
+        clauses[0].words = clauses[0].words[clauses[0].words.index(first[0]) + 1:]
+        first = first[:1]
+        clauses.insert(0, Clause(first))
     if _covered(first, vocab.answers["yes"]):
         clauses = clauses[1:]
-        if context.suggestion:
+        acknowledged = bool(clauses) and _covered(first, vocab.answers["acknowledge"])
+        if context.suggestion and not acknowledged:
             slots.append(_suggested(context.suggestion))
     elif _covered(first, vocab.answers["no"]):
         clauses = clauses[1:]
