@@ -26,10 +26,24 @@ class Attribute:
         return self.degrees[degree]
 
 
+@dataclass(frozen=True)
+class Limit:
+    """While ``when`` reads degree ``is_``, ``limit`` can be at most ``to`` ("children have no beards")."""
+
+    when: str
+    is_: int
+    limit: str
+    to: int
+    because: str  # finishes a sentence: "children have no beards"
+
+
+def _data() -> dict:
+    return yaml.safe_load(resources.files("chatedit.prompts").joinpath("attributes.yaml").read_text())
+
+
 @lru_cache(maxsize=1)
 def load_attributes() -> tuple[Attribute, ...]:
-    text = resources.files("chatedit.prompts").joinpath("attributes.yaml").read_text()
-    data = yaml.safe_load(text)
+    data = _data()
     attributes = []
     for entry in data["attributes"]:
         degrees = tuple(entry["degrees"])
@@ -50,3 +64,27 @@ def attribute_index(name: str) -> int:
     if name not in names:
         raise ValueError(f"unknown attribute {name!r}; known attributes are {', '.join(names)}")
     return names.index(name)
+
+
+@lru_cache(maxsize=1)
+def load_limits() -> tuple[Limit, ...]:
+    names = attribute_names()
+    limits = []
+    for entry in _data().get("limits") or []:
+        limit = Limit(entry["when"], int(entry["is"]), entry["limit"], int(entry["to"]), str(entry["because"]))
+        for name in (limit.when, limit.limit):
+            if name not in names:
+                raise ValueError(f"attributes.yaml: a limit names {name!r}, not an attribute ({', '.join(names)})")
+        if not (0 <= limit.is_ <= MAX_DEGREE and 0 <= limit.to <= MAX_DEGREE):
+            raise ValueError(f"attributes.yaml: a limit's degrees must be 0 to {MAX_DEGREE}: {entry!r}")
+        limits.append(limit)
+    return tuple(limits)
+
+
+def most_allowed(attribute: str, degrees: dict[str, int]) -> tuple[int, str | None]:
+    """The highest degree of ``attribute`` the other ``degrees`` allow, and why (None: no limit)."""
+    allowed, why = MAX_DEGREE, None
+    for limit in load_limits():
+        if limit.limit == attribute and degrees.get(limit.when) == limit.is_ and limit.to < allowed:
+            allowed, why = limit.to, limit.because
+    return allowed, why

@@ -16,10 +16,10 @@ from typing import Callable
 
 import torch
 
-from chatedit.attributes import MAX_DEGREE, attribute_names
+from chatedit.attributes import MAX_DEGREE, attribute_names, most_allowed
 from chatedit.feedback import Feedback, load_feedback
 from chatedit.state import DialogState, Entry
-from chatedit.tools.walk import BackendError, FaceState, Frame, Method, edit
+from chatedit.tools.walk import BackendError, EditResult, FaceState, Frame, Method, edit
 
 logger = logging.getLogger(__name__)
 
@@ -206,9 +206,16 @@ class Editor:
             raise EditError(f"change must be a non-zero whole number from -{MAX_DEGREE} to {MAX_DEGREE}, got {change}")
         if not state.has_face:
             raise EditError(self.feedback.say("no_face"))
+        current = state.current
+        now = current.degrees[attribute]
+        aim = target if target is not None else min(max(now + change, 0), MAX_DEGREE)
+        allowed, because = most_allowed(attribute, current.degrees)
+        if aim > max(allowed, now):  # more than this face allows ("a beard for the child")
+            state.focus, state.last_change, state.question = attribute, None, None
+            noun = self.feedback.attribute(attribute)["noun"]
+            return Outcome(self.feedback.say("edit.not_allowed", noun=noun, because=because), False, None)
 
         # 2. walk, from the face shown now, measuring identity against this face's original
-        current = state.current
         original_image = self.original_image(state)[None]
         face = FaceState(current.latent.to(self.backend.device), self.backend.identity(original_image))
         try:
@@ -219,6 +226,9 @@ class Editor:
         start, reached = result.start_degree, result.degrees[attribute]
         logger.info("edit %s %d→%d (aim %d): %s in %d steps, identity %s", attribute, start, reached,
                     result.target, result.reason or "reached", result.steps, result.identity_similarity)
+        limited = self._keep_allowed(face, result, attribute, on_frame, on_preview)
+        if limited is not None:
+            result, limited = limited
 
         # 3. keep the result when it moved the attribute towards the aim; otherwise change nothing
         state.focus = attribute
@@ -238,10 +248,34 @@ class Editor:
         sentences = [self.feedback.edit(key, attribute, reached)]
         for other in names:
             if other != attribute and result.degrees[other] != current.degrees[other]:
-                sentences.append(self.feedback.edit("side_effect", other, result.degrees[other]))
+                if limited is not None and other == limited[0]:
+                    sentences.append(self.feedback.say("edit.limited", noun=self.feedback.attribute(other)["noun"],
+                                                       because=limited[1], **{"is": self.feedback.state(other, result.degrees[other])}))
+                else:
+                    sentences.append(self.feedback.edit("side_effect", other, result.degrees[other]))
         state.question = self._question(state, attribute) if reached == result.target else None
         question = state.question.pop("say") if state.question else None
         return Outcome(" ".join(sentences), True, result.image, question)
+
+    def _keep_allowed(self, face: FaceState, result: EditResult, attribute: str, on_frame, on_preview):
+        """After an edit that lands where another attribute is more than the face allows (a child
+        with a beard), a second walk takes that one down to what is allowed, keeping the edited
+        attribute where it landed. Returns (that result, (the other attribute, why)), or None."""
+        for other in attribute_names():
+            allowed, because = most_allowed(other, result.degrees)
+            if other == attribute or result.degrees[other] <= allowed:
+                continue
+            try:
+                second = edit(self.backend, FaceState(result.latent, face.original_identity), other, target=allowed,
+                              method=self.method, max_steps=self.max_steps, on_frame=on_frame, on_preview=on_preview)
+            except BackendError as error:
+                raise EditError(str(error)) from error
+            logger.info("then %s %d→%d (%s): %s", other, second.start_degree, second.degrees[other], because,
+                        second.reason or "reached")
+            if second.degrees[other] < result.degrees[other] and second.degrees[attribute] == result.degrees[attribute]:
+                return second, (other, because)
+            return None
+        return None
 
     def _question(self, state: DialogState, attribute: str) -> dict | None:
         """Every other edit asks whether it is enough; the others offer an attribute not touched yet."""

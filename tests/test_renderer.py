@@ -2,8 +2,9 @@
 
 import torch
 
-from chatedit.attributes import attribute_names, load_attributes
-from chatedit.tools.builtin.renderer import IDENTITY, PIXEL, RESOLUTION, Portraits, render, sample_portraits
+from chatedit.attributes import attribute_names, load_attributes, most_allowed
+from chatedit.tools.builtin.renderer import (IDENTITY, PIXEL, RESOLUTION, Portraits, is_plausible, render,
+                                              sample_portraits)
 
 
 def _person(attribute: str, values, seed=3, **fixed) -> torch.Tensor:
@@ -106,3 +107,17 @@ def test_sampled_faces_carry_real_world_correlations():
     assert (glasses == 0).float().mean() > 0.4
     for d in range(6):  # every degree of every attribute occurs
         assert ((degrees == d).sum(0) > 30).all()
+
+
+def test_the_editors_limits_are_the_worlds_own():
+    """attributes.yaml's limits (what the editor keeps to) say what the renderer's people can be."""
+    man = torch.full((1, len(IDENTITY)), 0.5)
+    man[0, IDENTITY.index("masc")] = 0.9
+    names = attribute_names()
+    for age in range(6):
+        allowed, because = most_allowed("beard", {"age": age})
+        for beard in range(6):
+            values = torch.zeros(1, len(names))
+            values[0, names.index("age")], values[0, names.index("beard")] = age, beard
+            assert bool(is_plausible(man, values)[0]) == (beard <= allowed), (age, beard)
+        assert (because is None) == (allowed == 5)
