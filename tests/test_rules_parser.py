@@ -108,6 +108,10 @@ REQUESTS = [
     ("add 40 years", [edit("age", change=3)]),
     ("take 10 years off her", [edit("age", change=-1)]),
     ("make her look a few years younger", [edit("age", change=-1)]),
+    ("take off 20 years", [edit("age", change=-1)]),
+    ("make her look exactly 25", [edit("age", target=2)]),
+    ("in his 30s", [edit("age", target=2)]),   # as "in his thirties"
+    ("tiny bit more beard", [edit("beard", change=1)]),   # not a tiny beard
     ("set the smile to 4", [edit("smiling", target=4)]),
     # typos
     ("make her smle more", [edit("smiling", change=2)]),

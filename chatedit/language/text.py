@@ -84,22 +84,26 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
         years = None
         if re.fullmatch(r"\d{2}s", tok):
-            years = int(tok[:-1]) + 5
+            years = int(tok[:-1]) + 4   # "in his 30s": 34, a young adult, as "thirties" is
         else:
             value = int(tok) if tok.isdigit() else (vocab.numbers.get(tok) if tok not in vocab.not_ages else None)
             if value is not None and value >= 10 and nxt in vocab.numbers and vocab.numbers[nxt] < 10:
                 value, i = value + vocab.numbers[nxt], i + 1   # "forty five"
                 nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
             after = tokens[i + 2] if i + 2 < len(tokens) else ""
-            taken = bool(out) and out[-1] in vocab.years_off and after == "off"   # "take 10 years off"
-            relative = (out and out[-1] in vocab.age_change_before) or after in vocab.relative_years or taken
+            off_after = bool(out) and out[-1] in vocab.years_off and after == "off"   # "take 10 years off"
+            off_before = len(out) >= 2 and out[-2] in vocab.years_off and out[-1] == "off"   # "take off 10 years"
+            relative = (out and out[-1] in vocab.age_change_before) or after in vocab.relative_years \
+                or off_after or off_before
             if value is not None and nxt in vocab.age_after and relative:
                 # "add 20 years", "5 years younger": a change, not an age; "add"/"take ... off" say which way
                 if out and out[-1] in vocab.age_change_before - {"by"}:
                     out[-1] = "older"
-                elif taken:
+                elif off_before:
+                    out[-2:] = ["younger"]
+                elif off_after:
                     out[-1] = "younger"
-                    i += 1   # "off"
+                    i += 1   # the "off" after "years"
                 out.append(f"years:{value}")
                 i += 2
                 continue
