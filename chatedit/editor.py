@@ -226,9 +226,6 @@ class Editor:
         start, reached = result.start_degree, result.degrees[attribute]
         logger.info("edit %s %d→%d (aim %d): %s in %d steps, identity %s", attribute, start, reached,
                     result.target, result.reason or "reached", result.steps, result.identity_similarity)
-        limited = self._keep_allowed(face, result, attribute, on_frame, on_preview)
-        if limited is not None:
-            result, limited = limited
 
         # 3. keep the result when it moved the attribute towards the aim; otherwise change nothing
         state.focus = attribute
@@ -237,7 +234,10 @@ class Editor:
             state.last_change, state.question = None, None
             key = "already" if result.reason == "already_at_target" else "failed"
             return Outcome(self.feedback.edit(key, attribute, start), False, None)
-        state.push(Entry(result.latent.detach().float().cpu(), dict(result.degrees),
+        # a child with a beard: the beard walks off too, and the face shown is where that walk ends
+        final, limited = self._keep_allowed(face, current.degrees, result, attribute, on_frame, on_preview) \
+            or (result, None)
+        state.push(Entry(final.latent.detach().float().cpu(), dict(final.degrees),
                          f"{attribute} {start}→{reached}", current.face))
         state.last_change = reached - start
         state.edits += 1
@@ -247,23 +247,25 @@ class Editor:
         key = "reached" if reached == result.target else "overshot" if overshot else "partial"
         sentences = [self.feedback.edit(key, attribute, reached)]
         for other in names:
-            if other != attribute and result.degrees[other] != current.degrees[other]:
+            if other != attribute and final.degrees[other] != current.degrees[other]:
                 if limited is not None and other == limited[0]:
                     sentences.append(self.feedback.say("edit.limited", noun=self.feedback.attribute(other)["noun"],
-                                                       because=limited[1], **{"is": self.feedback.state(other, result.degrees[other])}))
+                                                       because=limited[1], **{"is": self.feedback.state(other, final.degrees[other])}))
                 else:
-                    sentences.append(self.feedback.edit("side_effect", other, result.degrees[other]))
+                    sentences.append(self.feedback.edit("side_effect", other, final.degrees[other]))
         state.question = self._question(state, attribute) if reached == result.target else None
         question = state.question.pop("say") if state.question else None
-        return Outcome(" ".join(sentences), True, result.image, question)
+        return Outcome(" ".join(sentences), True, final.image, question)
 
-    def _keep_allowed(self, face: FaceState, result: EditResult, attribute: str, on_frame, on_preview):
-        """After an edit that lands where another attribute is more than the face allows (a child
-        with a beard), a second walk takes that one down to what is allowed, keeping the edited
-        attribute where it landed. Returns (that result, (the other attribute, why)), or None."""
+    def _keep_allowed(self, face: FaceState, before: dict[str, int], result: EditResult, attribute: str,
+                      on_frame, on_preview) -> tuple[EditResult, tuple[str, str]] | None:
+        """After an edit that lands where another attribute is more than the face now allows (a
+        child with a beard), a second walk takes that one down to what is allowed, keeping the edited
+        attribute where it landed. Returns (that walk's result, (the other attribute, why)), or None.
+        A face that was already past a limit before the edit (``before``) is left as it was."""
         for other in attribute_names():
             allowed, because = most_allowed(other, result.degrees)
-            if other == attribute or result.degrees[other] <= allowed:
+            if other == attribute or result.degrees[other] <= allowed or before[other] > most_allowed(other, before)[0]:
                 continue
             try:
                 second = edit(self.backend, FaceState(result.latent, face.original_identity), other, target=allowed,

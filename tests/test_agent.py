@@ -155,6 +155,25 @@ def test_an_edit_the_face_cannot_take_is_reported_not_faked():
     assert reply.degrees["smiling"] == 0 and "serious" in reply.text
 
 
+def test_a_child_keeps_no_beard_and_is_refused_one():
+    """attributes.yaml's limits: the beard walks off with the years, in one undoable step."""
+    agent, session = open_agent(degrees={**START, "beard": 3})
+    _, reply = turn(agent, "make him a child")
+    assert reply.degrees["age"] == 0 and reply.degrees["beard"] == 0 and len(session.state.entries) == 2
+    assert "children have no beards" in reply.text
+    _, reply = turn(agent, "give him a long beard")
+    assert reply.degrees["beard"] == 0 and len(session.state.entries) == 2
+    assert "I left the beard as it is: children have no beards" in reply.text
+    _, reply = turn(agent, "undo")
+    assert reply.degrees["age"] == 2 and reply.degrees["beard"] == 3
+
+
+def test_a_face_already_past_a_limit_is_not_changed_behind_the_persons_back():
+    agent, _ = open_agent(degrees={**START, "age": 0, "beard": 2})   # read as a bearded child
+    _, reply = turn(agent, "add thick glasses")
+    assert reply.degrees["eyeglasses"] == 3 and reply.degrees["beard"] == 2
+
+
 def test_state_round_trips_through_json_mid_conversation():
     agent, session = open_agent()
     for text in ("add glasses", "smile more", "undo"):
