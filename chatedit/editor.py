@@ -249,8 +249,9 @@ class Editor:
         for other in names:
             if other != attribute and final.degrees[other] != current.degrees[other]:
                 if limited is not None and other == limited[0]:
-                    sentences.append(self.feedback.say("edit.limited", noun=self.feedback.attribute(other)["noun"],
-                                                       because=limited[1], **{"is": self.feedback.state(other, final.degrees[other])}))
+                    noun = self.feedback.attribute(other)["noun"]
+                    now_is = self.feedback.state(other, final.degrees[other])
+                    sentences.append(self.feedback.say("edit.limited", noun=noun, because=limited[1], **{"is": now_is}))
                 else:
                     sentences.append(self.feedback.edit("side_effect", other, final.degrees[other]))
         state.question = self._question(state, attribute) if reached == result.target else None
