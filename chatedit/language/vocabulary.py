@@ -43,7 +43,7 @@ class Vocabulary:
     age_after: frozenset[str]
     age_change_before: frozenset[str]
     years_off: frozenset[str]   # "take 10 years off": verbs that make a number of years younger
-    years_per_degree: float   # "10 years younger": degrees of change per year, at least one
+    years_per_degree: float   # "10 years younger": years per degree of change (at least one degree)
     conjunctions: frozenset[str]
     contractions: dict          # {"whole": {...}, "suffixes": {...}, "is_after": [...]}
     skipped: frozenset[str]     # articles and possessives, ignored when matching phrases

@@ -358,7 +358,8 @@ def train_fields_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainCo
     """``chatedit train field``: fields, linear baseline and degree offsets over existing E, G, P and
     I, from the renders a full run uses (so, over the shipped models, the fields a full run would train)."""
     start = time.perf_counter()
-    models = {k: load_model(Path(weights_dir) / f) for k, f in MODEL_FILES.items()}
+    models = {k: load_model(Path(weights_dir) / MODEL_FILES[k])
+              for k in ("encoder", "generator", "predictor", "identity")}   # only what the fields train against
     data = render_set(cfg.people, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
     fields_cfg = FieldConfig(steps=cfg.field_steps, fit_steps=cfg.field_fit_steps, pairs=cfg.field_pairs,
                              seed=cfg.seed + 11, progress=cfg.progress)
