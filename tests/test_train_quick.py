@@ -35,3 +35,27 @@ def test_second_predictor_alone_over_the_shipped_autoencoder(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == [MODEL_FILES["second_predictor"]]
     model = load_model(tmp_path / MODEL_FILES["second_predictor"])
     assert model.config["channels"] == [32, 64, 128] and model(torch.rand(2, 3, 128, 128)).shape == (2, 5, 6)
+
+
+def test_the_training_blur_is_the_depthwise_convolution_the_shipped_models_were_trained_with():
+    """The fast blur must give the same numbers, or a fresh `train builtin` stops reproducing the
+    shipped evaluation predictor (the grader) and second steering predictor."""
+    import torch.nn.functional as F
+
+    from chatedit.tools.builtin.train import _blur
+
+    def depthwise(x):
+        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+        k = k / k.sum()
+        x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5).repeat(3, 1, 1, 1), groups=3)
+        return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1).repeat(3, 1, 1, 1), groups=3)
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(64, 3, 128, 128), (3, 3, 40, 57)]:
+        x = torch.rand(shape, generator=g)
+        assert torch.equal(_blur(x), depthwise(x))
+    edge = torch.zeros(1, 3, 16, 16)
+    edge[..., 8:] = 1.0
+    blurred = _blur(edge)
+    assert blurred[0, 0, 0, 0] == 0 and blurred[0, 0, 0, 15] == 1  # edges replicated: corners keep their value
+    assert 0 < blurred[0, 0, 0, 7] < 0.5 < blurred[0, 0, 0, 8] < 1
