@@ -94,7 +94,7 @@ class RulesChatModel(BaseChatModel):
         for intent in intents:
             if intent.kind == "out_of_scope":
                 notes.append(feedback.say("out_of_scope", thing=f"the {intent.thing}"))
-            elif intent.kind in ("decline", "content") and not calling:
+            elif intent.kind in ("decline", "content", "help") and not calling:
                 notes.append(feedback.say(intent.kind))
         if not calling and not notes:
             notes.append(feedback.say("unknown"))

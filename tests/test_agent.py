@@ -134,6 +134,18 @@ def test_a_whole_conversation_with_the_builtin_model():
     assert [t.user for t in session.state.turns] == [s[0] for s in steps]
 
 
+def test_asking_for_help_lists_what_it_can_edit_and_changes_nothing():
+    agent, session = open_agent()
+    turn(agent, "smile a bit")
+    before = (dict(session.state.current.degrees), len(session.state.entries))
+    _, reply = turn(agent, "what else can you do?")
+    assert not reply.calls and (session.state.current.degrees, len(session.state.entries)) == before
+    for thing in ("bangs", "glasses", "beard", "smile", "age", "undo"):
+        assert thing in reply.text
+    _, reply = turn(agent, "ok, a bit more")   # the conversation goes on where it was
+    assert reply.degrees["smiling"] == 3
+
+
 def test_yes_runs_the_question_the_assistant_asked_and_no_does_nothing():
     agent, session = open_agent()
     _, reply = turn(agent, "smile a bit")

@@ -290,3 +290,16 @@ def test_a_name_with_an_intensity_is_a_small_step(text):
 @pytest.mark.parametrize("text", ["perfect", "thanks!", "great", "that's enough", "looks good"])
 def test_being_pleased_never_runs_the_pending_suggestion(text):
     assert parse(text, ASKED_GLASSES) == [Intent("content")]
+
+
+@pytest.mark.parametrize("text", ["help", "what can you do?", "what else can you do", "how does this work?",
+                                  "what are my options", "what can be changed here"])
+def test_asking_what_it_can_do_is_help_not_an_edit(text):
+    assert parse(text) == [Intent("help")]
+    assert parse(text, SMILED) == [Intent("help")]
+
+
+@pytest.mark.parametrize("text,expected", [("help me make her smile", [edit("smiling", target=2)]),
+                                           ("can you help me add glasses", [edit("eyeglasses", target=2)])])
+def test_help_around_a_request_is_the_request(text, expected):
+    assert calls(text) == expected
