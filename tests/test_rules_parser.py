@@ -169,6 +169,21 @@ FOLLOW_UPS = [
     ("ok and now undo everything", ASKED_GLASSES, [{"name": "reset", "args": {}}]),   # acknowledges, not a yes
     ("no not those, darker ones", WORE_GLASSES, [edit("eyeglasses", change=2)]),     # not "no glasses"
     ("hmm that looks weird, revert", SMILED, [{"name": "undo", "args": {"steps": 1}}]),
+    # how much, said about the last edit
+    ("that's a bit much", SMILED, [edit("smiling", change=-1)]),
+    ("not that much", GREW_BEARD, [edit("beard", change=-1)]),
+    ("halfway back", SMILED, [edit("smiling", change=-1)]),
+    ("a little", SMILED, [edit("smiling", change=1)]),          # the answer to "shall I make it bigger?"
+    ("all the way", SMILED, [edit("smiling", change=5)]),       # clipped to the scale's end by the editor
+    ("as much as possible", MADE_YOUNGER, [edit("age", change=-5)]),
+    ("can you make it stronger", SMILED, [edit("smiling", change=2)]),
+    ("a bit more pronounced", GREW_BEARD, [edit("beard", change=1)]),
+    ("dial it back", WORE_GLASSES, [edit("eyeglasses", change=-2)]),
+    ("get rid of that", WORE_GLASSES, [edit("eyeglasses", target=0)]),
+    ("take them off", WORE_GLASSES, [edit("eyeglasses", target=0)]),
+    # the last edit's change, on another attribute
+    ("same for the beard", SMILED, [edit("beard", change=1)]),
+    ("now do the same with the bangs", MADE_YOUNGER, [edit("bangs", change=-2)]),
 ]
 
 
@@ -177,7 +192,8 @@ def test_follow_up_uses_the_dialog_context(text, context, expected):
     assert calls(text, context) == expected
 
 
-@pytest.mark.parametrize("text", ["a bit more", "even longer", "less", "too much, go back a little", "keep going"])
+@pytest.mark.parametrize("text", ["a bit more", "even longer", "less", "too much, go back a little", "keep going",
+                                  "a little", "all the way", "take it away", "make it stronger", "opposite"])
 def test_follow_up_without_focus_is_unknown(text):
     assert parse(text) == [Intent("unknown")]
 
@@ -280,6 +296,15 @@ def test_these_sentences_are_not_benchmark_sentences():
 def test_bad_context_fails_loudly(context, message):
     with pytest.raises(ValueError, match=message):
         parse("more", context)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("make the beard as long as possible", edit("beard", target=5)), ("give him the darkest sunglasses", edit("eyeglasses", target=5)),
+    ("her biggest smile", edit("smiling", target=5)), ("as young as you can", edit("age", target=0)),
+    ("maximum smile", edit("smiling", change=5)), ("a mild smile", edit("smiling", target=1)),
+])
+def test_the_far_end_of_a_scale(text, expected):
+    assert calls(text) == [expected]
 
 
 @pytest.mark.parametrize("text", ["smile a bit", "smile a little", "a little smile", "just a touch of a smile"])

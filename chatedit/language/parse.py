@@ -165,6 +165,8 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
             direction = 1 if context.last_change > 0 else -1
         strongest = max(chosen, key=lambda c: c.amount)
         change = strongest.options[attribute] * direction * strongest.amount
+        if attribute != context.focus and context.focus and context.last_change and all(c.echo for c in chosen):
+            change = context.last_change   # "now the same for the beard": the change the last edit made
     else:
         change = values[-1]
     if moderate:

@@ -31,6 +31,7 @@ class Cue:
     word: str = ""
     amount: int = 0      # intensity for RELATIVE and ADD cues (0: none given)
     clause: int = 0      # which clause of the message it came from
+    echo: bool = False   # "the same again", "do the same": on another attribute, the last edit's change
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _verbs(spans: list[Span], vocab: Vocabulary, r: Reading, intensity: int | No
             cues.append(Cue(WEAK, dict.fromkeys(every, -amount), "verb", s.text))
         elif s.has("too much", "followup"):   # "too much, go back a little", "keep going"
             sign = s.get("followup")[0].value if s.has("followup") else -1
-            cues.append(Cue(RELATIVE, dict.fromkeys(every, sign), "followup", s.text, step))
+            cues.append(Cue(RELATIVE, dict.fromkeys(every, sign), "followup", s.text, step, echo=sign > 0))
         elif s.has("remove") and (intensity is None or intensity >= vocab.amounts["full_remove"]):
             cues.append(Cue(REMOVE, dict(every), "verb", s.text))
             r.verb = "remove"
@@ -219,10 +220,14 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
         r.cues.append(Cue(ADD, dict(every), "verb", "make", intensity or 0))
         r.verb = "add"
 
-    # 7. nothing but names: "the beard", "glasses please"; with an intensity, a step: "smile a bit"
+    # 7. nothing but names: "the beard", "glasses please"; with an intensity, a step: "smile a bit";
+    #    an intensity alone moves the focus on that much: "a little", "all the way"
     plain = all(s.has("name") or s.words[0] in vocab.fillers for s in spans if not s.has("intensity"))
     if r.names and not r.cues and plain and intensity is not None:
         r.cues.append(Cue(ADD, dict(every), "verb", "add", intensity))
         r.verb = "add"
+    elif not r.names and not r.cues and not r.things and intensity is not None and all(
+            s.has("intensity", "action", "pronoun") or s.words[0] in vocab.fillers for s in spans):
+        r.cues.append(Cue(RELATIVE, dict.fromkeys(every, 1), "followup", "intensity", intensity))
     r.bare = bool(r.names) and not r.cues and all(s.has("name") or s.words[0] in vocab.fillers for s in spans)
     return r
