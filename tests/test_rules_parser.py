@@ -302,8 +302,9 @@ def test_bad_context_fails_loudly(context, message):
     ("make the beard as long as possible", edit("beard", target=5)), ("give him the darkest sunglasses", edit("eyeglasses", target=5)),
     ("her biggest smile", edit("smiling", target=5)), ("as young as you can", edit("age", target=0)),
     ("maximum smile", edit("smiling", change=5)), ("a mild smile", edit("smiling", target=1)),
+    ("she should look like she's in college", edit("age", target=2)), ("big glasses", edit("eyeglasses", target=3)),
 ])
-def test_the_far_end_of_a_scale(text, expected):
+def test_far_ends_of_scales_and_other_degree_phrases(text, expected):
     assert calls(text) == [expected]
 
 
