@@ -249,9 +249,7 @@ class Editor:
         for other in names:
             if other != attribute and final.degrees[other] != current.degrees[other]:
                 if limited is not None and other == limited[0]:
-                    noun = self.feedback.attribute(other)["noun"]
-                    now_is = self.feedback.state(other, final.degrees[other])
-                    sentences.append(self.feedback.say("edit.limited", noun=noun, because=limited[1], **{"is": now_is}))
+                    sentences.append(self.feedback.edit("limited", other, final.degrees[other], because=limited[1]))
                 else:
                     sentences.append(self.feedback.edit("side_effect", other, final.degrees[other]))
         state.question = self._question(state, attribute) if reached == result.target else None

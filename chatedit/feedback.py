@@ -29,8 +29,8 @@ class Feedback:
         """A present-tense clause for ``name`` at ``degree``: "have a broad smile"."""
         return self.attribute(name)["is"][degree]
 
-    def edit(self, key: str, name: str, degree: int) -> str:
-        return self.say(f"edit.{key}", noun=self.attribute(name)["noun"], **{"is": self.state(name, degree)})
+    def edit(self, key: str, name: str, degree: int, **values) -> str:
+        return self.say(f"edit.{key}", noun=self.attribute(name)["noun"], **_placed(self.state(name, degree)), **values)
 
     def describe(self, degrees: dict[str, int]) -> str:
         return self.say("describe", list=_listed([self.state(n, degrees[n]) for n in attribute_names() if n in degrees]))
@@ -48,6 +48,16 @@ class Feedback:
     def changes(self, before: dict[str, int], after: dict[str, int]) -> str:
         """Clauses for the attributes whose degree differs: "wear rimless glasses and have a faint smile"."""
         return _listed([self.state(n, after[n]) for n in attribute_names() if before.get(n) != after.get(n)])
+
+
+def _placed(clause: str) -> dict[str, str]:
+    """``clause`` as {is}, and with "now", "already" and "still" where English puts them: after
+    "are" ("they are now laughing"), before any other verb ("they now have a beard")."""
+    values = {"is": clause}
+    for adverb in ("now", "already", "still"):
+        verb, _, rest = clause.partition(" ")
+        values[adverb] = f"{verb} {adverb} {rest}" if verb in ("are", "is") else f"{adverb} {clause}"
+    return values
 
 
 def _listed(clauses: list[str]) -> str:

@@ -146,6 +146,16 @@ def test_asking_for_help_lists_what_it_can_edit_and_changes_nothing():
     assert reply.degrees["smiling"] == 3
 
 
+def test_replies_put_now_already_and_still_where_english_does():
+    agent, _ = open_agent()
+    _, reply = turn(agent, "make her laugh")
+    assert reply.text.startswith("They are now laughing")
+    _, reply = turn(agent, "make her laugh")
+    assert reply.text.startswith("They are already laughing")
+    _, reply = turn(agent, "add rimless glasses")
+    assert reply.text.startswith("They now wear rimless glasses")
+
+
 def test_yes_runs_the_question_the_assistant_asked_and_no_does_nothing():
     agent, session = open_agent()
     _, reply = turn(agent, "smile a bit")
