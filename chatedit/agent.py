@@ -99,6 +99,7 @@ def system_prompt(state: DialogState) -> str:
     template, scales = _system_template()
     snapshot = {
         "degrees": dict(state.current.degrees) if state.has_face else None,
+        "earlier": state.earlier_degrees() if state.has_face else None,
         "focus": state.focus, "last_change": state.last_change, "question": state.question,
         "can_undo": state.can_undo(), "can_redo": state.can_redo(),
     }

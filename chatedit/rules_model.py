@@ -33,7 +33,8 @@ def read_state(messages: Sequence[BaseMessage]) -> DialogContext:
             if match:
                 data = json.loads(match.group(1))
                 return DialogContext(focus=data.get("focus"), last_change=data.get("last_change"),
-                                     suggestion=data.get("question"), degrees=data.get("degrees"))
+                                     suggestion=data.get("question"), degrees=data.get("degrees"),
+                                     earlier=data.get("earlier"))
     return DialogContext()
 
 

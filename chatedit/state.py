@@ -84,7 +84,20 @@ class DialogState:
         """What the language model needs to read a follow-up ("a bit more", "yes")."""
         degrees = dict(self.current.degrees) if self.has_face else None
         return DialogContext(focus=self.focus, last_change=self.last_change, suggestion=self.question,
-                             degrees=degrees)
+                             degrees=degrees, earlier=self.earlier_degrees() if self.has_face else None)
+
+    def earlier_degrees(self) -> dict[str, int]:
+        """For each attribute of the face shown, the degree it had before it last changed (history
+        up to the entry shown, this face only); attributes that never changed are left out."""
+        shown = self.current
+        earlier = {}
+        for entry in reversed(self.entries[:self.index]):
+            if entry.face != shown.face:
+                break
+            for name, degree in entry.degrees.items():
+                if name not in earlier and degree != shown.degrees.get(name):
+                    earlier[name] = degree
+        return earlier
 
     # ----------------------------------------------------------------- changing
 

@@ -156,6 +156,17 @@ def test_replies_put_now_already_and_still_where_english_does():
     assert reply.text.startswith("They now wear rimless glasses")
 
 
+def test_putting_something_back_brings_back_the_degree_it_had():
+    agent, session = open_agent()
+    turn(agent, "thick framed sunglasses please")
+    turn(agent, "a big grin")
+    _, reply = turn(agent, "take the glasses off")
+    assert reply.degrees["eyeglasses"] == 0
+    _, reply = turn(agent, "hmm, put the glasses back")
+    assert reply.degrees == {**START, "eyeglasses": 5, "smiling": 4} and "thick-framed sunglasses" in reply.text
+    assert session.state.earlier_degrees()["eyeglasses"] == 0   # and "put them back" now would mean none
+
+
 def test_yes_runs_the_question_the_assistant_asked_and_no_does_nothing():
     agent, session = open_agent()
     _, reply = turn(agent, "smile a bit")

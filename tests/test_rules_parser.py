@@ -29,6 +29,8 @@ SMILED = DialogContext(focus="smiling", last_change=1)
 MADE_YOUNGER = DialogContext(focus="age", last_change=-2)
 GREW_BEARD = DialogContext(focus="beard", last_change=2, degrees={"beard": 3})
 WORE_GLASSES = DialogContext(focus="eyeglasses", last_change=2, degrees={"eyeglasses": 2})
+TOOK_GLASSES_OFF = DialogContext(focus="eyeglasses", last_change=-5, degrees={"eyeglasses": 0, "smiling": 1, "beard": 0},
+                                 earlier={"eyeglasses": 5, "smiling": 3})
 ASKED_GLASSES = DialogContext(focus="smiling", last_change=1,
                               suggestion={"name": "edit_attribute", "args": {"attribute": "eyeglasses", "target": 2}})
 
@@ -181,6 +183,11 @@ FOLLOW_UPS = [
     ("dial it back", WORE_GLASSES, [edit("eyeglasses", change=-2)]),
     ("get rid of that", WORE_GLASSES, [edit("eyeglasses", target=0)]),
     ("take them off", WORE_GLASSES, [edit("eyeglasses", target=0)]),
+    # back as it was before
+    ("put the glasses back", TOOK_GLASSES_OFF, [edit("eyeglasses", target=5)]),
+    ("bring back the smile", TOOK_GLASSES_OFF, [edit("smiling", target=3)]),
+    ("put them back", TOOK_GLASSES_OFF, [edit("eyeglasses", target=5)]),
+    ("put the beard back", TOOK_GLASSES_OFF, [edit("beard", target=3)]),   # never had one: as "add"
     # the last edit's change, on another attribute
     ("same for the beard", SMILED, [edit("beard", change=1)]),
     ("now do the same with the bangs", MADE_YOUNGER, [edit("bangs", change=-2)]),
@@ -291,6 +298,7 @@ def test_these_sentences_are_not_benchmark_sentences():
 @pytest.mark.parametrize("context,message", [
     (DialogContext(focus="hair"), "focus 'hair'"),
     (DialogContext(degrees={"freckles": 2}), "freckles"),
+    (DialogContext(earlier={"hat": 1}), "earlier degrees name unknown attributes"),
     (DialogContext(suggestion={"name": "paint", "args": {}}), "paint"),
 ])
 def test_bad_context_fails_loudly(context, message):

@@ -39,6 +39,7 @@ class DialogContext:
     last_change: int | None = None     # signed degrees of the last edit on the focus attribute
     suggestion: dict | None = None     # pending question: {"name": "edit_attribute", "args": {...}}
     degrees: dict[str, int] | None = None   # current degrees, when known
+    earlier: dict[str, int] | None = None   # the degree each attribute had before it last changed
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,10 @@ def _check(context: DialogContext, vocab: Vocabulary) -> None:
     known = set(vocab.add_degree)
     if context.focus is not None and context.focus not in known:
         raise ValueError(f"context focus {context.focus!r} is not an attribute ({', '.join(sorted(known))})")
-    unknown = set(context.degrees or {}) - known
-    if unknown:
-        raise ValueError(f"context degrees name unknown attributes {sorted(unknown)}")
+    for name, values in (("degrees", context.degrees), ("earlier degrees", context.earlier)):
+        unknown = set(values or {}) - known
+        if unknown:
+            raise ValueError(f"context {name} name unknown attributes {sorted(unknown)}")
     if context.suggestion is not None and context.suggestion.get("name") not in TOOL_KINDS:
         raise ValueError(f"pending suggestion names an unknown tool: {context.suggestion!r}")
 
@@ -123,7 +125,7 @@ def _bind(cue: Cue, reading: Reading, earlier: list[str], focus: str | None) -> 
         if here:
             return here
         if reading.pronoun:   # "let's remove it"; an "add" never reaches back to the focus
-            back = earlier[:1] or ([focus] if focus and cue.level != ADD else [])
+            back = earlier[:1] or ([focus] if focus and (cue.level != ADD or cue.restore) else [])
             return [a for a in back if a in cue.options]
         return []
     if here:
@@ -148,6 +150,9 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
         return Intent("edit", attribute, target=0)
     if level == ADD:   # "add glasses": a typical degree from none; "smile a little": a small step
         current = (context.degrees or {}).get(attribute)
+        before = (context.earlier or {}).get(attribute)
+        if any(c.restore for c in chosen) and before is not None and before > (current or 0):
+            return Intent("edit", attribute, target=before)   # "put the beard back": as it was
         default = vocab.add_degree.get(attribute)
         amount = max(c.amount for c in chosen)
         if amount or current or default is None:

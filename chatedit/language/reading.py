@@ -32,6 +32,7 @@ class Cue:
     amount: int = 0      # intensity for RELATIVE and ADD cues (0: none given)
     clause: int = 0      # which clause of the message it came from
     echo: bool = False   # "the same again", "do the same": on another attribute, the last edit's change
+    restore: bool = False   # "put the beard back": the degree it had before, when there was one
 
 
 @dataclass
@@ -138,8 +139,8 @@ def _verbs(spans: list[Span], vocab: Vocabulary, r: Reading, intensity: int | No
             r.verb = "reduce"
         elif s.has("increase", "decrease"):
             cues.append(Cue(CHANGE, dict.fromkeys(every, amount if s.has("increase") else -amount), "verb", s.text))
-        elif s.has("add"):
-            cues.append(Cue(ADD, dict(every), "verb", s.text, intensity or 0))
+        elif s.has("add", "restore"):
+            cues.append(Cue(ADD, dict(every), "verb", s.text, intensity or 0, restore=s.has("restore")))
             r.verb = r.verb or "add"
     return cues
 
