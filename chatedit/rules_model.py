@@ -95,6 +95,9 @@ class RulesChatModel(BaseChatModel):
         for intent in intents:
             if intent.kind == "out_of_scope":
                 notes.append(feedback.say("out_of_scope", thing=f"the {intent.thing}"))
+                hint = feedback.data.get("out_of_scope_hint", {}).get(intent.thing)
+                if hint:
+                    notes.append(hint)
             elif intent.kind in ("decline", "content", "help") and not calling:
                 notes.append(feedback.say(intent.kind))
         if not calling and not notes:

@@ -167,6 +167,15 @@ def test_putting_something_back_brings_back_the_degree_it_had():
     assert session.state.earlier_degrees()["eyeglasses"] == 0   # and "put them back" now would mean none
 
 
+@pytest.mark.parametrize("text,thing,hint", [("add some grey hair", "grey hair", "older"),
+                                             ("remove the wrinkles", "wrinkles", "younger")])
+def test_what_age_brings_is_refused_with_the_way_to_get_it(text, thing, hint):
+    agent, session = open_agent()
+    _, reply = turn(agent, text)
+    assert not reply.calls and reply.degrees == START and len(session.state.entries) == 1
+    assert f"can't change the {thing}" in reply.text and f'"{hint}"' in reply.text.split("say")[-1]
+
+
 def test_yes_runs_the_question_the_assistant_asked_and_no_does_nothing():
     agent, session = open_agent()
     _, reply = turn(agent, "smile a bit")
