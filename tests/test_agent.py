@@ -176,6 +176,13 @@ def test_what_age_brings_is_refused_with_the_way_to_get_it(text, thing, hint):
     assert f"can't change the {thing}" in reply.text and f'"{hint}"' in reply.text.split("say")[-1]
 
 
+def test_asking_how_to_upload_or_save_says_where_the_page_does_it():
+    agent, session = open_agent()
+    _, reply = turn(agent, "can I upload my own photo?")
+    assert not reply.calls and len(session.state.entries) == 1
+    assert "upload" in reply.text and "Download PNG" in reply.text
+
+
 def test_yes_runs_the_question_the_assistant_asked_and_no_does_nothing():
     agent, session = open_agent()
     _, reply = turn(agent, "smile a bit")

@@ -337,3 +337,17 @@ def test_asking_what_it_can_do_is_help_not_an_edit(text):
                                            ("can you help me add glasses", [edit("eyeglasses", target=2)])])
 def test_help_around_a_request_is_the_request(text, expected):
     assert calls(text) == expected
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("cancel that", "undo"), ("scrap that", "undo"), ("actually I liked it better before", "undo"),
+    ("nevermind, go back to how it was", "undo"), ("make her look like she did at the start", "reset"),
+    ("back to the first picture", "reset"), ("can I upload my own photo?", "files"), ("save this", "files"),
+    ("how do I download the image", "files"), ("let me see the before and after", "files"), ("keep it like this", "content"),
+])
+def test_commands_said_in_other_words(text, kind):
+    assert kinds(text, SMILED) == [kind]
+
+
+def test_a_request_about_my_photo_is_the_request():
+    assert calls("make my photo look older") == [edit("age", change=2)]

@@ -45,7 +45,7 @@ class DialogContext:
 @dataclass(frozen=True)
 class Intent:
     kind: str   # "edit" | "undo" | "redo" | "reset" | "new_face" | "describe" | "decline" | "content" | "out_of_scope"
-    #             | "help" | "unknown"
+    #             | "help" | "files" | "unknown"
     attribute: str | None = None
     target: int | None = None
     change: int | None = None
@@ -57,7 +57,7 @@ class Intent:
 # --------------------------------------------------------------------------- commands and answers
 
 # a new face first: "start again with someone else" asks for another person, not the original
-_COMMAND_ORDER = ("new_face", "reset", "undo", "redo", "describe", "help")
+_COMMAND_ORDER = ("new_face", "reset", "undo", "redo", "describe", "files", "help")
 
 
 def _number(words: list[str], vocab: Vocabulary, limit: int) -> int | None:
@@ -220,7 +220,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     moderate = False
     for index, clause in enumerate(clauses):
         command = _command(clause, vocab)
-        if command and command.kind == "help" and read_clause(clause, vocab).names:
+        if command and command.kind in ("help", "files") and read_clause(clause, vocab).names:
             command = None   # "what can you do about his beard": about the beard, not about the assistant
         if command and command.kind == "new_face" and slots and slots[-1] == Intent("new_face"):
             slots.pop()   # "a new face, seed 7"
