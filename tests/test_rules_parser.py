@@ -351,3 +351,18 @@ def test_commands_said_in_other_words(text, kind):
 
 def test_a_request_about_my_photo_is_the_request():
     assert calls("make my photo look older") == [edit("age", change=2)]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("smile at 50%", edit("smiling", target=3)), ("glasses 100%", edit("eyeglasses", target=5)),
+    ("give her a 20 percent smile", edit("smiling", target=1)), ("beard 0%", edit("beard", target=0)),
+    ("smile -1", edit("smiling", change=-1)), ("+1 age", edit("age", change=1)), ("bangs +5", edit("bangs", change=5)),
+    ("age=4", edit("age", target=4)),
+])
+def test_numbers_as_a_researcher_types_them(text, expected):
+    assert calls(text) == [expected]
+
+
+def test_signed_numbers_leave_years_and_ranges_alone():
+    assert calls("make him 10 years younger") == [edit("age", change=-1)]
+    assert normalise("a 2-3 degree smile") == ["a", "2", "3", "degree", "smile"]

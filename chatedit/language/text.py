@@ -17,7 +17,9 @@ PUNCTUATION = frozenset({",", ".", ";", "!", "?", ":"})
 
 # --------------------------------------------------------------------------- normalisation
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[,.;!?:]")
+_TOKEN = re.compile(r"amount:[0-9]+|[a-z0-9]+(?:'[a-z]+)?|[,.;!?:]")
+_PERCENT = re.compile(r"\b(\d{1,3})\s*(?:%|percent\b|per cent\b)")
+_SIGNED = re.compile(r"(?<![\w.])([+-])\s?([1-5])\b(?!\s*(?:%|years?\b|yrs\b))")
 
 
 def _expand(token: str, rules: dict) -> list[str]:
@@ -121,7 +123,12 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
 def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     """Lower-case tokens with contractions expanded, typos fixed and canonical phrases applied."""
     vocab = vocab or load_vocabulary()
-    text = re.sub(r"[-_/]", " ", text.lower().replace("\u2019", "'").replace("\u2018", "'"))
+    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    # "a 60% smile": that share of the scale, as a degree; "smile +2", "-1 age": a change of so many degrees
+    text = _PERCENT.sub(lambda m: f" level {min(MAX_DEGREE, int(int(m[1]) * MAX_DEGREE / 100 + 0.5))} ", text)
+    text = _SIGNED.sub(lambda m: f" {'more' if m[1] == '+' else 'less'} amount:{m[2]} ", text)
+    text = re.sub(r"\s*=\s*(?=\d)", " level ", text)   # "beard=3"
+    text = re.sub(r"[-_/]", " ", text)
     tokens = []
     for tok in _TOKEN.findall(text):
         tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else [tok])
@@ -182,6 +189,10 @@ def scan(words: list[str], vocab: Vocabulary) -> list[Span]:
     longest = max(map(len, vocab.lexicon))
     spans, i = [], 0
     while i < len(words):
+        if words[i].startswith("amount:"):   # "+2": so many degrees
+            spans.append(Span((words[i],), (Role("intensity", value=min(int(words[i][7:]), MAX_DEGREE)),)))
+            i += 1
+            continue
         if words[i].startswith("years:"):   # a change of so many years: an amount of degrees, at least one
             amount = max(1, round(int(words[i][6:]) / vocab.years_per_degree))
             spans.append(Span((words[i],), (Role("intensity", value=min(amount, MAX_DEGREE)),)))
