@@ -279,7 +279,8 @@ class Editor:
         return None
 
     def _question(self, state: DialogState, attribute: str) -> dict | None:
-        """Every other edit asks whether it is enough; the others offer an attribute not touched yet."""
+        """Every other edit asks whether it is enough; the others offer an attribute not touched yet,
+        each once per face (an offer let pass is not made again)."""
         degrees = state.current.degrees
         up = state.last_change > 0
         room = degrees[attribute] < MAX_DEGREE if up else degrees[attribute] > 0
@@ -291,11 +292,13 @@ class Editor:
         touched = {e.action.split(" ")[0] for e in state.entries if e.face == state.current.face}
         start = names.index(attribute)
         for other in names[start + 1:] + names[:start]:
-            if other in touched:
+            key = f"{state.current.face}:{other}"
+            if other in touched or key in state.offered:
                 continue
             offer = self.feedback.attribute(other)["offer"]["up" if degrees[other] == 0 else "down"]
             if offer is None:
                 continue
+            state.offered.append(key)
             return {"name": "edit_attribute", "args": {"attribute": other, **offer["args"]},
                     "say": self.feedback.say("ask.offer", offer=offer["say"])}
         return None

@@ -55,6 +55,7 @@ class DialogState:
     turns: list[Turn] = field(default_factory=list)
     edits: int = 0  # successful edits so far (varies the follow-up questions)
     seed: int = 0  # the session's own seed: new faces asked for without one are drawn from it
+    offered: list[str] = field(default_factory=list)  # "face:attribute" offered unasked: each once per face
 
     # ----------------------------------------------------------------- reading
 
@@ -123,7 +124,7 @@ class DialogState:
         return json.dumps({
             "entries": [e.to_dict() for e in self.entries], "index": self.index, "focus": self.focus,
             "last_change": self.last_change, "question": self.question, "edits": self.edits, "seed": self.seed,
-            "turns": [asdict(t) for t in self.turns],
+            "offered": self.offered, "turns": [asdict(t) for t in self.turns],
         })
 
     @classmethod
@@ -132,7 +133,7 @@ class DialogState:
         state = cls(
             entries=[Entry.from_dict(e) for e in data["entries"]], index=int(data["index"]), focus=data["focus"],
             last_change=data["last_change"], question=data["question"], edits=int(data.get("edits", 0)),
-            seed=int(data.get("seed", 0)),
+            seed=int(data.get("seed", 0)), offered=[str(o) for o in data.get("offered", [])],
             turns=[Turn(**t) for t in data["turns"]],
         )
         if not -1 <= state.index < len(state.entries) or (state.entries and state.index < 0):

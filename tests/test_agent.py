@@ -183,6 +183,21 @@ def test_asking_how_to_upload_or_save_says_where_the_page_does_it():
     assert "upload" in reply.text and "Download PNG" in reply.text
 
 
+def test_an_offer_let_pass_is_not_made_again_for_the_same_face():
+    agent, session = open_agent()
+    offered = []
+    for text in ["add thin glasses", "darker", "thicker", "lighter", "thinner", "darker", "lighter"]:
+        turn(agent, text)
+        question = session.state.question
+        if question and question["args"]["attribute"] != "eyeglasses":
+            offered.append(question["args"]["attribute"])
+    assert offered and len(offered) == len(set(offered))
+    turn(agent, "show me someone else")   # a new face may be offered everything again
+    _, reply = turn(agent, "add thin glasses")
+    _, reply = turn(agent, "darker")
+    assert session.state.question and session.state.question["args"]["attribute"] == offered[0]
+
+
 def test_yes_runs_the_question_the_assistant_asked_and_no_does_nothing():
     agent, session = open_agent()
     _, reply = turn(agent, "smile a bit")

@@ -342,7 +342,7 @@ def test_help_around_a_request_is_the_request(text, expected):
 @pytest.mark.parametrize("text,kind", [
     ("cancel that", "undo"), ("scrap that", "undo"), ("actually I liked it better before", "undo"),
     ("nevermind, go back to how it was", "undo"), ("make her look like she did at the start", "reset"),
-    ("back to the first picture", "reset"), ("can I upload my own photo?", "files"), ("save this", "files"),
+    ("back to the first picture", "reset"), ("what's different from the original?", "describe"), ("can I upload my own photo?", "files"), ("save this", "files"),
     ("how do I download the image", "files"), ("let me see the before and after", "files"), ("keep it like this", "content"),
 ])
 def test_commands_said_in_other_words(text, kind):
