@@ -366,3 +366,14 @@ def test_numbers_as_a_researcher_types_them(text, expected):
 def test_signed_numbers_leave_years_and_ranges_alone():
     assert calls("make him 10 years younger") == [edit("age", change=-1)]
     assert normalise("a 2-3 degree smile") == ["a", "2", "3", "degree", "smile"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("no I wanted her older", [edit("age", change=2)]),                       # not "no older"
+    ("no wait, give him a beard", [edit("beard", target=3)]),
+    ("not glasses, I meant a beard", [edit("eyeglasses", target=0), edit("beard", target=3)]),
+    ("instead of glasses, a beard", [edit("eyeglasses", target=0), edit("beard", target=3)]),
+    ("no glasses", [edit("eyeglasses", target=0)]),                             # still a removal
+])
+def test_corrections(text, expected):
+    assert calls(text, WORE_GLASSES) == expected

@@ -197,7 +197,12 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
 
     # 2. a leading "yes" / "no" answers the pending suggestion
     first = [w for w in clauses[0].words if w not in vocab.skipped]
-    if len(first) > 2 and (first[0],) in vocab.answers["no"] and first[1] == "not":   # "no, not those, ..."
+    if len(first) > 1 and (first[0],) in vocab.answers["no"] and first[1] in vocab.answer_breaks:
+        # "no I wanted her older", "no wait, ...": an answer, then a request (not "no older")
+        clauses[0].words = clauses[0].words[clauses[0].words.index(first[0]) + 1:]
+        clauses.insert(0, Clause([first[0]]))
+        first = first[:1]
+    elif len(first) > 2 and (first[0],) in vocab.answers["no"] and first[1] == "not":   # "no, not those, ..."
         clauses[0].words = clauses[0].words[clauses[0].words.index(first[0]) + 1:]
         first = first[:1]
         clauses.insert(0, Clause(first))

@@ -35,6 +35,7 @@ class Vocabulary:
     canonical: dict[tuple[str, ...], tuple[str, ...]]
     amounts: dict[str, int]
     answers: dict[str, frozenset[tuple[str, ...]]]
+    answer_breaks: frozenset[str]   # after a leading "no", words that start a new request
     commands: dict[str, tuple[re.Pattern, ...]]
     numbers: dict[str, int]
     years_attribute: str
@@ -112,7 +113,8 @@ def load_vocabulary() -> Vocabulary:
         lexicon={k: tuple(v) for k, v in lexicon.items()},
         canonical=canonical,
         amounts={k: int(v) for k, v in data["amounts"].items()},
-        answers={k: frozenset(_phrases(v)) for k, v in data["answers"].items()},
+        answers={k: frozenset(_phrases(v)) for k, v in data["answers"].items() if k != "breaks"},
+        answer_breaks=frozenset(data["answers"].get("breaks", [])),
         commands={k: tuple(re.compile(p) for p in v) for k, v in data["commands"].items()},
         numbers={str(k): int(v) for k, v in data["numbers"].items()},
         years_attribute=data["years_attribute"],
