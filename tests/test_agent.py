@@ -203,6 +203,18 @@ def test_an_offer_let_pass_is_not_made_again_for_the_same_face(seed):
     assert set(again) & set(offered)
 
 
+def test_undoing_one_attribute_keeps_the_later_edits():
+    agent, session = open_agent()
+    turn(agent, "add thin glasses")
+    turn(agent, "a big grin")
+    _, reply = turn(agent, "undo the glasses")
+    assert reply.degrees == {**START, "smiling": 4} and "no glasses" in reply.text
+    _, reply = turn(agent, "undo the beard")   # never changed: nothing to take back, and it says so
+    assert reply.degrees == {**START, "smiling": 4} and "already" in reply.text
+    _, reply = turn(agent, "undo")             # a plain undo still steps back through the history
+    assert reply.degrees == {**START, "eyeglasses": 2, "smiling": 4}
+
+
 def test_yes_runs_the_question_the_assistant_asked_and_no_does_nothing():
     agent, session = open_agent()
     _, reply = turn(agent, "smile a bit")

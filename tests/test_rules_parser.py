@@ -377,3 +377,12 @@ def test_signed_numbers_leave_years_and_ranges_alone():
 ])
 def test_corrections(text, expected):
     assert calls(text, WORE_GLASSES) == expected
+
+
+def test_undo_names_what_to_take_back():
+    context = DialogContext(focus="smiling", last_change=2, degrees={"eyeglasses": 2, "smiling": 3, "beard": 0},
+                            earlier={"eyeglasses": 0, "smiling": 1})
+    assert calls("undo the glasses and the smile", context) == [edit("eyeglasses", target=0), edit("smiling", target=1)]
+    assert calls("undo the smile", context) == [{"name": "undo", "args": {"steps": 1}}]   # the last edit itself
+    assert calls("can you remove the last change", context) == [{"name": "undo", "args": {"steps": 1}}]
+    assert calls("undo the glasses") == [{"name": "undo", "args": {"steps": 1}}]   # no history known: a plain undo

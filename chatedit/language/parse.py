@@ -223,10 +223,22 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     earlier: list[str] = []          # attributes named so far, most recent first
     previous: Reading | None = None
     moderate = False
+    undoing = False                  # the clause before undid named attributes
     for index, clause in enumerate(clauses):
         command = _command(clause, vocab)
         if command and command.kind in ("help", "files") and read_clause(clause, vocab).names:
             command = None   # "what can you do about his beard": about the beard, not about the assistant
+        named = read_clause(clause, vocab).names
+        now, before = context.degrees or {}, context.earlier or {}
+        undone = [Intent("edit", a, target=before.get(a, now.get(a))) for a in named if a in before or a in now]
+        if undone and ((command and command.kind == "undo" and command.steps == 1 and named != [context.focus])
+                       or (undoing and clause.joined and not command and read_clause(clause, vocab).bare)):
+            # "undo the glasses (and the smile)" when the last edit was something else: each back to what
+            # it was before its own last change; one that never changed stays as it is, and says so
+            slots.extend(undone)
+            undoing = True
+            continue
+        undoing = False
         if command and command.kind == "new_face" and slots and slots[-1] == Intent("new_face"):
             slots.pop()   # "a new face, seed 7"
         if command:
