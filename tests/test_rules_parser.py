@@ -386,3 +386,13 @@ def test_undo_names_what_to_take_back():
     assert calls("undo the smile", context) == [{"name": "undo", "args": {"steps": 1}}]   # the last edit itself
     assert calls("can you remove the last change", context) == [{"name": "undo", "args": {"steps": 1}}]
     assert calls("undo the glasses") == [{"name": "undo", "args": {"steps": 1}}]   # no history known: a plain undo
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("show me what he'll look like in 30 years", edit("age", change=2)), ("fast forward 20 years", edit("age", change=1)),
+    ("age him by a decade", edit("age", change=1)), ("two decades younger", edit("age", change=-1)),
+    ("reverse aging", edit("age", change=-2)), ("make him look like his dad", edit("age", change=2)),
+    ("make her look like her daughter", edit("age", change=-2)), ("she's 40 now", edit("age", target=3)),
+])
+def test_time_said_as_people_say_it(text, expected):
+    assert calls(text) == [expected]
