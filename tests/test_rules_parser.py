@@ -396,3 +396,12 @@ def test_undo_names_what_to_take_back():
 ])
 def test_time_said_as_people_say_it(text, expected):
     assert calls(text) == [expected]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("round glasses", [edit("eyeglasses", target=2)]), ("hipster glasses", [edit("eyeglasses", target=3)]),
+    ("wayfarers", [edit("eyeglasses", target=5)]), ("tinted lenses", [edit("eyeglasses", target=4)]),
+    ("glasses on", [edit("eyeglasses", target=2)]), ("give him a monocle", []),
+])
+def test_kinds_of_glasses(text, expected):
+    assert calls(text) == expected
