@@ -53,11 +53,10 @@ class Feedback:
 def _placed(clause: str) -> dict[str, str]:
     """``clause`` as {is}, and with "now", "already" and "still" where English puts them: after
     "are" ("they are now laughing"), before any other verb ("they now have a beard")."""
-    values = {"is": clause}
-    for adverb in ("now", "already", "still"):
-        verb, _, rest = clause.partition(" ")
-        values[adverb] = f"{verb} {adverb} {rest}" if verb in ("are", "is") else f"{adverb} {clause}"
-    return values
+    verb, _, rest = clause.partition(" ")
+    placed = {adverb: f"{verb} {adverb} {rest}" if verb in ("are", "is") else f"{adverb} {clause}"
+              for adverb in ("now", "already", "still")}
+    return {"is": clause, **placed}
 
 
 def _listed(clauses: list[str]) -> str:

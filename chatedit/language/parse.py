@@ -224,20 +224,22 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     previous: Reading | None = None
     moderate = False
     undoing = False                  # the clause before undid named attributes
+    now, before = context.degrees or {}, context.earlier or {}
     for index, clause in enumerate(clauses):
         command = _command(clause, vocab)
-        if command and command.kind in ("help", "files") and read_clause(clause, vocab).names:
+        reading = read_clause(clause, vocab)
+        if command and command.kind in ("help", "files") and reading.names:
             command = None   # "what can you do about his beard": about the beard, not about the assistant
-        named = read_clause(clause, vocab).names
-        now, before = context.degrees or {}, context.earlier or {}
-        undone = [Intent("edit", a, target=before.get(a, now.get(a))) for a in named if a in before or a in now]
-        if undone and ((command and command.kind == "undo" and command.steps == 1 and named != [context.focus])
-                       or (undoing and clause.joined and not command and read_clause(clause, vocab).bare)):
+        if (command and command.kind == "undo" and command.steps == 1 and reading.names != [context.focus]) \
+                or (undoing and clause.joined and not command and reading.bare):
             # "undo the glasses (and the smile)" when the last edit was something else: each back to what
             # it was before its own last change; one that never changed stays as it is, and says so
-            slots.extend(undone)
-            undoing = True
-            continue
+            undone = [Intent("edit", a, target=before.get(a, now.get(a))) for a in reading.names
+                      if a in before or a in now]
+            if undone:
+                slots.extend(undone)
+                undoing = True
+                continue
         undoing = False
         if command and command.kind == "new_face" and slots and slots[-1] == Intent("new_face"):
             slots.pop()   # "a new face, seed 7"
@@ -245,7 +247,6 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
             slots.append(command)
             if command.kind != "new_face":
                 continue
-        reading = read_clause(clause, vocab)
         moderate |= reading.moderate
         if reading.bare:   # "... and the beard": the previous verb; alone, "glasses please" adds
             verb = previous.verb if (clause.joined and previous and previous.verb) else "add"
