@@ -405,3 +405,51 @@ def test_time_said_as_people_say_it(text, expected):
 ])
 def test_kinds_of_glasses(text, expected):
     assert calls(text) == expected
+
+
+SUNGLASSES_THICK = DialogContext(focus="eyeglasses", last_change=2, degrees={"eyeglasses": 5, "smiling": 1})
+FRAMES_THICK = DialogContext(focus="eyeglasses", last_change=3, degrees={"eyeglasses": 3, "smiling": 1})
+NO_GLASSES = DialogContext(focus="smiling", last_change=1, degrees={"eyeglasses": 0, "smiling": 2})
+
+
+@pytest.mark.parametrize("text,context,expected", [
+    # the tint goes, the thick frame stays
+    ("remove the tint", SUNGLASSES_THICK, 3), ("keep the frames but lose the tint", SUNGLASSES_THICK, 3),
+    ("no more sunglasses, just normal glasses", SUNGLASSES_THICK, 3), ("clear lenses please", SUNGLASSES_THICK, 3),
+    ("swap the sunglasses for clear ones", SUNGLASSES_THICK, 3),
+    # the frame stays, the lenses darken; from none, thin-framed sunglasses
+    ("tint them", FRAMES_THICK, 5), ("make them tinted", FRAMES_THICK, 5), ("tinted glasses", NO_GLASSES, 4),
+    ("replace the normal glasses with sunglasses", FRAMES_THICK, 4),
+    # asking for clear glasses adds them; taking away a tint there is not does nothing
+    ("give her normal glasses", NO_GLASSES, 2), ("remove the tint", NO_GLASSES, 0), ("remove the tint", FRAMES_THICK, 3),
+    # the glasses themselves go
+    ("remove the tinted glasses", SUNGLASSES_THICK, 0), ("take off the normal glasses", FRAMES_THICK, 0),
+])
+def test_lenses_apart_from_frames(text, context, expected):
+    assert calls(text, context) == [edit("eyeglasses", target=expected)]
+
+
+def test_refusing_a_tint_asks_for_nothing():
+    assert kinds("don't tint them", FRAMES_THICK) == ["unknown"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("make him 25", 2), ("make her 40 please", 3), ("can you make them 70", 5), ("age her to 50", 4),
+])
+def test_a_bare_number_of_years_is_an_age(text, expected):
+    assert calls(text) == [edit("age", target=expected)]
+
+
+def test_small_numbers_and_ranges_are_not_ages():
+    assert calls("make her 3") != [edit("age", target=0)]
+    assert calls("set the smile to 20") != [edit("age", target=2)]   # no word about age before "to"
+
+
+def test_the_same_as_before_is_that_attribute_as_it_was():
+    context = DialogContext(focus="smiling", last_change=1, degrees={"bangs": 3, "smiling": 3, "beard": 2},
+                            earlier={"bangs": 1, "smiling": 2})
+    assert calls("make the bangs the same length as before", context) == [edit("bangs", target=1)]
+    assert calls("fringe like before", context) == [edit("bangs", target=1)]
+    assert calls("make the smile the same as before", context) == [{"name": "undo", "args": {"steps": 1}}]
+    assert kinds("put the beard back the way it was", context) == ["edit"]   # never changed: stays, and says so
+    assert calls("put the beard back the way it was", context) == [edit("beard", target=2)]

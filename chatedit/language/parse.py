@@ -25,7 +25,7 @@ from chatedit.attributes import MAX_DEGREE
 
 from .reading import ADD, CHANGE, DEGREE, RELATIVE, REMOVE, Cue, Reading, read_clause
 from .text import Clause, normalise, split_clauses
-from .vocabulary import Vocabulary, load_vocabulary
+from .vocabulary import Vocabulary, lens_degree, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,9 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
     chosen = [c for c in cues if c.level == level]
     values = [c.options[attribute] for c in chosen]
     if level == DEGREE:   # the last phrase refines or corrects the earlier ones
+        if chosen[-1].lens:   # "remove the tint": the same frame, with clear lenses
+            current = (context.degrees or {}).get(attribute)
+            return Intent("edit", attribute, target=lens_degree(vocab, attribute, chosen[-1].lens, current))
         return Intent("edit", attribute, target=values[-1])
     if level == REMOVE:
         return Intent("edit", attribute, target=0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from chatedit.attributes import MAX_DEGREE
 
 from .text import Clause, Span, scan
-from .vocabulary import Role, Vocabulary
+from .vocabulary import TINT, Role, Vocabulary
 
 # Cue levels, strongest first: a degree phrase beats "remove", which beats a comparative, ...
 DEGREE, REMOVE, CHANGE, RELATIVE, ADD, WEAK = range(6)
@@ -33,6 +33,7 @@ class Cue:
     clause: int = 0      # which clause of the message it came from
     echo: bool = False   # "the same again", "do the same": on another attribute, the last edit's change
     restore: bool = False   # "put the beard back": the degree it had before, when there was one
+    lens: int = 0           # "tint them" (1), "remove the tint" (-1): a degree that depends on the frame
 
 
 @dataclass
@@ -57,7 +58,7 @@ def _names(spans: list[Span]) -> list[str]:
     names = []
     for s in spans:
         for role in s.roles:
-            implied = role.kind in ("degree", "cmp") or (role.kind == "polar" and s.used)
+            implied = role.kind in ("degree", "cmp", "lens") or (role.kind == "polar" and s.used)
             if role.attribute and (role.kind == "name" or (implied and not role.named)) and role.attribute not in names:
                 names.append(role.attribute)
     return names
@@ -112,7 +113,7 @@ def _anchored(spans: list[Span], step: int) -> list[Cue]:
 
 def _negated(spans: list[Span]) -> bool:
     """ "don't add glasses", "never make her older", "I don't want the beard to change": nothing asked."""
-    blocking = ("action", "add", "remove", "reduce", "increase", "decrease", "cmp", "degree")
+    blocking = ("action", "add", "remove", "reduce", "increase", "decrease", "cmp", "degree", "lens")
     if spans and spans[-1].has("action") and not spans[-1].has("remove") and any(s.has("remove") for s in spans[:-1]):
         return True   # a refusal ending in a verb: "... the beard to change"
     return any(s.has("negation") and not s.used and any(x.has(*blocking) for x in spans[i + 1:i + 3])
@@ -180,7 +181,13 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             r.cues.append(Cue(REMOVE, dict(every), "verb", s.text))
             s.used = spans[i + 1].used = True
 
-    # 4. degree phrases ("to 4" included) and comparatives
+    # 4. degree phrases ("to 4" included), lenses and comparatives; "lose the tint": clear lenses, while
+    #    "remove the tinted glasses" is left to the verb (the glasses go)
+    tint = any(role.value == TINT for s in spans for role in s.get("lens"))
+    removing = [s for s in spans if s.has("remove") and not s.used]
+    if tint:
+        for s in removing:
+            s.used = True
     nominal = []   # degree phrases that are also names: in "make the sunglasses lighter" only names
     for i, s in enumerate(spans):
         if s.used:
@@ -192,6 +199,12 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             options, scope = _options(s.get("degree"))
             (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text))
             s.used = True   # "shave" is then no longer a verb
+        elif s.get("lens") and not (removing and not tint):
+            role = s.get("lens")[0]
+            sign = -TINT if removing else min(role.value, 1)
+            # kept in order with the names that are degrees: "swap the sunglasses for clear ones"
+            nominal.append(Cue(DEGREE, {role.attribute: 0}, "self", s.text, lens=sign))
+            s.used = True
         elif s.get("cmp"):
             options, scope = _options(s.get("cmp"), lambda role: role.value * amount)
             r.cues.append(Cue(CHANGE, options, scope, s.text))
@@ -212,8 +225,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
         else:
             r.cues.append(Cue(RELATIVE, dict.fromkeys(every, sign), "followup", s.text,
                               intensity or vocab.amounts["followup"]))
-    if not any(c.level in (CHANGE, WEAK) for c in r.cues):
-        r.cues.extend(nominal)
+    comparing = any(c.level in (CHANGE, WEAK) for c in r.cues)
+    r.cues.extend(c for c in nominal if c.lens or not comparing)
 
     # 6. verbs; "make her smile" adds only when nothing else in the clause wants the verb
     r.cues += _verbs(spans, vocab, r, intensity)

@@ -111,6 +111,10 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 continue
             if value is not None and (nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
                 years = value
+            elif value is not None and value >= 10 and out and (
+                    (len(out) >= 2 and out[-1] in vocab.age_object[1] and out[-2] in vocab.age_object[0])
+                    or (out[-1] == "to" and vocab.age_to & set(out))):
+                years = value   # "make him 25", "age her to 50": too many for a degree, so an age
             if years is not None and nxt in vocab.age_after:
                 i += 1
                 while i + 1 < len(tokens) and tokens[i + 1] in vocab.age_after | {"old"}:

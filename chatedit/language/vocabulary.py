@@ -18,11 +18,14 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- vocabulary
 
 
+TINT = 2   # the value of a lens role for the tint itself ("remove the tint"), not tinted glasses
+
+
 @dataclass(frozen=True)
 class Role:
     """One meaning of a phrase: ``kind`` plus, for attribute roles, the attribute and a value."""
 
-    kind: str                  # "name" | "degree" | "cmp" | "polar" | "intensity" | "followup" | "oos" | grammar key
+    kind: str                  # "name" | "degree" | "cmp" | "polar" | "lens" | "intensity" | "followup" | "oos" | grammar key
     attribute: str | None = None
     value: int = 0             # degree, sign or amount
     named: bool = False        # only meaningful when the attribute is named (e.g. "short", "longer")
@@ -43,6 +46,8 @@ class Vocabulary:
     age_before: frozenset[str]
     age_after: frozenset[str]
     age_change_before: frozenset[str]
+    age_object: tuple[frozenset[str], frozenset[str]]   # "make him 25": (verbs, persons) before an age
+    age_to: frozenset[str]      # "age her to 50": words that make "to <number>" an age
     years_off: frozenset[str]   # "take 10 years off": verbs that make a number of years younger
     years_per_degree: float   # "10 years younger": years per degree of change (at least one degree)
     conjunctions: frozenset[str]
@@ -52,6 +57,7 @@ class Vocabulary:
     not_ages: frozenset[str]
     relative_years: frozenset[str]   # "5 years younger": comparatives of the years attribute
     add_degree: dict[str, int | None]
+    lenses: dict[str, tuple[int, int, int]]   # attribute -> (shift, tinted, clear): see ``lens_degree``
     generic_things: frozenset[str]   # out-of-scope things that yield to a more specific one
     keywords: frozenset[str]   # typo-correction targets
     known: frozenset[str]      # words never corrected
@@ -78,7 +84,7 @@ def load_vocabulary() -> Vocabulary:
     for name in data["attributes"]:
         if name not in names:
             raise ValueError(f"language.yaml describes attribute {name!r}, not in attributes.yaml ({', '.join(names)})")
-    add_degree = {}
+    add_degree, lenses = {}, {}
     for name, entry in data["attributes"].items():
         add_degree[name] = entry.get("add")
         add(entry.get("names", []), Role("name", name))
@@ -92,6 +98,11 @@ def load_vocabulary() -> Vocabulary:
             add(entry.get(prefix + "down") or [], Role("cmp", name, -1, named))
             for word, sign in (entry.get(prefix + "polar") or {}).items():
                 add([word], Role("polar", name, int(sign), named))
+        if "lenses" in entry:
+            lenses[name] = tuple(int(entry["lenses"][k]) for k in ("shift", "tinted", "clear"))
+            add(entry["lenses"]["tinted_words"], Role("lens", name, 1))
+            add(entry["lenses"]["tint_words"], Role("lens", name, TINT))
+            add(entry["lenses"]["clear_words"], Role("lens", name, -1))
 
     # 2. grammar, intensity, follow-ups, out-of-scope things
     for kind, items in data["grammar"].items():
@@ -122,10 +133,13 @@ def load_vocabulary() -> Vocabulary:
         age_before=frozenset(data["age_number_before"]),
         age_after=frozenset(data["age_number_after"]),
         age_change_before=frozenset(data["age_change_before"]),
+        age_object=(frozenset(data["age_number_object"]["verbs"]), frozenset(data["age_number_object"]["objects"])),
+        age_to=frozenset(w for p in _phrases(data["age_number_to"]) for w in p),
         years_per_degree=float(data["years_per_degree"]),
         years_off=frozenset(data["years_off"]),
         conjunctions=frozenset(data["grammar"]["conjunction"]),
         add_degree=add_degree,
+        lenses=lenses,
         generic_things=frozenset(data["out_of_scope_generic"]),
         keywords=frozenset(keywords),
         contractions=data["contractions"],
@@ -137,3 +151,23 @@ def load_vocabulary() -> Vocabulary:
         known=frozenset(single | {w for p in _phrases(data["known_words"]) for w in p} | set(data["numbers"])
                         | set(data["skipped"]) | {w for v in data["answers"].values() for p in _phrases(v) for w in p}),
     )
+
+
+def lens_degree(vocab: Vocabulary, attribute: str, sign: int, current: int | None) -> int:
+    """The degree for tinted (``sign`` > 0) or clear lenses (< 0), keeping the frame the glasses have.
+
+    Tinted degrees are their clear frame's plus ``shift``: thin frames (2) tinted are thin-framed
+    sunglasses (4). From no glasses (or rimless ones, which have no tinted kind) it is the
+    ``tinted`` or ``clear`` degree; glasses that already are what was asked keep their degree.
+    ``sign`` == -TINT takes a tint away: clear lenses in the same frame, and nothing else changes.
+    """
+    shift, tinted, clear = vocab.lenses[attribute]
+    if sign == -TINT:
+        return (current - shift if current >= tinted else current) if current is not None else 0
+    if sign > 0:
+        if current is not None and current >= tinted:
+            return current
+        return current + shift if current is not None and current + shift >= tinted else tinted
+    if current is not None and current >= tinted:
+        return current - shift
+    return current if current else clear
