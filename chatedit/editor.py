@@ -49,6 +49,7 @@ class Outcome:
     changed: bool  # whether the face shown is a different one now
     image: torch.Tensor | None  # (3, H, W) in [0, 1]: the face shown after the call
     question: str | None = None  # a follow-up the assistant now asks (its call is ``state.question``)
+    reached: str | None = None  # an edit that landed where asked and moved nothing else: its clause ("have a beard")
 
 
 class Editor:
@@ -254,7 +255,9 @@ class Editor:
                     sentences.append(self.feedback.edit("side_effect", other, final.degrees[other]))
         state.question = self._question(state, attribute) if reached == result.target else None
         question = state.question.pop("say") if state.question else None
-        return Outcome(" ".join(sentences), True, final.image, question)
+        plain = key == "reached" and len(sentences) == 1
+        return Outcome(" ".join(sentences), True, final.image, question,
+                       self.feedback.state(attribute, reached) if plain else None)
 
     def _keep_allowed(self, face: FaceState, before: dict[str, int], result: EditResult, attribute: str,
                       on_frame, on_preview) -> tuple[EditResult, tuple[str, str]] | None:

@@ -32,6 +32,12 @@ class Feedback:
     def edit(self, key: str, name: str, degree: int, **values) -> str:
         return self.say(f"edit.{key}", noun=self.attribute(name)["noun"], **_placed(self.state(name, degree)), **values)
 
+    def reached(self, clauses: list[str]) -> str:
+        """Several edits that each landed where asked, as one sentence: "They now have a gentle smile
+        and wear no glasses." (``clauses`` from ``state``)."""
+        placed = _placed(clauses[0])["now"]
+        return self.say("edit.reached", now=_listed([placed, *clauses[1:]]))
+
     def describe(self, degrees: dict[str, int]) -> str:
         return self.say("describe", list=_listed([self.state(n, degrees[n]) for n in attribute_names() if n in degrees]))
 

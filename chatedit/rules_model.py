@@ -47,6 +47,22 @@ def _describe_call(call: dict) -> str:
     return f"{args['attribute']} {args['change']:+d}"
 
 
+def _said(results: list[ToolMessage]) -> list[str]:
+    """What the tools said, in order; edits in a row that each landed where asked become one sentence."""
+    said, run = [], []
+    for m in [*results, None]:
+        artifact = m.artifact if m is not None and isinstance(m.artifact, dict) else {}
+        if artifact.get("reached"):
+            run.append(artifact["reached"])
+            continue
+        if run:
+            said.append(load_feedback().reached(run))
+            run = []
+        if m is not None:
+            said.append(artifact.get("text", m.text))
+    return said
+
+
 class RulesChatModel(BaseChatModel):
     """Understands the five attributes and dialog follow-ups with rules; no weights, no network."""
 
@@ -76,7 +92,7 @@ class RulesChatModel(BaseChatModel):
         notes = self._notes(intents, bool(calls))
         if results or not calls:
             # 2. after the tools ran (or when there is nothing to run): the reply, with the question last
-            said = [(m.artifact or {}).get("text", m.text) if isinstance(m.artifact, dict) else m.text for m in results]
+            said = _said(results)
             question = results[-1].artifact.get("question") if results and isinstance(results[-1].artifact, dict) \
                 else None
             return self._reply(" ".join([*said, *notes, *([question] if question else [])]).strip())

@@ -91,7 +91,7 @@ def make_tools(editor: Editor | None, state: DialogState, on_frame: Callable | N
             raise ToolException(str(error)) from error
         content = f"{outcome.text} {outcome.question}" if outcome.question else outcome.text
         return content, {"image": outcome.image, "changed": outcome.changed, "text": outcome.text,
-                         "question": outcome.question}
+                         "question": outcome.question, "reached": outcome.reached}
 
     def edit_attribute(attribute: str, target: int | None = None, change: int | None = None):
         return run(lambda: editor.edit(state, attribute, target=target, change=change, on_frame=on_frame,

@@ -156,6 +156,15 @@ def test_replies_put_now_already_and_still_where_english_does():
     assert reply.text.startswith("They now wear rimless glasses")
 
 
+def test_several_edits_that_landed_are_said_in_one_sentence():
+    agent, _ = open_agent(walls={"beard": 0.2})
+    _, reply = turn(agent, "make her laugh and give her thin glasses")
+    assert reply.text.startswith("They are now laughing with the mouth wide open and wear thin-framed glasses.")
+    _, reply = turn(agent, "take the glasses off, add a beard and long bangs")   # the beard cannot: said apart
+    assert reply.text.startswith("They now wear no glasses. I could not change the beard")
+    assert "have long bangs down to the eyebrows." in reply.text and reply.text.count("They now") == 2
+
+
 def test_putting_something_back_brings_back_the_degree_it_had():
     agent, session = open_agent()
     turn(agent, "thick framed sunglasses please")
