@@ -344,6 +344,9 @@ def test_help_around_a_request_is_the_request(text, expected):
     ("nevermind, go back to how it was", "undo"), ("make her look like she did at the start", "reset"),
     ("back to the first picture", "reset"), ("what's different from the original?", "describe"), ("can I upload my own photo?", "files"), ("save this", "files"),
     ("how do I download the image", "files"), ("let me see the before and after", "files"), ("keep it like this", "content"),
+    ("let's start fresh", "reset"),
+    # questions about the face are answered, not carried out
+    ("does she have glasses?", "describe"), ("is he smiling", "describe"), ("how long are her bangs?", "describe"),
 ])
 def test_commands_said_in_other_words(text, kind):
     assert kinds(text, SMILED) == [kind]
@@ -427,6 +430,13 @@ NO_GLASSES = DialogContext(focus="smiling", last_change=1, degrees={"eyeglasses"
 ])
 def test_lenses_apart_from_frames(text, context, expected):
     assert calls(text, context) == [edit("eyeglasses", target=expected)]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("is it possible to add glasses", [edit("eyeglasses", target=2)]), ("have her smile", [edit("smiling", target=2)]),
+])
+def test_polite_requests_phrased_as_questions_are_still_requests(text, expected):
+    assert calls(text) == expected
 
 
 def test_refusing_a_tint_asks_for_nothing():
