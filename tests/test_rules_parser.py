@@ -439,6 +439,16 @@ def test_polite_requests_phrased_as_questions_are_still_requests(text, expected)
     assert calls(text) == expected
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("smile: 3", [edit("smiling", target=3)]), ("bangs 0", [edit("bangs", target=0)]),
+    ("age 4, smile 2", [edit("age", target=4), edit("smiling", target=2)]),   # a degree, not a four-year-old
+    ("aged 4", [edit("age", target=0)]), ("bangs 2 steps longer", [edit("bangs", change=2)]),
+    ("make him look friendlier", [edit("smiling", change=2)]),
+])
+def test_an_attribute_and_its_degree_typed_tersely(text, expected):
+    assert calls(text) == expected
+
+
 def test_refusing_a_tint_asks_for_nothing():
     assert kinds("don't tint them", FRAMES_THICK) == ["unknown"]
 

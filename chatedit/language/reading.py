@@ -192,7 +192,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     for i, s in enumerate(spans):
         if s.used:
             continue
-        if s.words[0].isdigit() and i and spans[i - 1].has("degree_number"):
+        if s.words[0].isdigit() and i and (spans[i - 1].has("degree_number") or (
+                spans[i - 1].has("name") and i == len(spans) - 1)):   # "to 4", "level 4"; "bangs 0" to end a clause
             if int(s.words[0]) <= MAX_DEGREE:
                 r.cues.append(Cue(DEGREE, dict.fromkeys(every, int(s.words[0])), "named", s.text))
         elif s.get("degree"):

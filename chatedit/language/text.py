@@ -109,7 +109,10 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 out.append(f"years:{value}")
                 i += 2
                 continue
-            if value is not None and (nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
+            degree = value is not None and value <= MAX_DEGREE and out and out[-1] == vocab.years_attribute
+            if degree and nxt not in vocab.age_after:
+                pass   # "age 4", as "smile 2": a degree of the scale, not a four-year-old
+            elif value is not None and (nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
                 years = value
             elif value is not None and value >= 10 and out and (
                     (len(out) >= 2 and out[-1] in vocab.age_object[1] and out[-2] in vocab.age_object[0])
@@ -130,8 +133,8 @@ def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     # "a 60% smile": that share of the scale, as a degree; "smile +2", "-1 age": a change of so many degrees
     text = _PERCENT.sub(lambda m: f" level {min(MAX_DEGREE, int(int(m[1]) * MAX_DEGREE / 100 + 0.5))} ", text)
+    text = re.sub(r"\s*[=:]\s*(?=\d)", " level ", text)   # "beard=3", "smile: 3"
     text = _SIGNED.sub(lambda m: f" {'more' if m[1] == '+' else 'less'} amount:{m[2]} ", text)
-    text = re.sub(r"\s*=\s*(?=\d)", " level ", text)   # "beard=3"
     text = re.sub(r"[-_/]", " ", text)
     tokens = []
     for tok in _TOKEN.findall(text):
