@@ -449,6 +449,15 @@ def test_an_attribute_and_its_degree_typed_tersely(text, expected):
     assert calls(text) == expected
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("he looks too old, take a few years off", edit("age", change=-1)), ("give him a few more years", edit("age", change=1)),
+    ("add a couple of years", edit("age", change=1)), ("i dont like the beard", edit("beard", target=0)),
+    ("make her a 5 year old", edit("age", target=0)),
+])
+def test_few_years_and_missing_apostrophes(text, expected):
+    assert calls(text) == [expected]
+
+
 def test_refusing_a_tint_asks_for_nothing():
     assert kinds("don't tint them", FRAMES_THICK) == ["unknown"]
 

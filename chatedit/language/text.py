@@ -84,6 +84,9 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
     while i < len(tokens):
         tok = tokens[i]
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if tok in ("a", "an") and nxt in vocab.numbers and i + 2 < len(tokens) and tokens[i + 2] in vocab.age_after:
+            i += 1   # "take a few years off": the article stands between the verb and its number
+            continue
         years = None
         if re.fullmatch(r"\d{2}s", tok):
             years = int(tok[:-1]) + 4   # "in his 30s": 34, a young adult, as "thirties" is
@@ -138,7 +141,8 @@ def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     text = re.sub(r"[-_/]", " ", text)
     tokens = []
     for tok in _TOKEN.findall(text):
-        tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else [tok])
+        bare = vocab.contractions.get("bare", {}).get(tok)
+        tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else list(bare) if bare else [tok])
     tokens = [_correct(t, vocab) for t in tokens]
     return _age_numbers(_replace_phrases(tokens, vocab.canonical), vocab)
 
