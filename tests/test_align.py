@@ -132,7 +132,7 @@ def test_shrinking_is_antialiased():
 
 
 # renders on which the cascades find the face and both eyes (they miss some renders, and real faces too)
-@pytest.mark.parametrize("item, scale, side", [(1, 3, 600), (9, 3, 600), (6, 3, 600), (1, 6, 1200)])
+@pytest.mark.parametrize("item, scale, side", [(1, 3, 600), (6, 3, 600), (1, 6, 1200), (7, 6, 1200)])
 def test_opencv_finds_the_face_and_its_eyes(renders, item, scale, side):
     images, marks = renders
     picture, moved = photo(images[item], true_points(marks, item), scale, 0.0, size=(side, side))

@@ -3,8 +3,8 @@
 import torch
 
 from chatedit.attributes import attribute_names, load_attributes, most_allowed
-from chatedit.tools.builtin.renderer import (IDENTITY, PIXEL, RESOLUTION, Portraits, is_plausible, render,
-                                              sample_portraits)
+from chatedit.tools.builtin.renderer import (IDENTITY, PIXEL, RESOLUTION, Portraits, is_plausible, landmarks,
+                                              render, sample_portraits)
 
 
 def _person(attribute: str, values, seed=3, **fixed) -> torch.Tensor:
@@ -77,6 +77,31 @@ def test_beard_grows_and_lengthens():
     chin_change = [(img - imgs[3])[:, below_chin[0], below_chin[1]].abs().mean().item() for img in imgs]
     assert jaw_change[1] < jaw_change[2] < jaw_change[3]
     assert chin_change[5] > chin_change[4] > 0.01
+
+
+def test_a_full_short_beard_adds_the_moustache_a_short_one_lacks():
+    base = sample_portraits(1, 3)
+    identity = base.identity.clone()
+    identity[0, IDENTITY.index("masc")] = 0.9
+    rows = torch.tensor([[0.0, 0.0, b, 0.0, 3.0] for b in (0.0, 2.0, 3.0)])
+    people = Portraits(identity.repeat(3, 1), base.scene.repeat(3, 1), rows)
+    mouth_y = landmarks(people)["mouth_y"][0].item()
+    lip = _box(mouth_y - 0.045, mouth_y - 0.025, -0.05, 0.05)   # between the nose and the mouth
+    brightness = [img[:, lip[0], lip[1]].mean().item() for img in render(people)]
+    assert abs(brightness[1] - brightness[0]) < 0.01 < brightness[1] - brightness[2]
+
+
+def test_a_fringe_shades_the_forehead_under_it():
+    """Where a fringe ends shows even on fair hair over fair skin: its shadow darkens the skin below."""
+    base = sample_portraits(1, 3)
+    identity = base.identity.clone()
+    for name, value in (("masc", 0.1), ("hair_dark", 0.0), ("hair_red", 0.0), ("skin_tone", 0.0)):
+        identity[0, IDENTITY.index(name)] = value
+    rows = torch.tensor([[0.0, 0.0, 0.0, 1.0, 2.0], [3.0, 0.0, 0.0, 1.0, 2.0]])
+    imgs = render(Portraits(identity.repeat(2, 1), base.scene.repeat(2, 1), rows))
+    changed = (imgs[1] - imgs[0]).abs().mean(0)[:, 56:72].mean(1)   # per row, across the middle of the forehead
+    edge = int(changed.argmax())   # the fringe's dark edge
+    assert changed[edge + 2] > 0.03   # two pixels below it the skin is still in shadow
 
 
 def test_smile_opens_the_mouth_only_at_the_top_degrees():

@@ -313,21 +313,23 @@ def render(portraits: Portraits) -> torch.Tensor:
         lines = torch.maximum(lines, bag * _smooth(4.0, 4.8, age))
     img = _mix(img, shade * 0.7, lines * 0.9 * face_alpha)
 
-    # 6. beard: stubble, then a short beard up the jaw to the ears, a moustache, then length below the chin
+    # 6. beard: stubble, then a short beard along the jaw (no moustache), a full one (moustache, up the
+    #    cheeks, standing off the face), then length below the chin; a shade darker than the hair
     beard = a["beard"]
     density = _smooth(0.3, 1.0, beard) * 0.45 + _smooth(1.2, 2.0, beard) * 0.55
-    grow = 0.03 * _smooth(2.3, 3.0, beard)
+    full = _smooth(2.3, 3.0, beard)
+    grow = 0.045 * full
     length = 0.11 * _smooth(3.2, 4.0, beard) + 0.13 * _smooth(4.2, 5.0, beard)
     side = (x / face_w).abs().clamp(max=1)
-    beard_top = mouth_y + 0.035 - (mouth_y - eye_y + 0.03) * side**4 * (0.6 + 0.3 * _smooth(2.0, 3.0, beard))
+    beard_top = mouth_y + 0.035 - (mouth_y - eye_y + 0.03) * side**4 * (0.55 + 0.4 * full)
     region = torch.maximum(face_sdf - grow, beard_top - y)
     chin_part = _superellipse(x, y, 0 * x, chin_y - 0.04 + length / 2, face_w * (0.85 - 0.25 * length / 0.24), 0.07 + length / 2, p=2.5)
     region = torch.minimum(region, torch.maximum(chin_part, (mouth_y + 0.04) - y))
     region = _fill(region)
-    mustache = _fill(_ellipse(x, y, 0 * x, mouth_y - 0.03, 0.09 + 0.03 * p["mouth_w"], 0.02 + 0.01 * _smooth(2.0, 3.0, beard)))
-    region = torch.maximum(region, mustache * _smooth(1.5, 2.2, beard))
+    mustache = _fill(_ellipse(x, y, 0 * x, mouth_y - 0.03, 0.09 + 0.03 * p["mouth_w"], 0.022 + 0.006 * _smooth(3.3, 4.0, beard)))
+    region = torch.maximum(region, mustache * full)
     texture = 1 - 0.6 * (1 - _smooth(1.3, 2.0, beard)) * (noise > 0.5).float()
-    img = _mix(img, hair_dark, region * density * texture)
+    img = _mix(img, hair_dark * 0.85, region * density * texture)
 
     # 7. mouth: serious (narrow, corners turned down) → wider, corners flicked up → a round U with smile
     #    lines → a wide, deep U with raised cheeks and narrowing eyes → teeth → wide open laugh. Each
@@ -341,7 +343,7 @@ def render(portraits: Portraits) -> torch.Tensor:
     lift = 0.05 * c2 + 0.035 * c3 + 0.006 * (smile - 3).clamp(min=0)
     for side in (-1, 1):  # cheeks raised by a broad smile: a light round patch under each eye
         apple = _fill(_ellipse(x, y, side * (eye_dx + 0.01), eye_y + 0.15, 0.085 + 0 * x, 0.05 + 0 * x))
-        img = _mix(img, (skin * 1.18).clamp(max=1), apple * 0.6 * c3)
+        img = _mix(img, (skin * 1.22).clamp(max=1), apple * 0.75 * c3)
     u = (x / mw).clamp(-1.2, 1.2)
     curve = mouth_y + frown * u**2 - curl * u**8 - lift * (u**2 - 0.35)
     opening = 0.03 * _smooth(3.3, 4.0, smile) + 0.055 * _smooth(4.3, 5.0, smile)
@@ -357,7 +359,7 @@ def render(portraits: Portraits) -> torch.Tensor:
     img = _mix(img, lip, lower_lip)
     for side in (-1, 1):  # smile lines bracketing the mouth corners: faint at a gentle smile, long at a broad one
         cx, cy = side * (mw + 0.035), mouth_y - lift * 0.6 - 0.01 * c1
-        bracket = _fill(_ellipse(x, y, cx, cy, 0.016 + 0 * x, 0.035 + 0.025 * c3).abs() - 0.0045) * (x * side > cx * side)
+        bracket = _fill(_ellipse(x, y, cx, cy, 0.016 + 0 * x, 0.035 + 0.025 * c3).abs() - 0.006) * (x * side > cx * side)
         img = _mix(img, shade * 0.7, bracket * (0.75 * c2 + 0.25 * c3))
 
     # 8. nose
@@ -379,7 +381,7 @@ def render(portraits: Portraits) -> torch.Tensor:
         lid = _fill(_ellipse(x, y, ex, eye_y, eye_r, eye_h).abs() - 0.006) * _fill(y - eye_y)
         img = _mix(img, hair_dark * 0.6, lid)
         bu = ((x - ex) / 0.09).clamp(-1.3, 1.3)
-        bcurve = brow_y - (0.02 + 0.02 * p["brow_arch"]) * (1 - bu**2)
+        bcurve = brow_y + 0.012 * (1 - c1) - (0.02 + 0.02 * p["brow_arch"]) * (1 - bu**2) * (1 - 0.4 * (1 - c1))
         brow = _fill((y - bcurve).abs() - (0.008 + 0.014 * p["brow_thick"] + 0.004 * masc) * (1 - 0.5 * young)) * _fill((x - ex).abs() - 0.1)
         img = _mix(img, hair_dark, brow)
 
@@ -394,9 +396,13 @@ def render(portraits: Portraits) -> torch.Tensor:
     fringe_y = hairline + reach * (0.08 + 0.92 * bangs / 5) + 0.012 * torch.sin(x * 55)
     fringe = torch.maximum(y - fringe_y, face_sdf + 0.01)
     fringe = torch.maximum(fringe, hairline - 0.06 - y)
-    img = _mix(img, hair * strands, _fill(fringe) * _smooth(0.15, 0.5, bangs))
+    has_fringe = _smooth(0.15, 0.5, bangs)
+    # the fringe's shadow on the forehead: where it ends shows even when hair and skin are alike
+    shadow = _fill((y - fringe_y - 0.02).abs() - 0.016) * _fill(face_sdf + 0.01) * _fill(-(y - hairline))
+    img = _mix(img, shade * 0.75, shadow * 0.55 * has_fringe)
+    img = _mix(img, hair * strands, _fill(fringe) * has_fringe)
     edge = _fill((y - fringe_y).abs() - 0.009) * _fill(face_sdf + 0.01)
-    img = _mix(img, hair_dark, edge * _smooth(0.15, 0.5, bangs) * _fill(-(y - hairline)))
+    img = _mix(img, hair_dark, edge * has_fringe * _fill(-(y - hairline)))
 
     # 11. glasses: rimless → thin → thick frames → thin → thick sunglasses
     g = a["eyeglasses"]
