@@ -140,10 +140,18 @@ class Editor:
         then = self.backend.identity(original[None])
         return float((now * then).sum(-1).clamp(0, 1)[0])
 
-    def describe(self, state: DialogState) -> Outcome:
+    def describe(self, state: DialogState, attribute: str | None = None) -> Outcome:
+        """The face in words; asked about one attribute, that one (which is then the one "add one",
+        "a bit more" refer to)."""
         if not state.has_face:
             return Outcome(self.feedback.say("no_face"), False, None)
         state.question = None
+        if attribute is not None:
+            if attribute not in attribute_names():
+                raise EditError(f"unknown attribute {attribute!r}; choose one of {', '.join(attribute_names())}")
+            state.focus, state.last_change = attribute, None
+            return Outcome(self.feedback.say("describe_one", **{"is": self.feedback.state(attribute, state.current.degrees[attribute])}),
+                           False, None)
         text = self.feedback.describe(state.current.degrees)
         history = self.feedback.since_original(state.original.degrees, state.current.degrees)
         return Outcome(f"{text} {history}" if history else text, False, None)

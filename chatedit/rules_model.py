@@ -114,7 +114,7 @@ class RulesChatModel(BaseChatModel):
                 hint = feedback.data.get("out_of_scope_hint", {}).get(intent.thing)
                 if hint:
                     notes.append(hint)
-            elif intent.kind in ("decline", "content", "help", "files") and not calling:
+            elif intent.kind in ("decline", "content", "help", "files", "greeting") and not calling:
                 notes.append(feedback.say(intent.kind))
         if not calling and not notes:
             notes.append(feedback.say("unknown"))

@@ -53,6 +53,17 @@ def edit_schema() -> type[BaseModel]:
     )
 
 
+@lru_cache(maxsize=1)
+def describe_schema() -> type[BaseModel]:
+    """``describe``'s arguments: optionally the one attribute asked about."""
+    names = attribute_names()
+    return create_model(
+        "Describe", __config__=ConfigDict(extra="forbid"),
+        attribute=(Literal[names] | None, Field(None, description=f"only this attribute (one of {', '.join(names)}), "
+                                                                  "when the person asked about one")),
+    )
+
+
 class Steps(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(1, ge=1, le=50, description="how many changes to step over")
@@ -109,8 +120,8 @@ def make_tools(editor: Editor | None, state: DialogState, on_frame: Callable | N
     def new_face(seed: int | None = None):
         return run(lambda: editor.new_face(state, seed))
 
-    def describe():
-        return run(lambda: editor.describe(state))
+    def describe(attribute: str | None = None):
+        return run(lambda: editor.describe(state, attribute))
 
     names = ", ".join(attribute_names())
     specs = [
@@ -122,7 +133,8 @@ def make_tools(editor: Editor | None, state: DialogState, on_frame: Callable | N
         (redo, Steps, "Redo change(s) that were undone."),
         (reset, NoArguments, "Go back to the face as it was at the start."),
         (new_face, NewFace, "Start again with a new generated face."),
-        (describe, NoArguments, "Describe the face as it is now, attribute by attribute."),
+        (describe, describe_schema(), "Describe the face as it is now, attribute by attribute, or the one "
+                                      "attribute asked about ('does she have glasses?')."),
     ]
     return [
         StructuredTool.from_function(

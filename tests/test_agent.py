@@ -156,6 +156,16 @@ def test_replies_put_now_already_and_still_where_english_does():
     assert reply.text.startswith("They now wear rimless glasses")
 
 
+def test_a_question_about_one_attribute_is_answered_and_add_one_adds_it():
+    agent, session = open_agent(walls={"beard": 0.2})
+    _, reply = turn(agent, "hi")
+    assert reply.text.startswith("Hello!") and not reply.calls
+    _, reply = turn(agent, "does she have glasses?")
+    assert reply.text == "Right now they wear no glasses." and len(session.state.entries) == 1
+    _, reply = turn(agent, "ok add one")
+    assert reply.degrees["eyeglasses"] == 2 and "thin-framed glasses" in reply.text
+
+
 def test_several_edits_that_landed_are_said_in_one_sentence():
     agent, _ = open_agent(walls={"beard": 0.2})
     _, reply = turn(agent, "make her laugh and give her thin glasses")

@@ -135,11 +135,11 @@ REQUESTS = [
     ("show me a new person, seed 7", [{"name": "new_face", "args": {"seed": 7}}]),
     ("what do you see", [{"name": "describe", "args": {}}]),
     ("describe the face", [{"name": "describe", "args": {}}]),
-    ("how old does she look?", [{"name": "describe", "args": {}}]),
-    ("is he smiling?", [{"name": "describe", "args": {}}]),
+    ("how old does she look?", [{"name": "describe", "args": {"attribute": "age"}}]),   # asked about one: that one
+    ("is he smiling?", [{"name": "describe", "args": {"attribute": "smiling"}}]),
     ("what have you changed so far?", [{"name": "describe", "args": {}}]),
     ("list the edits", [{"name": "describe", "args": {}}]),
-    ("what's his age now?", [{"name": "describe", "args": {}}]),
+    ("what's his age now?", [{"name": "describe", "args": {"attribute": "age"}}]),
     ("could you start again with someone else", [{"name": "new_face", "args": {}}]),   # not a reset
     ("give him a grin from ear to ear", [edit("smiling", target=4)]),   # an idiom, not the ears
 ]
@@ -250,7 +250,7 @@ def test_out_of_scope_comparative_does_not_touch_the_focus():
         Intent("out_of_scope", thing="background")]
 
 
-@pytest.mark.parametrize("text", ["", "   ", "?!", "asdfgh qwerty", "hello", "the bread is good",
+@pytest.mark.parametrize("text", ["", "   ", "?!", "asdfgh qwerty", "the bread is good",
                                   "I think she looks fine", "Let me have a look. It would be nicer this way."])
 def test_empty_garbage_and_chatter_are_unknown(text):
     assert parse(text) == [Intent("unknown")]
@@ -456,6 +456,17 @@ def test_an_attribute_and_its_degree_typed_tersely(text, expected):
 ])
 def test_few_years_and_missing_apostrophes(text, expected):
     assert calls(text) == [expected]
+
+
+def test_a_hello_is_greeted_and_what_follows_it_is_read():
+    assert kinds("hello") == ["greeting"] and kinds("hi there!") == ["greeting"]
+    assert calls("hi, can you make her smile") == [edit("smiling", target=2)]
+
+
+def test_add_one_after_asking_about_an_attribute_adds_that_one():
+    asked = DialogContext(focus="beard", degrees={"beard": 0, "eyeglasses": 3})
+    assert calls("ok add one", asked) == [edit("beard", target=3)]
+    assert calls("add one", WORE_GLASSES) == []   # the focus already has glasses: "one" of what?
 
 
 def test_refusing_a_tint_asks_for_nothing():

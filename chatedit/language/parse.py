@@ -45,7 +45,7 @@ class DialogContext:
 @dataclass(frozen=True)
 class Intent:
     kind: str   # "edit" | "undo" | "redo" | "reset" | "new_face" | "describe" | "decline" | "content" | "out_of_scope"
-    #             | "help" | "files" | "unknown"
+    #             | "help" | "files" | "greeting" | "unknown"
     attribute: str | None = None
     target: int | None = None
     change: int | None = None
@@ -75,6 +75,9 @@ def _command(clause: Clause, vocab: Vocabulary) -> Intent | None:
                 return Intent(kind, steps=_number(clause.words, vocab, 20) or 1)
             if kind == "new_face":
                 return Intent(kind, seed=next((int(w) for w in clause.words if w.isdigit()), None))
+            if kind == "describe":   # "does she have glasses?": that attribute
+                names = read_clause(clause, vocab).names
+                return Intent(kind, attribute=names[0] if len(names) == 1 else None)
             return Intent(kind)
     return None
 
@@ -118,14 +121,14 @@ def _suggested(suggestion: dict) -> Intent:
 # --------------------------------------------------------------------------- binding and merging
 
 
-def _bind(cue: Cue, reading: Reading, earlier: list[str], focus: str | None) -> list[str]:
+def _bind(cue: Cue, reading: Reading, earlier: list[str], focus: str | None, focus_absent: bool = False) -> list[str]:
     """The attributes a cue acts on: named here, named itself, by a pronoun or earlier, or in focus."""
     here = [a for a in reading.names if a in cue.options]
     if cue.scope == "verb":
         if here:
             return here
-        if reading.pronoun:   # "let's remove it"; an "add" never reaches back to the focus
-            back = earlier[:1] or ([focus] if focus and (cue.level != ADD or cue.restore) else [])
+        if reading.pronoun:   # "let's remove it"; an "add" reaches back to the focus only when it has none
+            back = earlier[:1] or ([focus] if focus and (cue.level != ADD or cue.restore or focus_absent) else [])
             return [a for a in back if a in cue.options]
         return []
     if here:
@@ -198,8 +201,16 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
                 and _has(vocab, clause.words[0], "polar"):
             clause.words.insert(0, before.words[-2])
 
-    # 2. a leading "yes" / "no" answers the pending suggestion
+    # 2. a hello is answered; a leading "yes" / "no" answers the pending suggestion
     first = [w for w in clauses[0].words if w not in vocab.skipped]
+    greeting = next((n for n in range(len(first), 0, -1) if tuple(first[:n]) in vocab.answers["greeting"]), 0)
+    if greeting:
+        slots.append(Intent("greeting"))
+        clauses[0].words = clauses[0].words[clauses[0].words.index(first[greeting - 1]) + 1:]
+        clauses = [c for c in clauses if c.words]
+        if not clauses:
+            return slots
+        first = [w for w in clauses[0].words if w not in vocab.skipped]
     if len(first) > 1 and (first[0],) in vocab.answers["no"] and first[1] in vocab.answer_breaks:
         # "no I wanted her older", "no wait, ...": an answer, then a request (not "no older")
         clauses[0].words = clauses[0].words[clauses[0].words.index(first[0]) + 1:]
@@ -263,7 +274,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
             slots.extend(Intent("out_of_scope", thing=t) for t in reading.things)
             for cue in reading.cues:
                 cue.clause = index
-                for attribute in _bind(cue, reading, earlier, context.focus):
+                for attribute in _bind(cue, reading, earlier, context.focus, now.get(context.focus) == 0):
                     if attribute not in cues:
                         slots.append(attribute)
                     cues[attribute].append(cue)
@@ -291,7 +302,9 @@ def intents_to_calls(intents: list[Intent]) -> list[dict]:
             args, name = {"steps": intent.steps}, intent.kind
         elif intent.kind == "new_face":
             args, name = {"seed": intent.seed}, intent.kind
-        elif intent.kind in ("reset", "describe"):
+        elif intent.kind == "describe":
+            args, name = {"attribute": intent.attribute}, intent.kind
+        elif intent.kind == "reset":
             args, name = {}, intent.kind
         else:
             continue
