@@ -469,6 +469,13 @@ def test_add_one_after_asking_about_an_attribute_adds_that_one():
     assert calls("add one", WORE_GLASSES) == []   # the focus already has glasses: "one" of what?
 
 
+def test_too_much_of_what_the_last_edit_added_is_a_step_back():
+    aged = DialogContext(focus="age", last_change=2, degrees={"age": 4, "smiling": 1})
+    assert calls("hmm, too old", aged) == [edit("age", change=-1)]   # a correction of the edit just made
+    assert calls("she looks too old") == [edit("age", change=-2)]    # on a face as it came: a request
+    assert calls("the smile is too big", aged) == [edit("smiling", change=-2)]
+
+
 def test_refusing_a_tint_asks_for_nothing():
     assert kinds("don't tint them", FRAMES_THICK) == ["unknown"]
 

@@ -180,6 +180,8 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
             change = context.last_change   # "now the same for the beard": the change the last edit made
     else:
         change = values[-1]
+        if chosen[-1].amount and attribute == context.focus and (context.last_change or 0) * change < 0:
+            change = chosen[-1].amount * (1 if change > 0 else -1)   # "too old" right after aging: a step back
     if moderate:
         change = max(min(change, vocab.amounts["moderate_cap"]), -vocab.amounts["moderate_cap"])
     change = max(min(change, MAX_DEGREE), -MAX_DEGREE)

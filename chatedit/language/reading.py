@@ -71,8 +71,9 @@ def _neighbour_names(spans: list[Span], i: int, step: int) -> list[Role]:
     return spans[j].get("name") if 0 <= j < len(spans) else []
 
 
-def _comparisons(spans: list[Span], amount: int) -> list[Cue]:
-    """ "more obvious", "less old", "more beard" (CHANGE); "too long", "not big enough" (WEAK)."""
+def _comparisons(spans: list[Span], amount: int, step: int) -> list[Cue]:
+    """ "more obvious", "less old", "more beard" (CHANGE); "too long", "not big enough" (WEAK), by
+    ``amount``; a WEAK cue carries ``step``, the correction it is right after an edit that went too far."""
     cues = []
     for i, s in enumerate(spans):
         roles = s.get("polar") or s.get("name")
@@ -90,7 +91,7 @@ def _comparisons(spans: list[Span], amount: int) -> list[Cue]:
         else:
             continue
         options, scope = _options(roles, lambda role: (role.value if role.kind == "polar" else 1) * sign * amount)
-        cues.append(Cue(level, options, scope, s.text))
+        cues.append(Cue(level, options, scope, s.text, amount=step if level == WEAK else 0))
         for x in [s, *used]:
             x.used = True
     return cues
@@ -167,7 +168,7 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     keep = any(s.has("keep") for s in spans)
 
     # 2. comparisons and anchored degrees; then a negated or "keep" clause asks for nothing
-    r.cues = _comparisons(spans, amount) + _anchored(spans, intensity or 1)
+    r.cues = _comparisons(spans, amount, intensity or vocab.amounts["followup"]) + _anchored(spans, intensity or 1)
     r.names = _names(spans)
     if keep or _negated(spans):
         r.cues, r.blocked, r.verb = [], True, "blocked"
