@@ -150,8 +150,8 @@ class Editor:
             if attribute not in attribute_names():
                 raise EditError(f"unknown attribute {attribute!r}; choose one of {', '.join(attribute_names())}")
             state.focus, state.last_change = attribute, None
-            return Outcome(self.feedback.say("describe_one", **{"is": self.feedback.state(attribute, state.current.degrees[attribute])}),
-                           False, None)
+            clause = self.feedback.state(attribute, state.current.degrees[attribute])
+            return Outcome(self.feedback.say("describe_one", **{"is": clause}), False, None)
         text = self.feedback.describe(state.current.degrees)
         history = self.feedback.since_original(state.original.degrees, state.current.degrees)
         return Outcome(f"{text} {history}" if history else text, False, None)

@@ -75,9 +75,6 @@ def _command(clause: Clause, vocab: Vocabulary) -> Intent | None:
                 return Intent(kind, steps=_number(clause.words, vocab, 20) or 1)
             if kind == "new_face":
                 return Intent(kind, seed=next((int(w) for w in clause.words if w.isdigit()), None))
-            if kind == "describe":   # "does she have glasses?": that attribute
-                names = read_clause(clause, vocab).names
-                return Intent(kind, attribute=names[0] if len(names) == 1 else None)
             return Intent(kind)
     return None
 
@@ -246,6 +243,8 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         reading = read_clause(clause, vocab)
         if command and command.kind in ("help", "files") and reading.names:
             command = None   # "what can you do about his beard": about the beard, not about the assistant
+        elif command and command.kind == "describe" and len(reading.names) == 1:
+            command = Intent("describe", attribute=reading.names[0])   # "does she have glasses?": that one
         if (command and command.kind == "undo" and command.steps == 1 and reading.names != [context.focus]) \
                 or (undoing and clause.joined and not command and reading.bare):
             # "undo the glasses (and the smile)" when the last edit was something else: each back to what

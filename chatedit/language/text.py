@@ -139,10 +139,9 @@ def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     text = re.sub(r"\s*[=:]\s*(?=\d)", " level ", text)   # "beard=3", "smile: 3"
     text = _SIGNED.sub(lambda m: f" {'more' if m[1] == '+' else 'less'} amount:{m[2]} ", text)
     text = re.sub(r"[-_/]", " ", text)
-    tokens = []
+    tokens, bare = [], vocab.contractions.get("bare", {})   # "dont": a contraction typed without its apostrophe
     for tok in _TOKEN.findall(text):
-        bare = vocab.contractions.get("bare", {}).get(tok)
-        tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else list(bare) if bare else [tok])
+        tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else bare.get(tok, [tok]))
     tokens = [_correct(t, vocab) for t in tokens]
     return _age_numbers(_replace_phrases(tokens, vocab.canonical), vocab)
 

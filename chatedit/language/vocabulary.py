@@ -162,12 +162,9 @@ def lens_degree(vocab: Vocabulary, attribute: str, sign: int, current: int | Non
     ``sign`` == -TINT takes a tint away: clear lenses in the same frame, and nothing else changes.
     """
     shift, tinted, clear = vocab.lenses[attribute]
+    dark = current is not None and current >= tinted
     if sign == -TINT:
-        return (current - shift if current >= tinted else current) if current is not None else 0
+        return current - shift if dark else current or 0
     if sign > 0:
-        if current is not None and current >= tinted:
-            return current
-        return current + shift if current is not None and current + shift >= tinted else tinted
-    if current is not None and current >= tinted:
-        return current - shift
-    return current if current else clear
+        return current if dark else tinted if current is None or current + shift < tinted else current + shift
+    return current - shift if dark else current or clear
