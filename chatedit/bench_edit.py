@@ -1,7 +1,9 @@
 """``chatedit bench edit``: do field walks land on the requested degree and keep the rest?
 
 Held-out faces (fresh renders, encoded) are edited to random reachable targets for every
-attribute, by the semantic field and by the linear baseline, on the same faces and targets.
+attribute, by the semantic field and by the linear baseline, on the same faces and targets; on the
+built-in backend also by the field walk without its closing polish (``field_unpolished``), so what
+the polish adds is measured apart from what the field does.
 Edits are steered by the attribute predictor but graded by the independent evaluation predictor:
 - ``exact`` / ``within1``: the evaluation predictor reads the target degree (or one off);
 - ``preserved``: each other attribute keeps the degree the evaluation predictor read before;
@@ -36,6 +38,8 @@ from chatedit.tools.builtin.renderer import Portraits, is_plausible, render, sam
 from chatedit.tools.walk import FaceState, edit
 
 TARGETS = {"exact": 0.85, "within1": 0.97, "preserved": 0.90, "identity": 0.85}
+METHODS = {"field": dict(method="field"), "field_unpolished": dict(method="field", polish=False),
+           "linear": dict(method="linear")}  # name → how ``edit`` is asked
 BENCH_SEED = 60_000
 
 
@@ -46,7 +50,7 @@ class BenchFaces:
     codes: torch.Tensor  # (N, ...) latent codes of the held-out faces, more than are edited when some are spare
     reachable: Callable[[int, int, int], bool]  # (face, attribute, degree) → does the world have such a face
     eval_read: Callable[[torch.Tensor], torch.Tensor]  # images → (B, A) degrees by the evaluation predictor
-    methods: tuple[str, ...]  # edit methods to compare
+    methods: tuple[str, ...]  # edit methods to compare (keys of ``METHODS``)
     oracle: Callable[[int, int, int], torch.Tensor] | None = None  # (face, attribute, degree) → (3, H, W) image
 
 
@@ -72,7 +76,7 @@ def builtin_faces(backend: BuiltinBackend, faces: int, spare: int = 3) -> BenchF
             return backend.generate(backend.encode(render(people.index(slice(i, i + 1)).with_attributes(values))))[0]
 
     codes = torch.cat([backend.encode(render(people.index(slice(s, s + 200)))) for s in range(0, len(people), 200)])
-    return BenchFaces(codes, reachable, eval_read, ("field", "linear"), oracle)
+    return BenchFaces(codes, reachable, eval_read, ("field", "field_unpolished", "linear"), oracle)
 
 
 def sampled_faces(backend, faces: int, eval_read: Callable[[torch.Tensor], torch.Tensor]) -> BenchFaces:
@@ -116,7 +120,7 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
         if min(count) >= faces:
             break
 
-    # 2. walk every job with both methods and grade with the evaluation predictor
+    # 2. walk every job with every method and grade with the evaluation predictor
     result: dict = {}
     step_ms: list[float] = []
     for method in bench.methods:
@@ -124,7 +128,7 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
         for i, a, target in jobs:
             state = FaceState(codes[i : i + 1], start_identity[i : i + 1])
             stamps = [time.perf_counter()]
-            out = edit(backend, state, names[a], target=target, method=method,
+            out = edit(backend, state, names[a], target=target, **METHODS[method],
                        on_frame=lambda _: stamps.append(time.perf_counter()))
             # a step is the time between consecutive frames: field, generator, predictor, bookkeeping
             step_ms += [1000 * (b - a_) for a_, b in zip(stamps[1:], stamps[2:])]
@@ -193,7 +197,7 @@ def markdown(result: dict) -> str:
         "| attribute | method | edits | exact (≥ 85%) | within one (≥ 97%) | others preserved (≥ 90%) | identity (≥ 0.85) | field better? |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    methods = [m for m in ("field", "linear", "oracle") if m in result]
+    methods = [m for m in ("field", "field_unpolished", "linear", "oracle") if m in result]
     for name in attribute_names():
         verdict = "(no baseline)"
         if "linear" in result:
@@ -213,6 +217,9 @@ def markdown(result: dict) -> str:
         f"Median time per walk step: {result['ms_per_step']:.1f} ms (target ≤ 15 ms); median one-degree edit: "
         f"{result['ms_per_edit']:.0f} ms (target ≤ 400 ms), on {result['threads']} CPU threads.",
     ]
+    if "field_unpolished" in result:
+        lines += ["", "field_unpolished: the same field walks without their closing polish (a few gradient steps "
+                  "on the code against the steering predictors): what the field does alone."]
     if "oracle" in result:
         lines += ["", "oracle: no walk; the same person re-rendered at the target degree, encoded and drawn: what the "
                   "reconstruction and the evaluation predictor leave of a perfect edit (a reference, not a bound: "

@@ -14,6 +14,7 @@ def test_the_oracle_grades_the_same_jobs_with_the_world_re_rendered_at_the_targe
     names = attribute_names()
     for name in names:  # every attribute gets as many edits as faces asked for, beard from spare faces
         assert result["oracle"][name]["edits"] == result["field"][name]["edits"] == 6
+        assert result["field_unpolished"][name]["edits"] == 6
     assert result["faces_drawn"] > 6
     # the oracle is the same person at the target: the steering predictor reads the target there,
     # and identity is kept better than any walk keeps it on average
@@ -29,7 +30,7 @@ def test_the_oracle_grades_the_same_jobs_with_the_world_re_rendered_at_the_targe
     assert total >= 20 and hits >= 0.8 * total
     assert all(result["oracle"][n]["identity"] > 0.9 for n in names)
     table = bench_edit.markdown(result)
-    assert "| age | oracle |" in table and "perfect edit" in table
+    assert "| age | oracle |" in table and "perfect edit" in table and "| age | field_unpolished |" in table
 
 
 def test_sampled_faces_have_no_oracle():

@@ -271,3 +271,48 @@ def test_a_target_read_unclearly_where_the_field_ends_is_nudged_to_the_middle_of
     assert result.degrees["age"] == 2
     linear = edit(NudgeBackend(wall=2.6), state(1.0), "smiling", target=3, method="linear")
     assert linear.reached and float(linear.latent[0, 0]) <= 2.6  # the baseline takes no nudge
+
+
+class PolishBackend(ProbBackend):
+    """``ProbBackend`` with a ``polish`` that moves the code by ``move`` (default: to the middle of the
+    target degree and the other attribute back to ``age``), recording what it was given."""
+
+    def __init__(self, move=None, **kwargs):
+        super().__init__(**kwargs)
+        self.move, self.polished = move, []
+
+    def polish(self, w, attribute, target, keep, identity):
+        self.polished.append((attribute, target, keep, identity))
+        out = w.clone()
+        if self.move is None:
+            out[0, attribute] = float(target)
+            out[0, 1 - attribute] = 2.0
+        else:
+            out[0] += torch.tensor(self.move)
+        return out
+
+
+def test_a_field_walk_ends_with_the_backends_polish_when_it_still_reads_the_target():
+    backend = PolishBackend(skew=0.3)
+    start = state(1.0)
+    result = edit(backend, start, "smiling", target=3)
+    assert result.reached and result.degrees == {"smiling": 3, "age": 2}
+    assert float(result.latent[0, 0]) == 3.0 and result.chosen == len(result.frames) - 1  # the polished frame
+    (attribute, target, keep, identity), = backend.polished
+    assert (attribute, target) == (0, 3) and identity is start.original_identity
+    assert keep.shape == (2, 6) and int(keep[1].argmax()) == 2  # the other attributes' reading at the start
+
+
+@pytest.mark.parametrize("move", [(0.6, 0.0), (0.0, 0.7)])  # past the target degree; the other attribute off
+def test_a_polish_that_loses_the_target_or_moves_another_attribute_is_shown_but_not_kept(move):
+    result = edit(PolishBackend(move=move, skew=0.3), state(1.0), "smiling", target=3)
+    assert result.reached and result.degrees == {"smiling": 3, "age": 2}
+    assert result.chosen < len(result.frames) - 1  # the walk's own frame; the polished one was streamed
+    assert result.frames[-1].degrees != result.degrees
+
+
+def test_the_linear_baseline_and_walks_asked_not_to_are_not_polished():
+    backend = PolishBackend(skew=0.3)
+    assert edit(backend, state(1.0), "smiling", target=3, method="linear").reached
+    assert edit(backend, state(1.0), "smiling", target=3, polish=False).reached
+    assert backend.polished == []

@@ -4,7 +4,8 @@
 attribute predictor reads now, then steps the latent code along the backend's field for that
 attribute, re-reading the predictor after every step, and settles on the frame that reads the
 target degree most clearly. A field walk also holds the other attributes where they started
-(their own field steps back, added to each step, and a repair at the end). It yields every frame
+(their own field steps back, added to each step, and a repair at the end) and, on a backend that
+can, ends with a short gradient polish of the code. It yields every frame
 as it goes, so a UI can show the edit forming, and returns an ``EditResult``; it never raises
 for an edit that cannot be made, but says why.
 
@@ -24,6 +25,7 @@ Method = Literal["field", "linear"]
 Reason = Literal["already_at_target", "unreachable", "max_steps"]
 SUBSTEPS = 8  # walk steps per degree of change
 SETTLE = 8  # extra steps after reaching the target, while its reading grows clearer (4: 1-4 points less exact)
+SETTLE_BEFORE_POLISH = 2  # as many when a polish follows, which makes the reading clearer faster (8: 55 ms more)
 CLEAR = 0.95  # a frame reading the target degree this clearly (its probability) ends the walk
 HOLD_FROM, HOLD_GAIN = 0.25, 2.0  # field walks hold other attributes drifting further than this, this hard
 REPAIRS = 2  # after the walk, moves putting back other attributes read off their start, at most
@@ -70,7 +72,10 @@ class WalkBackend(Protocol):
     ``previews = True`` for a ``generate`` that takes ``on_preview`` (images drawn on the way
     to one frame), and ``degree_offset(attribute, w, from_degree, to_degree)``: the average latent
     change between two degrees, which field walks jump by when the field's own steps cannot get on,
-    and move by at the end to put back other attributes and reach the middle of the target degree."""
+    and move by at the end to put back other attributes and reach the middle of the target degree;
+    ``polish(w, attribute, target, keep, identity)``: a code near ``w`` that reads ``target`` more
+    surely, the other attributes as the distributions ``keep`` (A, D) and the face as ``identity``
+    (see ``_polish``)."""
 
     attributes: tuple[str, ...]
 
@@ -98,6 +103,7 @@ class Frame:
     degrees: dict[str, int]
     expected: dict[str, float]
     certainty: dict[str, float]  # how clearly the read degree is read: its probability, when the reading has one
+    probs: torch.Tensor | None = field(default=None, repr=False)  # (A, D) the reading's distributions, when it has them
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,7 @@ def _frame(backend: WalkBackend, step: int, w: torch.Tensor, on_preview=None) ->
         degrees={n: int(degrees[i]) for i, n in enumerate(names)},
         expected={n: float(reading.expected[0, i]) for i, n in enumerate(names)},
         certainty={n: float(certainty[i]) for i, n in enumerate(names)},
+        probs=None if probs is None else probs[0],
     )
 
 
@@ -159,10 +166,12 @@ def walk(
     method: Method = "field",
     max_steps: int = 64,
     on_preview=None,
+    polish: bool = True,
 ) -> Iterator[Frame]:
     """Yields each frame of the edit; the generator's return value is the ``EditResult``.
 
     Use ``edit(...)`` to get the result directly, with an optional per-frame callback.
+    ``polish=False`` leaves out a field walk's closing polish (for comparing with and without it).
     """
     names = backend.attributes
     if attribute not in names:
@@ -191,6 +200,8 @@ def walk(
     scale = 1.0 / substeps
     distance_limit = max(float(backend.latent_distance(state.latent)) * 1.5, 2.0)
     w = state.latent
+    polish = polish and method == "field" and hasattr(backend, "polish")
+    settle = SETTLE_BEFORE_POLISH if polish else SETTLE
     best: Frame | None = None
     progress, stalled, settling = -float("inf"), 0, 0
     tried: set[int] = set()  # frames a whole field step was tried from
@@ -212,7 +223,7 @@ def walk(
                 best, settling = frame, 0
             else:
                 settling += 1
-            if settling >= 2 or clarity > CLEAR or len(frames) - 1 - best.step >= SETTLE * substeps // SUBSTEPS:
+            if settling >= 2 or clarity > CLEAR or len(frames) - 1 - best.step >= settle * substeps // SUBSTEPS:
                 break
             continue
         if best is not None:
@@ -245,6 +256,8 @@ def walk(
 
     if best is not None:
         best = yield from _refine(backend, method, a, frames, start, best)
+        if polish:
+            best = yield from _polish(backend, method, a, frames, start, best, state.original_identity)
         return finish(best, True, None)
     return finish(_closest(frames, attribute, goal, current), False, "max_steps")
 
@@ -362,6 +375,32 @@ def _refine(backend: WalkBackend, method: Method, a: int, frames: list[Frame], s
     return best
 
 
+def _polish(backend: WalkBackend, method: Method, a: int, frames: list[Frame], start: Frame, best: Frame,
+            identity: torch.Tensor | None) -> Iterator[Frame]:
+    """After a field walk reached its target, on a backend with ``polish``: a few gradient steps on
+    the code that make the steering reading of the target degree surer, pull the other attributes'
+    readings back to their distributions at the start and the face towards the session's original.
+    The polished frame is kept when it still reads the target degree with no more attributes off.
+
+    Walk steps end on a frame the steering predictors read as the target, often only just: an
+    independent reader then sees a neighbour. The field knows directions, not where a degree's
+    middle is for this face; the predictors' gradient does. On the built-in backend's bench the
+    independent grader read the target exactly 10 points more often for bangs, 6 for beard and
+    smiling, and age edits kept the other attributes 6 points more often (``docs/bench_edit.json``:
+    ``field`` against ``field_unpolished``)."""
+    if start.probs is None:
+        return best
+    attribute, names = backend.attributes[a], backend.attributes
+    frame = _frame(backend, len(frames), backend.polish(best.latent, a, best.degrees[attribute], start.probs, identity))
+    frames.append(frame)
+    yield frame
+
+    def off(f: Frame) -> int:
+        return sum(f.degrees[n] != start.degrees[n] for n in names if n != attribute)
+
+    return frame if frame.degrees[attribute] == best.degrees[attribute] and off(frame) <= off(best) else best
+
+
 def _closest(frames: list[Frame], attribute: str, goal: int, start: int) -> Frame:
     """The frame nearest the goal degree; between equally near ones, a frame that changed the face."""
     return min(frames, key=lambda f: (abs(f.degrees[attribute] - goal), f.degrees[attribute] == start,
@@ -370,11 +409,11 @@ def _closest(frames: list[Frame], attribute: str, goal: int, start: int) -> Fram
 
 def edit(backend: WalkBackend, state: FaceState, attribute: str, target: int | None = None,
          change: int | None = None, method: Method = "field", max_steps: int = 64, on_frame=None,
-         on_preview=None) -> EditResult:
+         on_preview=None, polish: bool = True) -> EditResult:
     """Runs ``walk`` to the end, calling ``on_frame(frame)`` for every intermediate frame and
     ``on_preview(image)`` for images a backend draws on the way to a frame."""
     frames = walk(backend, state, attribute, target=target, change=change, method=method, max_steps=max_steps,
-                  on_preview=on_preview)
+                  on_preview=on_preview, polish=polish)
     while True:
         try:
             frame = next(frames)

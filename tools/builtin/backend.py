@@ -24,6 +24,14 @@ from .models import identity_similarity
 from .renderer import render, sample_portraits
 
 
+# The walk's closing polish: Adam steps on the code, and the weights of its terms. Six steps cost
+# about 230 ms on two CPU threads. Ten steps without the identity term read 1-4 points more exact
+# but cost 100 ms more and lowered age edits' identity similarity by 0.03, under the linear
+# baseline's; with the term, six steps raise it by 0.01. (Learning rate 0.05: identity fell to 0.67.)
+POLISH_STEPS, POLISH_LR = 6, 0.01
+KEEP_WEIGHT, STAY_WEIGHT, IDENTITY_WEIGHT = 1.0, 0.5, 1.0
+
+
 class BuiltinBackend:
     name = "builtin"
     resolution = 128
@@ -98,9 +106,11 @@ class BuiltinBackend:
         the independent evaluation predictor landed exactly about 2 points more often on average
         over two 200-face sets (age most: 88.5% → 91.5% and 86.0% → 94.5%).
         """
-        image = image.to(self.device)
-        probs = self.models.predictor(image).softmax(-1) + self.models.second_predictor(image).softmax(-1)
-        return PredictorReading.from_probs(probs / 2)
+        return PredictorReading.from_probs(self._steering_probs(image.to(self.device)))
+
+    def _steering_probs(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, A, D): the two steering predictors' distributions over degrees, averaged."""
+        return (self.models.predictor(image).softmax(-1) + self.models.second_predictor(image).softmax(-1)) / 2
 
     @torch.no_grad()
     def identity(self, image: torch.Tensor) -> torch.Tensor:
@@ -125,6 +135,32 @@ class BuiltinBackend:
     def degree_offset(self, attribute: int, w: torch.Tensor, from_degree: int, to_degree: int) -> torch.Tensor:
         """The average latent change from one degree of ``attribute`` to another, the others held."""
         return self.models.offsets(attribute, w, from_degree, to_degree)
+
+    def polish(self, w: torch.Tensor, attribute: int, target: int, keep: torch.Tensor,
+               identity: torch.Tensor | None = None) -> torch.Tensor:
+        """A code near ``w`` (1, w_dim) that the steering predictors read as ``target`` more surely,
+        with the other attributes read as the distributions ``keep`` (A, D) and the face as
+        ``identity`` (1, E) when given: ``POLISH_STEPS`` Adam steps on the cross-entropy of the target
+        degree, the other attributes' KL divergence from ``keep``, the squared distance from ``w`` and
+        the identity similarity (negated). Only ``w`` gets gradients, so sessions can share the models."""
+        start = w.detach().to(self.device)
+        keep = keep.to(self.device)
+        others = [b for b in range(len(self.attributes)) if b != attribute]
+        held = keep[others]
+        w = start.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=POLISH_LR)
+        with torch.enable_grad():
+            for _ in range(POLISH_STEPS):
+                image = self.models.generator(w)
+                log = self._steering_probs(image)[0].clamp_min(1e-6).log()
+                loss = -log[attribute, target]
+                loss = loss + KEEP_WEIGHT * (held * (held.clamp_min(1e-6).log() - log[others])).sum()
+                loss = loss + STAY_WEIGHT * (w - start).pow(2).sum()
+                if identity is not None:
+                    loss = loss - IDENTITY_WEIGHT * (self.models.identity(image) * identity.to(self.device)).sum()
+                (w.grad,) = torch.autograd.grad(loss, w)
+                opt.step()
+        return w.detach()
 
     @torch.no_grad()
     def latent_distance(self, w: torch.Tensor) -> torch.Tensor:
