@@ -281,7 +281,7 @@ class PolishBackend(ProbBackend):
         super().__init__(**kwargs)
         self.move, self.polished = move, []
 
-    def polish(self, w, attribute, target, keep, identity):
+    def polish(self, w, attribute, target, keep, identity, steps=None):
         self.polished.append((attribute, target, keep, identity))
         out = w.clone()
         if self.move is None:
@@ -316,3 +316,13 @@ def test_the_linear_baseline_and_walks_asked_not_to_are_not_polished():
     assert edit(backend, state(1.0), "smiling", target=3, method="linear").reached
     assert edit(backend, state(1.0), "smiling", target=3, polish=False).reached
     assert backend.polished == []
+
+
+def test_a_walk_stopped_by_a_wall_is_polished_from_its_closest_frame_and_reaches_when_that_reads_the_target():
+    backend = PolishBackend(wall=2.4, skew=0.3)  # the field cannot take smiling past 2.4
+    result = edit(backend, state(1.0), "smiling", target=4)
+    assert result.reached and result.reason is None and result.degrees["smiling"] == 4
+    (_, target, _, _), = backend.polished
+    assert target == 4
+    stuck = edit(PolishBackend(move=(0.3, 0.0), wall=2.4, skew=0.3), state(1.0), "smiling", target=4)
+    assert not stuck.reached and stuck.reason == "unreachable" and stuck.degrees["smiling"] < 4

@@ -137,10 +137,10 @@ class BuiltinBackend:
         return self.models.offsets(attribute, w, from_degree, to_degree)
 
     def polish(self, w: torch.Tensor, attribute: int, target: int, keep: torch.Tensor,
-               identity: torch.Tensor | None = None) -> torch.Tensor:
+               identity: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
         """A code near ``w`` (1, w_dim) that the steering predictors read as ``target`` more surely,
         with the other attributes read as the distributions ``keep`` (A, D) and the face as
-        ``identity`` (1, E) when given: ``POLISH_STEPS`` Adam steps on the cross-entropy of the target
+        ``identity`` (1, E) when given: ``steps`` (default ``POLISH_STEPS``) Adam steps on the cross-entropy of the target
         degree, the other attributes' KL divergence from ``keep``, the squared distance from ``w`` and
         the identity similarity (negated). Only ``w`` gets gradients, so sessions can share the models."""
         start = w.detach().to(self.device)
@@ -150,7 +150,7 @@ class BuiltinBackend:
         w = start.clone().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=POLISH_LR)
         with torch.enable_grad():
-            for _ in range(POLISH_STEPS):
+            for _ in range(POLISH_STEPS if steps is None else steps):
                 image = self.models.generator(w)
                 log = self._steering_probs(image)[0].clamp_min(1e-6).log()
                 loss = -log[attribute, target]
