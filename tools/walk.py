@@ -346,7 +346,7 @@ def _refine(backend: WalkBackend, method: Method, a: int, frames: list[Frame], s
     goal = best.degrees[attribute]
 
     def off(frame: Frame) -> list[int]:
-        return [b for b, n in enumerate(names) if b != a and frame.degrees[n] != start.degrees[n]]
+        return _off(names, a, frame, start)
 
     def repair(frame: Frame) -> torch.Tensor | None:
         wrong = off(frame)
@@ -405,15 +405,17 @@ def _polish(backend: WalkBackend, a: int, frames: list[Frame], start: Frame, bes
     ``field`` against ``field_unpolished``)."""
     if start.probs is None:
         return best
-    attribute, names = backend.attributes[a], backend.attributes
+    names = backend.attributes
     frame = _frame(backend, len(frames), backend.polish(best.latent, a, goal, start.probs, identity, steps))
     frames.append(frame)
     yield frame
+    kept = frame.degrees[names[a]] == goal and len(_off(names, a, frame, start)) <= len(_off(names, a, best, start))
+    return frame if kept else best
 
-    def off(f: Frame) -> int:
-        return sum(f.degrees[n] != start.degrees[n] for n in names if n != attribute)
 
-    return frame if frame.degrees[attribute] == goal and off(frame) <= off(best) else best
+def _off(names: tuple[str, ...], a: int, frame: Frame, start: Frame) -> list[int]:
+    """The attributes other than ``a`` that ``frame`` reads at another degree than ``start``."""
+    return [b for b, n in enumerate(names) if b != a and frame.degrees[n] != start.degrees[n]]
 
 
 def _closest(frames: list[Frame], attribute: str, goal: int, start: int) -> Frame:

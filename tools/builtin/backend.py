@@ -140,13 +140,16 @@ class BuiltinBackend:
                identity: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
         """A code near ``w`` (1, w_dim) that the steering predictors read as ``target`` more surely,
         with the other attributes read as the distributions ``keep`` (A, D) and the face as
-        ``identity`` (1, E) when given: ``steps`` (default ``POLISH_STEPS``) Adam steps on the cross-entropy of the target
-        degree, the other attributes' KL divergence from ``keep``, the squared distance from ``w`` and
-        the identity similarity (negated). Only ``w`` gets gradients, so sessions can share the models."""
+        ``identity`` (1, E) when given: ``steps`` (default ``POLISH_STEPS``) Adam steps on the
+        cross-entropy of the target degree, the other attributes' KL divergence from ``keep``, the
+        squared distance from ``w`` and the identity similarity (negated). Only ``w`` gets
+        gradients, so sessions can share the models."""
         start = w.detach().to(self.device)
-        keep = keep.to(self.device)
         others = [b for b in range(len(self.attributes)) if b != attribute]
-        held = keep[others]
+        held = keep.to(self.device)[others]
+        held_log = held.clamp_min(1e-6).log()
+        if identity is not None:
+            identity = identity.to(self.device)
         w = start.clone().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=POLISH_LR)
         with torch.enable_grad():
@@ -154,10 +157,10 @@ class BuiltinBackend:
                 image = self.models.generator(w)
                 log = self._steering_probs(image)[0].clamp_min(1e-6).log()
                 loss = -log[attribute, target]
-                loss = loss + KEEP_WEIGHT * (held * (held.clamp_min(1e-6).log() - log[others])).sum()
+                loss = loss + KEEP_WEIGHT * (held * (held_log - log[others])).sum()
                 loss = loss + STAY_WEIGHT * (w - start).pow(2).sum()
                 if identity is not None:
-                    loss = loss - IDENTITY_WEIGHT * (self.models.identity(image) * identity.to(self.device)).sum()
+                    loss = loss - IDENTITY_WEIGHT * (self.models.identity(image) * identity).sum()
                 (w.grad,) = torch.autograd.grad(loss, w)
                 opt.step()
         return w.detach()
