@@ -311,6 +311,29 @@ def test_a_polish_that_loses_the_target_or_moves_another_attribute_is_shown_but_
     assert result.frames[-1].degrees != result.degrees
 
 
+class FaceBackend(PolishBackend):
+    """``PolishBackend`` whose codes carry a third number, the face: drawn into the image, it is what
+    the identity model reads (the original face is 0)."""
+
+    def generate(self, w):
+        image = super().generate(w[:, :2])
+        image[:, 0, 1, 0] = w[:, 2]
+        return image
+
+    def identity(self, image):
+        return torch.nn.functional.normalize(torch.stack([torch.ones(len(image)), image[:, 0, 1, 0]], -1), dim=-1)
+
+
+# similarity to the original 0.98 (a little less alike), 0.89 (less, but still the same person), 0.71
+@pytest.mark.parametrize("face, kept", [(0.2, True), (0.5, True), (1.0, False)])
+def test_a_polish_that_makes_the_face_another_persons_is_not_kept(face, kept):
+    start = FaceState(torch.tensor([[1.0, 2.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    result = edit(FaceBackend(move=(0.0, 0.0, face), skew=0.3), start, "smiling", target=3)
+    assert result.reached and result.degrees == {"smiling": 3, "age": 2}
+    assert (result.chosen == len(result.frames) - 1) is kept
+    assert result.identity_similarity == pytest.approx((1 + face**2) ** -0.5 if kept else 1.0, abs=1e-4)
+
+
 def test_the_linear_baseline_and_walks_asked_not_to_are_not_polished():
     backend = PolishBackend(skew=0.3)
     assert edit(backend, state(1.0), "smiling", target=3, method="linear").reached
