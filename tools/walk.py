@@ -17,7 +17,7 @@ The walk is backend-neutral: a backend supplies ``generate``, ``predict``, ``ide
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Protocol
+from typing import Callable, Iterator, Literal, Protocol
 
 import torch
 
@@ -188,12 +188,18 @@ def walk(
     goal = resolve_target(current, target, change)
     frames = [start]
 
+    likeness: dict[int, float] = {}  # frame step → identity similarity to the original, read once
+
+    def similarity(frame: Frame) -> float:
+        if frame.step not in likeness:
+            embedding = backend.identity(frame.image[None])
+            likeness[frame.step] = float((embedding * state.original_identity).sum(-1).clamp(0, 1))
+        return likeness[frame.step]
+
     def finish(best: Frame, reached: bool, reason: Reason | None) -> EditResult:
-        similarity = None
-        if state.original_identity is not None:
-            similarity = _similarity(backend, best, state.original_identity)
         return EditResult(attribute, current, goal, reached, reason, best.latent, best.image, best.degrees,
-                          similarity, len(frames) - 1, best.step, frames)
+                          None if state.original_identity is None else similarity(best),
+                          len(frames) - 1, best.step, frames)
 
     polish = polish and method == "field" and hasattr(backend, "polish")
 
@@ -202,7 +208,8 @@ def walk(
         # codes the field's steps and jumps did not)
         closest = _closest(frames, attribute, goal, current)
         if polish:
-            rescued = yield from _polish(backend, a, frames, start, closest, goal, state.original_identity, RESCUE_STEPS)
+            rescued = yield from _polish(backend, a, frames, start, closest, goal, state.original_identity,
+                                         similarity, RESCUE_STEPS)
             if rescued is not closest:
                 return finish(rescued, True, None)
         return finish(closest, False, reason)
@@ -272,7 +279,7 @@ def walk(
     if best is not None:
         best = yield from _refine(backend, method, a, frames, start, best)
         if polish:
-            best = yield from _polish(backend, a, frames, start, best, goal, state.original_identity)
+            best = yield from _polish(backend, a, frames, start, best, goal, state.original_identity, similarity)
         return finish(best, True, None)
     return (yield from give_up("max_steps"))
 
@@ -391,16 +398,19 @@ def _refine(backend: WalkBackend, method: Method, a: int, frames: list[Frame], s
 
 
 def _polish(backend: WalkBackend, a: int, frames: list[Frame], start: Frame, best: Frame, goal: int,
-            identity: torch.Tensor | None, steps: int | None = None) -> Iterator[Frame]:
+            identity: torch.Tensor | None, similarity: Callable[[Frame], float],
+            steps: int | None = None) -> Iterator[Frame]:
     """At the end of a field walk, on a backend with ``polish``: a few gradient steps on the code
     that make the steering reading of the ``goal`` degree surer, pull the other attributes'
     readings back to their distributions at the start and the face towards the session's original.
     The polished frame is kept when it reads the goal degree with no more attributes off than
-    ``best`` and it still looks like the original: an identity similarity of ``SAME_PERSON`` or
-    more, or at most ``IDENTITY_SLACK`` below ``best``'s (the pull towards the original is one term
-    of several: polishing a walk to age 5 once took it from 0.83 to 0.68). After a walk that reached its target, ``best`` is its chosen frame; after one that
-    did not, the closest frame, polished ``RESCUE_STEPS`` steps (on the built-in bench 8 of 11
-    glasses edits that had ended ``unreachable`` then read the goal to the grader, against none).
+    ``best`` and it still looks like the original (``similarity``, of a frame to the session's
+    original face): an identity similarity of ``SAME_PERSON`` or more, or at most
+    ``IDENTITY_SLACK`` below ``best``'s (the pull towards the original is one term of several:
+    polishing a walk to age 5 once took it from 0.83 to 0.68). After a walk that reached its
+    target, ``best`` is its chosen frame; after one that did not, the closest frame, polished
+    ``RESCUE_STEPS`` steps (on the built-in bench 8 of 11 glasses edits that had ended
+    ``unreachable`` then read the goal to the grader, against none).
 
     Walk steps end on a frame the steering predictors read as the target, often only just: an
     independent reader then sees a neighbour. The field knows directions, not where a degree's
@@ -416,14 +426,9 @@ def _polish(backend: WalkBackend, a: int, frames: list[Frame], start: Frame, bes
     yield frame
     kept = frame.degrees[names[a]] == goal and len(_off(names, a, frame, start)) <= len(_off(names, a, best, start))
     if kept and identity is not None:
-        similarity = _similarity(backend, frame, identity)
-        kept = similarity >= SAME_PERSON or similarity >= _similarity(backend, best, identity) - IDENTITY_SLACK
+        alike = similarity(frame)
+        kept = alike >= SAME_PERSON or alike >= similarity(best) - IDENTITY_SLACK
     return frame if kept else best
-
-
-def _similarity(backend: WalkBackend, frame: Frame, identity: torch.Tensor) -> float:
-    """Identity similarity of a frame to the session's original (clipped to [0, 1])."""
-    return float((backend.identity(frame.image[None]) * identity).sum(-1).clamp(0, 1))
 
 
 def _off(names: tuple[str, ...], a: int, frame: Frame, start: Frame) -> list[int]:
