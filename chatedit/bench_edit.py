@@ -164,6 +164,7 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
     result["faces_drawn"] = len({i for i, _, _ in jobs})
     result["backend"] = getattr(backend, "name", "builtin")
     result["threads"] = torch.get_num_threads()
+    result["precision"] = str(getattr(backend, "compute_dtype", torch.float32)).removeprefix("torch.")
     return result
 
 
@@ -215,7 +216,8 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"Median time per walk step: {result['ms_per_step']:.1f} ms (target ≤ 15 ms); median one-degree edit: "
-        f"{result['ms_per_edit']:.0f} ms (target ≤ 400 ms), on {result['threads']} CPU threads.",
+        f"{result['ms_per_edit']:.0f} ms (target ≤ 400 ms), on {result['threads']} CPU threads, networks in "
+        f"{result.get('precision', 'float32')}.",
     ]
     if "field_unpolished" in result:
         lines += ["", "field_unpolished: the same field walks without their closing polish (a few gradient steps "

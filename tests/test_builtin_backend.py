@@ -55,7 +55,28 @@ def test_edits_are_steered_by_two_predictors_that_each_read_renders(backend):
     for p in probs:  # each one is a reader in its own right
         assert (p.argmax(-1) == data.degrees()).float().mean().item() > 0.85
     assert (probs[0] - probs[1]).abs().max() > 0.1  # two readers, not one twice
-    assert torch.allclose(backend.predict(images).probs, (probs[0] + probs[1]) / 2, atol=1e-6)
+    in_float32 = BuiltinBackend(models, "float32")
+    assert torch.allclose(in_float32.predict(images).probs, (probs[0] + probs[1]) / 2, atol=1e-6)
+
+
+def test_bfloat16_draws_and_reads_as_float32_does(backend, monkeypatch):
+    """The faster arithmetic may not change what a person sees or what the walk decides on."""
+    exact, fast = BuiltinBackend(backend.models, "float32"), BuiltinBackend(backend.models, "bfloat16")
+    codes = torch.cat([backend.sample(seed) for seed in range(777_010, 777_022)])
+    drawn = exact.generate(codes), fast.generate(codes)
+    assert drawn[1].dtype == torch.float32
+    assert _psnr(drawn[1], drawn[0]) > 45.0  # 57.6 dB when written
+    read = exact.predict(drawn[0]), fast.predict(drawn[0])
+    assert (read[0].degrees == read[1].degrees).float().mean() > 0.95
+    assert (read[0].expected - read[1].expected).abs().mean() < 0.02
+    faces = exact.identity(drawn[0]), fast.identity(drawn[0])
+    assert torch.allclose(faces[1].norm(dim=-1), torch.ones(len(codes)), atol=1e-5)
+    assert (faces[0] * faces[1]).sum(-1).min() > 0.999
+
+    monkeypatch.setenv("CHATEDIT_PRECISION", "float32")
+    assert BuiltinBackend(backend.models).compute_dtype == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16"):
+        BuiltinBackend(backend.models, "float16")
 
 
 def test_identity_separates_people_across_attribute_changes(backend):
