@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from chatedit.attributes import load_attributes
 from chatedit.images import to_pil
-from chatedit.tools.builtin.renderer import IDENTITY, Portraits, is_plausible, render, sample_portraits
+from chatedit.tools.builtin.renderer import ATTRIBUTES, IDENTITY, Portraits, is_plausible, render, sample_portraits
 
 CELL = 128
 LABEL_W = 110
@@ -64,6 +64,16 @@ def degree_sheet(faces: int = 3, seed: int = 7) -> Image.Image:
     return sheet
 
 
+def _bearded_look(portrait, full: torch.Tensor) -> bool:
+    """Whether a sampled person is a clean-shaven man of beard-growing age who looks a man at a glance:
+    short hair, no fringe (the world lets long-haired men with fringes grow beards too, but in a
+    figure they read as women)."""
+    hair_len = portrait.identity[0, IDENTITY.index("hair_len")]
+    bangs, beard, age = (portrait.attributes[0, ATTRIBUTES.index(name)] for name in ("bangs", "beard", "age"))
+    return bool(is_plausible(portrait.identity, full)[0]) and hair_len < 0.25 and bangs < 0.5 and beard < 0.5 \
+        and 1.5 < age < 3.5
+
+
 def edit_sheet(backend, seed: int = 3, frames: int = 7) -> Image.Image:
     """For each attribute, one face walked across the degree range by the field and by the linear
     baseline: evenly spaced frames of each walk, start on the left, result on the right."""
@@ -73,9 +83,9 @@ def edit_sheet(backend, seed: int = 3, frames: int = 7) -> Image.Image:
     rows: list[tuple[str, list[torch.Tensor], list[str]]] = []
     for a, attribute in enumerate(attributes):
         face_seed = seed
-        if attribute.name == "beard":  # a person the world lets grow a full beard
+        if attribute.name == "beard":  # a man the world lets grow a full beard, who reads as one
             full = torch.tensor([[0.0, 0.0, 5.0, 0.0, 3.0]])
-            while not (is_plausible(sample_portraits(1, face_seed).identity, full)[0]):
+            while not _bearded_look(sample_portraits(1, face_seed), full):
                 face_seed += 1
         w = backend.sample(face_seed)
         image = backend.generate(w)
