@@ -64,14 +64,14 @@ def degree_sheet(faces: int = 3, seed: int = 7) -> Image.Image:
     return sheet
 
 
-def _bearded_look(portrait, full: torch.Tensor) -> bool:
+def _bearded_look(portrait: Portraits, full: torch.Tensor) -> bool:
     """Whether a sampled person is a clean-shaven man of beard-growing age who looks a man at a glance:
     short hair, no fringe (the world lets long-haired men with fringes grow beards too, but in a
     figure they read as women)."""
     hair_len = portrait.identity[0, IDENTITY.index("hair_len")]
     bangs, beard, age = (portrait.attributes[0, ATTRIBUTES.index(name)] for name in ("bangs", "beard", "age"))
-    return bool(is_plausible(portrait.identity, full)[0]) and hair_len < 0.25 and bangs < 0.5 and beard < 0.5 \
-        and 1.5 < age < 3.5
+    looks = hair_len < 0.25 and bangs < 0.5 and beard < 0.5 and 1.5 < age < 3.5
+    return bool(looks and is_plausible(portrait.identity, full)[0])
 
 
 def edit_sheet(backend, seed: int = 3, frames: int = 7) -> Image.Image:
