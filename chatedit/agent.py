@@ -383,50 +383,23 @@ def first_response(llm: BaseChatModel, text: str, state: DialogState | None = No
     return {"calls": [{"name": c["name"], "args": c["args"]} for c in ai.tool_calls], "reply": ai.text}
 
 
-# the options each backend takes beside its weights (``build_agent``'s ``options``)
-BACKEND_OPTIONS = {"builtin": (), "stylegan2": ("half", "pti_steps", "photo_dir"),
-                   "diffusion": ("model", "clip", "adapters", "preview_vae", "photo_dir", "ip_adapter",
-                                 "ip_adapter_scale")}
-
-
 def build_agent(backend: str = "builtin", llm: "str | LLMSettings" = "rules", method: str = "field",
-                weights: str | None = None, face_models: str | None = None, **options) -> Agent:
-    """The agent for a backend and a chat model by name (the CLI's ``--backend`` / ``--llm`` / ``--weights``);
-    ``options`` are the backend's own (``BACKEND_OPTIONS``): the diffusion backend's ``model``, ``clip``,
-    ``adapters``, ``preview_vae``, ``photo_dir``, ``ip_adapter``, ``ip_adapter_scale``; the StyleGAN2 backend's
-    ``half``, ``pti_steps`` and ``photo_dir``.
-    ``face_models`` is a folder of insightface's ONNX files (``--face-models``) for the photo backends."""
+                **options) -> Agent:
+    """The agent for a registered backend and a chat model by name (the CLI's ``--backend`` / ``--llm``).
+    ``options`` are the backend's own, as its registry entry declares them (``chatedit backends``
+    lists them): ``weights``, ``device``, ``face_models``, the diffusion backend's ``model``, ``clip``, ...
+    An option of another backend, or a chat model that does not exist, is refused before any model loads."""
     from chatedit.llms import LLMSettings, make_chat_model
+    from chatedit.tools import registry
 
-    foreign = sorted(set(options) - set(BACKEND_OPTIONS.get(backend, ())))
-    if foreign:
-        owners = [b for b, names in BACKEND_OPTIONS.items() if set(foreign) <= set(names)]
-        where = f"options of --backend {' or '.join(owners)} only" if owners else f"not options of --backend {backend}"
-        raise ValueError(f"{', '.join(foreign)}: {where}")
-    if face_models is not None and backend == "builtin":
-        raise ValueError("--face-models is for the photo backends (stylegan2, diffusion), not builtin")
+    spec = registry.get(backend)
+    given = spec.make_options(**{k: v for k, v in options.items() if v is not None})
     settings = llm if isinstance(llm, LLMSettings) else LLMSettings(llm)
-    chat_model = make_chat_model(settings)  # a bad --llm fails before any model is loaded
+    chat_model = make_chat_model(settings)
     fallback = make_chat_model(settings.fallback) if settings.fallback else None
-    if backend == "builtin":
-        from chatedit.tools.builtin.backend import BuiltinBackend
-
-        editor = Editor(BuiltinBackend.load(weights), method=method)
-    elif backend == "stylegan2":
-        from chatedit.tools.stylegan2.backend import StyleGAN2Backend
-
-        if weights is None:
-            raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
-        editor = Editor(StyleGAN2Backend.load(weights, face_models=face_models, **options), method="field",
-                        refine_steps=200)
-    elif backend == "diffusion":
-        from chatedit.tools.diffusion.backend import DiffusionBackend
-
-        diffusion = DiffusionBackend.load(face_models=face_models, **options)
-        editor = Editor(diffusion, method="field", max_steps=diffusion.max_steps)
-    else:
-        raise ValueError(f"unknown backend {backend!r}; available: builtin, stylegan2, diffusion")
-    return Agent(editor, chat_model, fallback=fallback)
+    if method not in spec.capabilities().methods:
+        raise ValueError(f"--backend {backend} edits by {', '.join(spec.capabilities().methods)}, not {method!r}")
+    return Agent(Editor(spec.load(given), method=method), chat_model, fallback=fallback)
 
 
 __all__ = ["Agent", "EditError", "Event", "FrameEvent", "Reply", "Session", "ToolEvent", "build_agent", "first_response",

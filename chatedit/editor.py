@@ -7,7 +7,6 @@ the sentence the person and the model read, and the face shown afterwards.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import random
@@ -19,7 +18,8 @@ import torch
 from chatedit.attributes import MAX_DEGREE, attribute_names, most_allowed
 from chatedit.feedback import Feedback, load_feedback
 from chatedit.state import DialogState, Entry
-from chatedit.tools.walk import BackendError, EditResult, FaceState, Frame, Method, edit
+from chatedit.tools.backend import Backend, BackendError, Method
+from chatedit.tools.walk import EditResult, FaceState, Frame, edit
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +28,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
     mse = float(((a.float() - b.float()) ** 2).mean())
     return 10 * math.log10(1 / max(mse, 1e-10))
-
-
-def _takes(function: Callable, name: str) -> bool:
-    """Whether ``function`` accepts a keyword argument ``name`` (by name, or through ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (a builtin): assume not
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class EditError(ValueError):
@@ -53,20 +44,18 @@ class Outcome:
 
 
 class Editor:
-    def __init__(self, backend, method: Method = "field", max_steps: int = 64, refine_steps: int = 40,
-                 feedback: Feedback | None = None, min_fit_psnr: float | None = None):
+    def __init__(self, backend: Backend, method: Method = "field", max_steps: int | None = None,
+                 refine_steps: int | None = None, feedback: Feedback | None = None, min_fit_psnr: float | None = None):
+        """``max_steps``, ``refine_steps`` and ``min_fit_psnr`` default to what the backend declares in its
+        ``capabilities`` (walk steps per edit, inversion steps per upload, the worst fit an upload may have)."""
+        capabilities = backend.capabilities
         self.backend = backend
-        # an upload the backend reconstructs worse than this (dB) holds no face it can edit
-        self.min_fit_psnr = min_fit_psnr if min_fit_psnr is not None else getattr(backend, "min_fit_psnr", 0.0)
         self.method = method
-        self.max_steps = max_steps
-        self.refine_steps = refine_steps
+        self.max_steps = capabilities.max_steps if max_steps is None else max_steps
+        self.refine_steps = capabilities.refine_steps if refine_steps is None else refine_steps
+        # an upload the backend redraws worse than this (dB) holds no face it can edit
+        self.min_fit_psnr = capabilities.min_fit_psnr if min_fit_psnr is None else min_fit_psnr
         self.feedback = feedback or load_feedback()
-        # whether ``backend.encode`` takes ``on_progress(step, image)`` (the built-in, StyleGAN2 and
-        # diffusion backends do): read once from its signature, as backends declare no flag for it; an
-        # encode without it (a test's stand-in, someone's own backend) is called as before, and its
-        # uploads show nothing until they end
-        self.streams_inversion = _takes(backend.encode, "on_progress")
 
     # ----------------------------------------------------------------- faces
 
@@ -105,7 +94,7 @@ class Editor:
         """Starts a new face from an image (3, H, W) in [0, 1] at the backend's resolution.
 
         ``on_progress(step, image)`` sees the reconstruction (3, H, W) forming while the backend
-        inverts the photo (when its ``encode`` streams: ``streams_inversion``). Those images are
+        inverts the photo (when its ``encode`` streams: ``capabilities.streams_inversion``). Those images are
         only shown: nothing reaches the state until the upload has succeeded, and a photo refused
         up front (not an image, blank) is refused before any of them.
         """
@@ -113,7 +102,7 @@ class Editor:
             raise EditError(f"an image must be (3, H, W), got {tuple(image.shape)}")
         if float(image.float().std()) < 0.02:
             raise EditError(self.feedback.say("upload.blank"))
-        progress = {"on_progress": on_progress} if on_progress is not None and self.streams_inversion else {}
+        progress = {"on_progress": on_progress} if self.backend.capabilities.streams_inversion else {}
         try:
             latent = self.backend.encode(image[None].to(self.backend.device), refine_steps=self.refine_steps,
                                          **progress)

@@ -11,34 +11,45 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from chatedit.attributes import attribute_names
+from chatedit.tools.backend import Backend, Capabilities
 
 
 @dataclass
 class Reading:
     degrees: torch.Tensor
     expected: torch.Tensor
+    probs: torch.Tensor | None = None  # a reader with no distribution over degrees
 
 
-class OpenWorld:
+class OpenWorld(Backend):
     """The latent *is* the five attribute values; the predictor reads them back exactly.
 
-    ``walls`` stops an attribute from rising past a value (an edit this face cannot take).
+    ``walls`` stops an attribute from rising past a value (an edit this face cannot take). Its
+    ``encode`` shows nothing while it works (``streams_inversion`` off).
     """
 
+    name = "open-world"
+    resolution = 8
     device = torch.device("cpu")
+    capabilities = Capabilities(streams_inversion=False)
 
     def __init__(self, walls: dict[str, float] | None = None):
         self.attributes = attribute_names()
         self.walls = walls or {}
 
+    def intake(self, picture):
+        raise NotImplementedError("the open world takes no photos")
+
     def sample(self, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         return torch.randint(0, 3, (1, len(self.attributes)), generator=g).float()
 
-    def encode(self, image, refine_steps: int = 0):
+    def encode(self, image, refine_steps: int = 0, on_progress=None):
+        if on_progress is not None:
+            raise AssertionError("the editor handed a progress callback to a backend that declares none")
         return image[:, 0, 0, : len(self.attributes)].clone()
 
-    def generate(self, w):
+    def generate(self, w, on_preview=None):
         image = torch.zeros(w.shape[0], 3, 8, 8)
         image[:, 0, 0, : w.shape[1]] = w
         return image
@@ -50,7 +61,7 @@ class OpenWorld:
     def identity(self, image):
         return torch.ones(image.shape[0], 1)
 
-    def step(self, method, attribute, w, direction):
+    def step(self, method, attribute, w, direction=1):
         out = torch.zeros_like(w)
         wall = self.walls.get(self.attributes[attribute], 99.0)
         out[:, attribute] = min(1.0, max(wall - float(w[0, attribute]), 0.0))  # never past the wall

@@ -239,7 +239,7 @@ def test_the_command_line_options_reach_the_backend(parts, arcface):
                                           "--ip-adapter", str(parts["safetensors"]), "--ip-adapter-scale", "0.8"])
     options = cli._backend_options(args)
     assert options["ip_adapter"] == parts["safetensors"] and options["ip_adapter_scale"] == 0.8
-    with pytest.raises(ValueError, match="ip_adapter, ip_adapter_scale: options of --backend diffusion only"):
+    with pytest.raises(ValueError, match="--ip-adapter, --ip-adapter-scale: options of --backend diffusion, not of --backend builtin"):
         build_agent("builtin", ip_adapter=parts["bin"], ip_adapter_scale=0.8)
     agent = build_agent("diffusion", face_models=args.face_models, **options)  # as `chatedit serve` builds it
     faceid = agent.editor.backend.faceid

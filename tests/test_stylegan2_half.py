@@ -37,12 +37,12 @@ def test_half_is_a_stylegan2_option_on_the_command_line_and_in_build_agent(capsy
     args = cli.build_parser().parse_args(["serve", "--backend", "stylegan2", "--no-half"])
     assert cli._backend_options(args) == {"half": False}
     assert cli._backend_options(cli.build_parser().parse_args(["serve"])) == {}  # auto: not passed at all
-    with pytest.raises(ValueError, match="half: options of --backend stylegan2 only"):
+    with pytest.raises(ValueError, match="--half: an option of --backend stylegan2, not of --backend builtin"):
         build_agent("builtin", half=True)
-    with pytest.raises(ValueError, match="model: options of --backend diffusion only"):
+    with pytest.raises(ValueError, match="--model: an option of --backend diffusion, not of --backend stylegan2"):
         build_agent("stylegan2", weights="x", model="sd")
     assert cli.main(["bench", "edit", "--half"]) == 1
-    assert "--half is an option of --backend stylegan2" in capsys.readouterr().err
+    assert "--half: an option of --backend stylegan2" in capsys.readouterr().err
 
 
 def _large_conv(upsample: bool) -> ModulatedConv2d:

@@ -43,7 +43,7 @@ def same(a, b):
 
 def test_the_editor_shows_the_reconstruction_forming_then_pushes_the_result_once(builtin, portrait):
     editor = Editor(builtin, refine_steps=40)
-    assert editor.streams_inversion
+    assert builtin.capabilities.streams_inversion
     state = DialogState()
     seen = []
     outcome = editor.upload(state, portrait, on_progress=lambda step, image: seen.append((step, image.clone())))
@@ -55,14 +55,14 @@ def test_the_editor_shows_the_reconstruction_forming_then_pushes_the_result_once
     assert (seen[-1][1] - final).abs().max() < 0.25  # but nearly it
 
 
-def test_a_backend_whose_encode_takes_no_callback_still_uploads():
+def test_a_backend_that_declares_no_streaming_inversion_still_uploads():
     world = OpenWorld()
     editor = Editor(world)
-    assert not editor.streams_inversion
+    assert not world.capabilities.streams_inversion
     seen = []
     image = world.generate(torch.tensor([[1.0, 0.0, 2.0, 3.0, 1.0]]))[0]
     editor.upload(DialogState(), image, on_progress=lambda step, frame: seen.append(step))
-    assert seen == []  # nothing to show, and no TypeError from an encode without on_progress
+    assert seen == []  # nothing to show: the editor does not hand the callback to such a backend
     agent = Agent(Editor(world), RulesChatModel())
     agent.open("s")
     events = list(agent.upload_events("s", image))
@@ -128,18 +128,20 @@ def test_stylegan2_uploads_stream_their_inversion(weights):  # noqa: F811
 
 def test_the_page_shows_the_reconstruction_in_the_live_preview(builtin, portrait, tmp_path):
     pytest.importorskip("gradio")
+    from chatedit.sessions import SessionService
     from chatedit.store import SessionStore
-    from chatedit.ui.app import ChatEditApp, ServeConfig
+    from chatedit.ui.app import build_page
 
     agent = Agent(Editor(builtin, refine_steps=40), RulesChatModel())
-    app = ChatEditApp(agent, SessionStore(tmp_path / "data"), ServeConfig())
-    session_id = app.ensure(None)
+    _, app = build_page(SessionService(agent, SessionStore(tmp_path / "data"), "builtin"))
+    preview = app.widgets.preview
+    session_id = app.sessions.ensure(None)
     state = agent.session(session_id).state
     to_pil(portrait).save(tmp_path / "me.png")
     outputs = list(app.send({"text": "", "files": [str(tmp_path / "me.png")]}, session_id))
-    previews = [o[2] for o in outputs[:-1] if isinstance(o[2], Image.Image)]
+    previews = [o[preview] for o in outputs[:-1] if isinstance(o.get(preview), Image.Image)]
     assert len(previews) >= 2 and all(p.size == (128, 128) for p in previews)
-    assert not isinstance(outputs[-1][2], Image.Image)  # then the full view, with the face pushed
+    assert not isinstance(outputs[-1][preview], Image.Image)  # then the full view, with the face pushed
     assert state.current.action == "uploaded photo"
     chat = app.chat_messages(session_id)
     assert chat[-3]["content"] == "[uploaded me.png]" and chat[-2]["content"].startswith("Got it.")
@@ -147,6 +149,6 @@ def test_the_page_shows_the_reconstruction_in_the_live_preview(builtin, portrait
     before = (len(state.entries), state.current.latent.clone())
     Image.new("RGB", (200, 200), (120, 120, 120)).save(tmp_path / "grey.png")
     outputs = list(app.send({"text": "", "files": [str(tmp_path / "grey.png")]}, session_id))
-    assert not [o for o in outputs[:-1] if isinstance(o[2], Image.Image)]  # a blank photo shows no frame
+    assert not [o for o in outputs[:-1] if isinstance(o.get(preview), Image.Image)]  # a blank photo shows no frame
     assert len(state.entries) == before[0] and torch.equal(state.current.latent, before[1])
     assert "blank" in app.chat_messages(session_id)[-1]["content"].lower()

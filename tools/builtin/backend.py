@@ -19,9 +19,9 @@ from PIL import Image
 from chatedit.attributes import attribute_names
 from chatedit.images import from_pil
 
-from ..walk import PredictorReading
+from ..backend import Backend, Capabilities, PredictorReading
 from .fields import latent_precision, mahalanobis
-from .loading import BuiltinModels, load_builtin
+from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, WEIGHTS_DIR, BuiltinModels, load_builtin
 from .models import identity_similarity
 from .renderer import render, sample_portraits
 
@@ -44,12 +44,19 @@ def native_bfloat16(device: torch.device) -> bool:
     return any(check is not None and check() for check in checks)
 
 
-class BuiltinBackend:
+def missing_files(weights_dir: str | Path | None = None) -> list[str]:
+    """The model files ``load`` needs that are not in ``weights_dir`` (default: the shipped ones)."""
+    root = Path(weights_dir or WEIGHTS_DIR)
+    names = [*MODEL_FILES.values(), LINEAR_FILE, OFFSETS_FILE, *(FIELD_FILE.format(name=a) for a in attribute_names())]
+    return [name for name in names if not (root / name).is_file()]
+
+
+class BuiltinBackend(Backend):
     name = "builtin"
     resolution = 128
-    # uploads it redraws worse than this are not portraits of its world (renders: 29-31 dB after
+    # uploads it redraws worse than this (dB) are not portraits of its world (renders: 29-31 dB after
     # refinement, blurred ones 25; noise, screenshots and gradients: 11-13)
-    min_fit_psnr = 18.0
+    capabilities = Capabilities(degree_offsets=True, polish=True, min_fit_psnr=18.0, methods=("field", "linear"))
 
     def __init__(self, models: BuiltinModels, precision: str | None = None):
         """``precision``: "float32", "bfloat16", or "auto" (the default, or ``CHATEDIT_PRECISION``):
@@ -73,6 +80,11 @@ class BuiltinBackend:
     def load(cls, weights_dir: str | Path | None = None, device: str | None = None,
              precision: str | None = None) -> "BuiltinBackend":
         return cls(load_builtin(weights_dir, device), precision)
+
+    @classmethod
+    def from_options(cls, options) -> "BuiltinBackend":
+        """The backend from its registry options (``plugin.BuiltinOptions``)."""
+        return cls.load(options.weights, options.device, options.precision)
 
     def _autocast(self):
         """The context the networks run in: bfloat16 autocast, or none."""
@@ -123,7 +135,7 @@ class BuiltinBackend:
         return w.detach()
 
     @torch.no_grad()
-    def generate(self, w: torch.Tensor) -> torch.Tensor:
+    def generate(self, w: torch.Tensor, on_preview: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
         return self._draw(w.to(self.device))
 
     def _draw(self, w: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ from chatedit.images import from_pil, to_pil
 
 from ..align import align_face, detect_face, face_embedding, insightface_app
 from ..keys import join_key, split_key
-from ..walk import BackendError, PredictorReading
+from ..backend import Backend, BackendError, Capabilities, PredictorReading
 from . import talk_to_edit as tte
 from .generator import Generator, load_generator, to_image01
 from .pivotal import Recipe, tune
@@ -78,9 +78,20 @@ FILES = {
 DEFAULT_PTI_STEPS = 100  # Pivotal Tuning steps on a CUDA device when not given; unmeasured, a starting value
 
 
-class StyleGAN2Backend:
+def missing_files(weights_dir: str | Path, resolution: int = 128) -> list[str]:
+    """The published files ``load`` needs that are not in ``weights_dir``."""
+    if resolution not in FILES:
+        raise ValueError(f"Talk-to-Edit publishes 128 and 1024 px models, not {resolution}")
+    root, names = Path(weights_dir), FILES[resolution]
+    needed = [root / names["generator"], root / names["predictor"], root / names["arcface"]]
+    needed += [root / names["fields"] / tte.attribute(a).field_file for a in attribute_names()]
+    return [str(p) for p in needed if not p.is_file()]
+
+
+class StyleGAN2Backend(Backend):
     name = "stylegan2"
-    min_fit_psnr = 0.0  # real photos: no fit threshold until one is measured on the real models
+    # real photos: no fit threshold until one is measured on the real models; 200 inversion steps
+    capabilities = Capabilities(refine_steps=200, photos=True)
 
     def __init__(self, generator: Generator, fields: list[tte.FieldNetwork], predictor: tte.AttributePredictor,
                  arcface: tte.ArcFaceResNet18, replaced_layers: int | None = None, truncation: float = 0.7,
@@ -129,26 +140,29 @@ class StyleGAN2Backend:
              **options) -> "StyleGAN2Backend":
         """Loads Talk-to-Edit's published files from ``weights_dir`` (names in ``FILES``), and
         insightface's from ``face_models`` when given and the package is installed."""
-        if resolution not in FILES:
-            raise ValueError(f"Talk-to-Edit publishes 128 and 1024 px models, not {resolution}")
-        root, names = Path(weights_dir), FILES[resolution]
-        needed = [root / names["generator"], root / names["predictor"], root / names["arcface"]]
-        needed += [root / names["fields"] / tte.attribute(a).field_file for a in attribute_names()]
-        missing = [str(p) for p in needed if not p.is_file()]
+        missing = missing_files(weights_dir, resolution)
         if missing:
             raise FileNotFoundError("the StyleGAN2 backend needs Talk-to-Edit's published files; missing: "
                                     + ", ".join(missing))
+        root, names = Path(weights_dir), FILES[resolution]
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        generator = load_generator(needed[0], device=device)
+        generator = load_generator(root / names["generator"], device=device)
         fields = [tte.load_field(root / names["fields"] / tte.attribute(a).field_file, device,
                                  **(field_config or {})) for a in attribute_names()]
-        predictor = tte.load_predictor(needed[1], device, **(predictor_config or {}))
-        arcface = tte.load_arcface(needed[2], device, **(arcface_config or {}))
+        predictor = tte.load_predictor(root / names["predictor"], device, **(predictor_config or {}))
+        arcface = tte.load_arcface(root / names["arcface"], device, **(arcface_config or {}))
         backend = cls(generator, fields, predictor, arcface, face_models=face_models, **options)
         grader = root / names["eval_predictor"]  # optional: only the benchmark grades with it
         if grader.is_file():
             backend.eval_predictor = tte.load_predictor(grader, device, **(predictor_config or {}))
         return backend
+
+    @classmethod
+    def from_options(cls, options) -> "StyleGAN2Backend":
+        """The backend from its registry options (``plugin.StyleGAN2Options``)."""
+        return cls.load(options.weights, resolution=options.resolution, device=options.device,
+                        face_models=options.face_models, half=options.half, pti_steps=options.pti_steps,
+                        pti_cache=options.pti_cache, photo_dir=options.photo_dir)
 
     # ----------------------------------------------------------------- faces
 
@@ -170,7 +184,7 @@ class StyleGAN2Backend:
         return self._with_key(w_plus, 0) if self.pti_steps else w_plus
 
     @torch.no_grad()
-    def generate(self, w_plus: torch.Tensor) -> torch.Tensor:
+    def generate(self, w_plus: torch.Tensor, on_preview: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
         """Images (B, 3, R, R) in [0, 1], float32 even when drawn in half precision (``half``); the rows
         of a tuned photo's key with that photo's tuned weights."""
         codes, keys = self._split(w_plus.to(self.device))
