@@ -13,67 +13,22 @@ import sys
 from pathlib import Path
 
 
-def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+def _add_backend(parser: argparse.ArgumentParser, default: str | None = "builtin",
+                 backends: tuple[str, ...] | None = None) -> None:
+    """``--backend`` and every registered backend's options (their flags come from the registry)."""
+    from chatedit.tools import registry
 
-
-def _add_weights(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="folder with the backend's models (default for builtin: the weights shipped in the package)")
-
-
-def _add_face_models(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--face-models", type=Path, default=None, metavar="DIR",
-                        help="insightface's ONNX models (a folder such as buffalo_l, unpacked; needs "
-                             "pip install -e .[faces]): its detector aligns uploaded photos and its ArcFace "
-                             "measures identity (default: OpenCV's face detector and the backend's own "
-                             "identity model)")
-
-
-def _add_diffusion(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("diffusion backend (--backend diffusion)")
-    group.add_argument("--model", default=None,
-                       help="Stable Diffusion pipeline: a local folder or a hub id "
-                            "(default: stable-diffusion-v1-5/stable-diffusion-v1-5; SDXL accepted)")
-    group.add_argument("--clip", default=None,
-                       help="CLIP model for reading degrees: an open_clip folder or NAME@PRETRAINED "
-                            "(default: ViT-B-32@laion2b_s34b_b79k)")
-    group.add_argument("--adapters", type=Path, default=None,
-                       help="folder of LoRA slider adapters named after attributes, e.g. smiling.safetensors")
-    group.add_argument("--preview-vae", default=None,
-                       help="a tiny autoencoder (diffusers AutoencoderTiny folder or hub id) for cheaper previews")
-    group.add_argument("--ip-adapter", type=Path, default=None, metavar="FILE",
-                       help="IP-Adapter FaceID checkpoint (ip-adapter-faceid_sd15.bin or .safetensors) that keeps "
-                            "each photo's identity through its edits; needs --face-models with insightface's "
-                            "recognition model")
-    group.add_argument("--ip-adapter-scale", type=float, default=None, metavar="SCALE",
-                       help="how strongly the photo's identity steers each pass (default 0.6; 0 turns it off)")
-
-
-def _add_half(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
-                        help="stylegan2: draw faces in float16 on the GPU (default: on with CUDA, off on a CPU; "
-                             "--half on a CPU is refused). The inversion, fields, predictor and identity "
-                             "model stay float32")
-
-
-def _add_pti(parser: argparse.ArgumentParser, bench: bool = False) -> None:
-    what = ("bench edit: the sampled faces are drawn, inverted and tuned as uploads are, then edited; every "
-            "face's tuned weights are held for the run (about 110 MB each), so keep "
-            "--faces small" if bench else
-            "on an upload, after the W+ inversion; tuned photos are kept in --data-dir so their tunes can be "
-            "redone after a restart")
-    parser.add_argument("--pti-steps", type=int, default=None, metavar="N",
-                        help="stylegan2: Pivotal Tuning steps, a fine-tune of the generator's synthesis weights on "
-                             f"each photo ({what}). 0: off. Default: 100 with CUDA (a starting value, "
-                             "unmeasured), off on a CPU")
+    choices = backends or registry.names()
+    parser.add_argument("--backend", default=default, choices=choices,
+                        help=f"editing backend: {', '.join(choices)} (`chatedit backends` says what each needs)")
+    registry.add_arguments(parser, choices)
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
-    """The backend's own options given on the command line (diffusion: model, CLIP, adapters,
-    previews, the FaceID adapter; stylegan2: half, Pivotal Tuning steps)."""
-    names = ("model", "clip", "adapters", "preview_vae", "ip_adapter", "ip_adapter_scale", "half", "pti_steps")
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    """The backend options typed on the command line; flags left out are not passed at all."""
+    from chatedit.tools import registry
+
+    return registry.given_options(args)
 
 
 def _add_llm(parser: argparse.ArgumentParser, default: str | None = "rules") -> None:
@@ -130,37 +85,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
 
-    if args.what == "edit" and args.backend == "stylegan2":
-        from chatedit import bench_edit as bench
-        from chatedit.tools.stylegan2.backend import StyleGAN2Backend
+    from chatedit.tools import registry
 
-        if args.weights is None:
-            raise ValueError("--backend stylegan2 needs --weights DIR: Talk-to-Edit's pretrained_models folder")
-        options = _backend_options(args)
-        photos = bool(args.pti_steps)  # asked for: edit tuned inversions of the faces, not the sampled codes
+    options = _backend_options(args)
+    if args.what == "builtin":
+        from chatedit import bench_builtin as bench
+
+        result = bench.run(registry.load("builtin", **options), people=args.people)
+    elif args.backend == "stylegan2":
+        from chatedit import bench_edit as bench
+
+        photos = bool(options.get("pti_steps"))  # asked for: edit tuned inversions of the faces, not the sampled codes
         if photos:
             options["pti_cache"] = max(args.faces, 1)  # every face's tune is drawn again and again
-        backend = StyleGAN2Backend.load(args.weights, device=args.device, face_models=args.face_models, **options)
+        backend = registry.load("stylegan2", **options)
         if backend.eval_predictor is None:  # fail now, not after the edits
             raise FileNotFoundError(f"grading edits needs Talk-to-Edit's eval_predictor.pth.tar in {args.weights}")
         faces = bench.inverted_faces if photos else bench.sampled_faces
         result = bench.run(backend, faces=args.faces, bench=faces(backend, args.faces, backend.eval_read))
-    elif getattr(args, "backend", "builtin") != "builtin":
-        raise ValueError(f"unknown backend {args.backend!r}; available: builtin, stylegan2")
-    elif getattr(args, "half", None) is not None:
-        raise ValueError("--half is an option of --backend stylegan2, not builtin")
-    elif getattr(args, "pti_steps", None) is not None:
-        raise ValueError("--pti-steps is an option of --backend stylegan2, not builtin")
-    elif args.what == "edit":
-        from chatedit import bench_edit as bench
-        from chatedit.tools.builtin.backend import BuiltinBackend
-
-        result = bench.run(BuiltinBackend.load(args.weights, args.device), faces=args.faces)
     else:
-        from chatedit import bench_builtin as bench
-        from chatedit.tools.builtin.backend import BuiltinBackend
+        from chatedit import bench_edit as bench
 
-        result = bench.run(BuiltinBackend.load(args.weights, args.device), people=args.people)
+        result = bench.run(registry.load("builtin", **options), faces=args.faces)
     print(json.dumps(result) if args.json else bench.markdown(result))
     return 0
 
@@ -197,22 +143,17 @@ def cmd_parse(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     """Talk to a face in the terminal (or run ``--say`` messages in order); the face is saved after every turn."""
     from chatedit.agent import Reply, ToolEvent, build_agent
-    from chatedit.feedback import load_feedback
+    from chatedit.editor import EditError
     from chatedit.images import to_pil
-    from chatedit.tools.align import NoFaceFound
+    from chatedit.sessions import read_photo
 
-    agent = build_agent(llm=_llm(args))
+    agent = build_agent(args.backend, llm=_llm(args), **_backend_options(args))
     image = None
     if args.image is not None:
-        from PIL import Image, UnidentifiedImageError
-
         try:
-            with Image.open(args.image) as picture:
-                image = agent.editor.backend.intake(picture)
-        except NoFaceFound:
-            raise ValueError(f"{args.image}: " + load_feedback().say("upload.face_not_found"))
-        except (OSError, UnidentifiedImageError) as err:
-            raise ValueError(f"cannot read {args.image} as an image ({err})")
+            image = read_photo(agent.editor.backend, args.image)
+        except EditError as refusal:
+            raise ValueError(f"{args.image}: {refusal}") from None
     session, opened = agent.open(seed=args.face, image=image)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     to_pil(opened.image).save(args.out)
@@ -259,14 +200,26 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     from chatedit.sheet import degree_sheet, edit_sheet
 
     if args.edits:
-        from chatedit.tools.builtin.backend import BuiltinBackend
+        from chatedit.tools import registry
 
-        image = edit_sheet(BuiltinBackend.load(args.weights, args.device), seed=args.seed)
+        image = edit_sheet(registry.load("builtin", **_backend_options(args)), seed=args.seed)
     else:
         image = degree_sheet(faces=args.faces, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     image.save(args.out)
     print(f"wrote {args.out} ({image.width}×{image.height})")
+    return 0
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    """Every registered backend: what it does, what it needs, its options, and whether it runs here now."""
+    from chatedit.tools import registry
+
+    rows = [registry.describe(name, **_backend_options(args)) for name in registry.names()]
+    print(json.dumps(rows) if args.json else registry.markdown(rows))
     return 0
 
 
@@ -279,8 +232,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.max_upload_mb <= 0:
         raise ValueError("--concurrency must be at least 1 and --max-upload-mb positive")
     options = ServeOptions(
-        backend=args.backend, weights=args.weights, backend_options=_backend_options(args),
-        face_models=args.face_models, llm=_llm(args),
+        backend=args.backend, backend_options=_backend_options(args), llm=_llm(args),
         data_dir=args.data_dir, host=args.host, port=args.port,
         share=args.share, auth=parse_auth(args.auth, args.auth_file), max_upload_mb=args.max_upload_mb,
         concurrency=args.concurrency, max_age_days=args.max_age_days, max_sessions=args.max_sessions,
@@ -290,6 +242,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from chatedit.tools import registry
+
     parser = argparse.ArgumentParser(
         prog="chatedit", description="Chat-driven face editing: talk to a portrait, watch the edit happen."
     )
@@ -308,13 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true", help="a few steps, for smoke tests")
     t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--seed", type=int, default=0)
-    _add_weights(t)
+    t.add_argument("--weights", type=Path, default=None, metavar="DIR",
+                   help="the built-in models to start from (default: the shipped ones)")
     t.set_defaults(func=cmd_train)
     t = tsub.add_parser("second-predictor", help="the second steering predictor, over an existing autoencoder")
     t.add_argument("--quick", action="store_true", help="a few steps, for smoke tests")
     t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--seed", type=int, default=0)
-    _add_weights(t)
+    t.add_argument("--weights", type=Path, default=None, metavar="DIR",
+                   help="the built-in models to start from (default: the shipped ones)")
     t.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks that print numbers (markdown, or JSON with --json)")
@@ -322,20 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("builtin", help="reconstruction, predictors and identity of the built-in backend")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--people", type=int, default=300, help="held-out people (4 renders each)")
-    _add_weights(b)
-    _add_device(b)
+    registry.add_arguments(b, ("builtin",))
     b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("edit", help="field walks against the linear baseline, graded by the evaluation predictor")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--faces", type=int, default=200, help="edits per attribute, each of another held-out face (an attribute some "
                    "faces cannot change, as beard on women, takes further faces)")
-    b.add_argument("--backend", default="builtin",
-                   help="builtin, or stylegan2 (with --weights: Talk-to-Edit's folder, eval_predictor.pth.tar included)")
-    _add_weights(b)
-    _add_face_models(b)
-    _add_half(b)
-    _add_pti(b, bench=True)
-    _add_device(b)
+    # the backends with an evaluation predictor to grade by (stylegan2: with --weights, eval_predictor.pth.tar
+    # included; --pti-steps N edits the sampled faces drawn, inverted and tuned as uploads are)
+    _add_backend(b, backends=("builtin", "stylegan2"))
     b.set_defaults(func=cmd_bench)
 
     b = bsub.add_parser("parse", help="the built-in language understanding on labelled single-turn requests")
@@ -359,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the generated face to start from (new faces asked for later derive from it)")
     p.add_argument("--image", type=Path, default=None, help="start from this photo instead of a generated face")
     p.add_argument("--out", type=Path, default=Path("chatedit_face.png"), help="where the current face is saved")
+    _add_backend(p)
     _add_llm(p)
     p.set_defaults(func=cmd_chat)
 
@@ -368,27 +320,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--edits", action="store_true",
                    help="instead: field and linear walks of the built-in models across each attribute's degrees")
-    _add_weights(p)
-    _add_device(p)
+    registry.add_arguments(p, ("builtin",))
     p.set_defaults(func=cmd_sheet)
 
     p = sub.add_parser("replay", help="replay scripted conversations and check what happened to the face")
     p.add_argument("scripts", nargs="+", metavar="FILE_OR_DIR", help="YAML scripts, or folders of them")
     p.add_argument("--out", type=Path, required=True, help="folder for transcripts, images, GIFs and sheets")
     p.add_argument("--check", action="store_true", help="exit non-zero when any expectation failed")
-    p.add_argument("--backend", default=None, help="override every script's backend (builtin)")
+    p.add_argument("--backend", default=None, choices=registry.names(), help="override every script's backend")
     _add_llm(p, default=None)  # None: each script's own chat model
     p.set_defaults(func=cmd_replay)
 
+    p = sub.add_parser("backends", help="the editing backends: what each needs, its options, whether it runs here")
+    p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    registry.add_arguments(p)  # e.g. --weights DIR: would stylegan2 run with these files?
+    p.set_defaults(func=cmd_backends)
+
     p = sub.add_parser("serve", help="the chat page: talk to a face in the browser (Gradio)")
-    p.add_argument("--backend", default="builtin",
-                   help="editing backend: builtin, stylegan2 (with --weights) or diffusion (with --model)")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="the backend's weights folder (stylegan2: Talk-to-Edit's pretrained_models folder)")
-    _add_face_models(p)
-    _add_half(p)
-    _add_pti(p)
-    _add_diffusion(p)
+    _add_backend(p)
     _add_llm(p)
     p.add_argument("--data-dir", type=Path, default=Path("chatedit_data"),
                    help="sessions database, their images and upload temp files (default: ./chatedit_data)")

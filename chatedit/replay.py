@@ -213,24 +213,18 @@ def check(expect: dict, before: dict, after: dict, start: dict, calls: list[str]
 def run_script(script: Script, agent, out_dir: Path) -> dict:
     """Plays one script through ``agent`` and writes its transcript, images, GIF and sheet."""
     from chatedit.agent import FrameEvent, Reply
-    from chatedit.feedback import load_feedback
+    from chatedit.editor import EditError
     from chatedit.images import to_pil
-    from chatedit.tools.align import NoFaceFound
+    from chatedit.sessions import read_photo
 
     folder = out_dir / script.name
     folder.mkdir(parents=True, exist_ok=True)
     image = None
     if "image" in script.start:
-        from PIL import Image, UnidentifiedImageError
-
         try:
-            with Image.open(script.start["image"]) as picture:
-                image = agent.editor.backend.intake(picture)
-        except NoFaceFound:
-            raise ScriptError(f"{script.path}: start image {script.start['image']}: "
-                              + load_feedback().say("upload.face_not_found"))
-        except (OSError, UnidentifiedImageError) as err:
-            raise ScriptError(f"{script.path}: start image {script.start['image']} cannot be read ({err})")
+            image = read_photo(agent.editor.backend, script.start["image"])
+        except EditError as refusal:
+            raise ScriptError(f"{script.path}: start image {script.start['image']}: {refusal}") from None
     session, opened = agent.open(f"replay-{script.name}-{time.monotonic_ns()}", seed=script.start.get("seed"),
                                  image=image)
     try:

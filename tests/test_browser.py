@@ -49,7 +49,7 @@ def test_the_page_edits_a_face_when_asked_and_keeps_it_on_reload(browser, tmp_pa
     page_app, app = serve(ServeOptions(data_dir=tmp_path, port=port), block=False)
     try:
         # a session on a face whose smile can grow (this tests the page, not the walk), opened by its link
-        editor = app.agent.editor
+        editor = app.sessions.agent.editor
 
         def smile_can_grow(seed: int) -> bool:
             state = DialogState()
@@ -57,7 +57,7 @@ def test_the_page_edits_a_face_when_asked_and_keeps_it_on_reload(browser, tmp_pa
             return state.current.degrees["smiling"] <= 2 and editor.edit(state, "smiling", change=1).changed
 
         seed = next(s for s in range(1000) if smile_can_grow(s))
-        session = app.ensure(None)
+        session = app.sessions.ensure(None)
         list(app.send({"text": f"new face, seed {seed}"}, session))
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"http://127.0.0.1:{port}/?session={session}")
@@ -72,7 +72,7 @@ def test_the_page_edits_a_face_when_asked_and_keeps_it_on_reload(browser, tmp_pa
         page.wait_for_timeout(500)  # let the reply and the side panel settle
         assert "make the person smile" in chat.inner_text()
         assert page.locator("#preview img").count() == 1
-        assert app.agent.session(session).state.current.degrees["smiling"] > 1
+        assert app.sessions.agent.session(session).state.current.degrees["smiling"] > 1
         page.screenshot(path=str(artifacts() / "chat_page.png"), full_page=True)
 
         text = chat.inner_text()

@@ -23,19 +23,12 @@ from chatedit.images import to_pil  # noqa: E402
 from chatedit.tools.builtin.renderer import render, sample_portraits  # noqa: E402
 from chatedit.ui.server import ServeOptions, parse_auth, serve, share_warning  # noqa: E402
 
-ATTRS = ("bangs", "eyeglasses", "beard", "smiling", "age")
-# outputs of every endpoint: session, chat, preview, five sliders, before/after, png, gif, status
-SESSION, CHAT, PREVIEW, SLIDERS, BEFORE_AFTER, PNG, GIF, STATUS = 0, 1, 2, slice(3, 8), 8, 9, 10, 11
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def degrees(out) -> dict[str, int]:
-    return dict(zip(ATTRS, (int(v) for v in out[SLIDERS])))
 
 
 def texts(chat) -> list[str]:
@@ -59,106 +52,148 @@ def server(tmp_path_factory):
     page.close()
 
 
-def client(url: str) -> Client:
-    return Client(url, verbose=False)
+class Tab:
+    """A browser tab over HTTP; every answer is keyed by the page's components (``Widgets``), as the
+    handlers return it, whatever order the endpoint lists them in."""
+
+    def __init__(self, url: str, widgets):
+        self.client = Client(url, verbose=False)
+        self.widgets = widgets
+
+    def keyed(self, out) -> dict:
+        return dict(zip(self.widgets.outputs, out))
+
+    def start(self, session: str = "") -> dict:
+        return self.keyed(self.client.predict(session, api_name="/start"))
+
+    def send(self, session: str, text: str = "", files: list | None = None) -> tuple[list[dict], dict]:
+        """Sends a message; returns (every streamed answer, the final one)."""
+        job = self.submit(session, text, files)
+        job.result()
+        outputs = [self.keyed(out) for out in job.outputs()]
+        return outputs, outputs[-1]
+
+    def submit(self, session: str, text: str = "", files: list | None = None):
+        return self.client.submit({"text": text, "files": files or []}, session, api_name="/send")
+
+    def press(self, button: str, session: str) -> dict:
+        return self.keyed(self.client.predict(session, api_name=f"/{button}"))
+
+    def slide(self, attribute: str, value: int, session: str) -> dict:
+        return self.keyed(self.client.predict(value, session, api_name=f"/slider_{attribute}"))
+
+    def degrees(self, out: dict) -> dict[str, int]:
+        return {name: int(out[slider]) for name, slider in self.widgets.sliders.items()}
 
 
-def start(c: Client, session: str = ""):
-    return c.predict(session, api_name="/start")
-
-
-def send(c: Client, session: str, text: str = "", files: list | None = None):
-    """Sends a message; returns (every streamed output, the final one)."""
-    job = c.submit({"text": text, "files": files or []}, session, api_name="/send")
-    job.result()
-    outputs = job.outputs()
-    return outputs, outputs[-1]
+def tab(server) -> Tab:
+    url, app = server
+    return Tab(url, app.widgets)
 
 
 def test_a_message_streams_frames_then_shows_the_edited_face_in_the_chat(server):
-    url, _ = server
-    c = client(url)
-    first = start(c)
-    session = first[SESSION]
-    assert len(session) == 32 and images(first[CHAT]) and "Here is a new face" in texts(first[CHAT])[0]
-    before = degrees(first)
+    c = tab(server)
+    w = c.widgets
+    first = c.start()
+    session = first[w.session]
+    assert len(session) == 32 and images(first[w.chatbot]) and "Here is a new face" in texts(first[w.chatbot])[0]
+    before = c.degrees(first)
     ask = "make the person look older" if before["age"] < 5 else "make the person look younger"
 
-    streamed, last = send(c, session, ask)
-    previews = [o[PREVIEW] for o in streamed[:-1] if isinstance(o[PREVIEW], str)]  # skipped outputs are dicts
+    streamed, last = c.send(session, ask)
+    previews = [o[w.preview] for o in streamed[:-1] if isinstance(o[w.preview], str)]  # unchanged ones are dicts
     assert len(previews) >= 2, "the walk's frames should stream into the preview before the turn ends"
     assert len({pixels(p).float().mean().item() for p in previews}) >= 2, "streamed frames should differ"
-    after = degrees(last)
+    after = c.degrees(last)
     assert after["age"] != before["age"]
-    chat = last[CHAT]
+    chat = last[w.chatbot]
     assert texts(chat)[-2] == ask
-    assert len(images(chat)) == len(images(first[CHAT])) + 1  # the edited face, in the conversation
-    assert torch.equal(pixels(images(chat)[-1]), pixels(last[PNG]))  # the download is the face shown
-    before_img, after_img = last[BEFORE_AFTER]
+    assert len(images(chat)) == len(images(first[w.chatbot])) + 1  # the edited face, in the conversation
+    assert torch.equal(pixels(images(chat)[-1]), pixels(last[w.png]))  # the download is the face shown
+    before_img, after_img = last[w.before_after]
     assert not torch.equal(pixels(before_img), pixels(after_img))
-    assert Image.open(last[GIF]).n_frames > 2
-    assert "identity kept" in last[STATUS]
+    assert Image.open(last[w.gif]).n_frames > 2
+    assert "identity kept" in last[w.status]
 
-    undone = c.predict(session, api_name="/undo")
-    assert degrees(undone) == before
-    assert texts(undone[CHAT])[-2] == "[undo]"
+    undone = c.press("undo", session)
+    assert c.degrees(undone) == before
+    assert texts(undone[w.chatbot])[-2] == "[undo]"
+
+
+def test_handlers_answer_with_the_components_they_change(server):
+    _, app = server
+    w = app.widgets
+    session = app.sessions.ensure(None)
+    full = app.start(session)
+    assert set(full) == set(w.outputs) and full[w.session] == session
+    streamed = list(app.send({"text": "add thin glasses", "files": []}, session))
+    *during, last = streamed
+    assert during and all(set(out) <= {w.preview, w.chatbot} for out in during)  # frames and the chat as it grows
+    assert set(during[0]) == {w.chatbot} and during[0][w.chatbot][-1] == {"role": "user", "content": "add thin glasses"}
+    assert any(isinstance(out.get(w.preview), Image.Image) for out in during)
+    assert set(last) == set(w.outputs) and last[w.sliders["eyeglasses"]] == app.sessions.degrees(session)["eyeglasses"]
+    same = app.sessions.degrees(session)["smiling"]
+    unmoved = list(app.slider("smiling", same, session))  # a slider let go where it was: nothing to do
+    assert len(unmoved) == 1 and set(unmoved[0]) == set(w.outputs)
+    assert len(unmoved[0][w.chatbot]) == len(last[w.chatbot])
 
 
 def test_two_clients_keep_separate_sessions(server):
-    url, _ = server
-    a, b = client(url), client(url)
-    sa, sb = start(a)[SESSION], start(b)[SESSION]
+    a, b = tab(server), tab(server)
+    w = a.widgets
+    sa, sb = a.start()[w.session], b.start()[w.session]
     assert sa != sb
-    b_before = degrees(start(b, sb))
-    a_before = degrees(start(a, sa))
+    b_before = b.degrees(b.start(sb))
+    a_before = a.degrees(a.start(sa))
     ask = "add thick glasses" if a_before["eyeglasses"] < 3 else "remove the glasses"
-    _, a_after = send(a, sa, ask)
-    assert degrees(a_after)["eyeglasses"] != a_before["eyeglasses"]
-    b_now = start(b, sb)
-    assert degrees(b_now) == b_before
-    assert ask not in texts(b_now[CHAT])
+    _, a_after = a.send(sa, ask)
+    assert a.degrees(a_after)["eyeglasses"] != a_before["eyeglasses"]
+    b_now = b.start(sb)
+    assert b.degrees(b_now) == b_before
+    assert ask not in texts(b_now[w.chatbot])
 
 
 def test_sliders_and_buttons_go_through_the_agent_and_appear_in_the_chat(server):
-    url, app = server
-    c = client(url)
-    session = start(c)[SESSION]
-    now = degrees(start(c, session))
+    _, app = server
+    c = tab(server)
+    w = c.widgets
+    session = c.start()[w.session]
+    now = c.degrees(c.start(session))
     target = 0 if now["bangs"] >= 3 else 4
-    out = c.predict(target, session, api_name="/slider_bangs")
-    assert texts(out[CHAT])[-2] == f"[slider] Bangs → {target}"
-    assert abs(degrees(out)["bangs"] - target) < abs(now["bangs"] - target)
-    state = app.agent.session(session).state
+    out = c.slide("bangs", target, session)
+    assert texts(out[w.chatbot])[-2] == f"[slider] Bangs → {target}"
+    assert abs(c.degrees(out)["bangs"] - target) < abs(now["bangs"] - target)
+    state = app.sessions.agent.session(session).state
     assert state.turns[-1].calls[0]["name"] == "edit_attribute"  # the agent's own tool ran it
-    out = c.predict(session, api_name="/new_face")
-    assert texts(out[CHAT])[-1].startswith("Here is a new face")
-    out = c.predict(session, api_name="/undo")
-    assert degrees(out)["bangs"] == state.current.degrees["bangs"]
+    out = c.press("new_face", session)
+    assert texts(out[w.chatbot])[-1].startswith("Here is a new face")
+    out = c.press("undo", session)
+    assert c.degrees(out)["bangs"] == state.current.degrees["bangs"]
 
 
 def test_uploads_a_portrait_and_refuses_what_is_not_one(server, tmp_path):
-    url, _ = server
-    c = client(url)
-    session = start(c)[SESSION]
-    shown = start(c, session)
+    c = tab(server)
+    w = c.widgets
+    session = c.start()[w.session]
+    shown = c.start(session)
     portrait = render(sample_portraits(1, 424242))[0]
     to_pil(portrait).resize((300, 300)).save(tmp_path / "me.png")
     (tmp_path / "notes.png").write_text("not an image at all")
     Image.fromarray((torch.rand(128, 128, 3) * 255).byte().numpy()).save(tmp_path / "noise.png")
 
-    _, bad = send(c, session, files=[handle_file(str(tmp_path / "notes.png"))])
-    assert "isn't an image" in texts(bad[CHAT])[-1]
-    assert degrees(bad) == degrees(shown) and torch.equal(pixels(bad[PNG]), pixels(shown[PNG]))
-    _, noise = send(c, session, files=[handle_file(str(tmp_path / "noise.png"))])
-    assert "couldn't find a face" in texts(noise[CHAT])[-1]
-    assert torch.equal(pixels(noise[PNG]), pixels(shown[PNG]))
+    _, bad = c.send(session, files=[handle_file(str(tmp_path / "notes.png"))])
+    assert "isn't an image" in texts(bad[w.chatbot])[-1]
+    assert c.degrees(bad) == c.degrees(shown) and torch.equal(pixels(bad[w.png]), pixels(shown[w.png]))
+    _, noise = c.send(session, files=[handle_file(str(tmp_path / "noise.png"))])
+    assert "couldn't find a face" in texts(noise[w.chatbot])[-1]
+    assert torch.equal(pixels(noise[w.png]), pixels(shown[w.png]))
 
-    streamed, good = send(c, session, "describe", files=[handle_file(str(tmp_path / "me.png"))])
-    assert texts(good[CHAT])[-3].startswith("Got it.")
-    previews = [o[PREVIEW] for o in streamed[:-1] if isinstance(o[PREVIEW], str)]  # describe draws no frames
+    streamed, good = c.send(session, "describe", files=[handle_file(str(tmp_path / "me.png"))])
+    assert texts(good[w.chatbot])[-3].startswith("Got it.")
+    previews = [o[w.preview] for o in streamed[:-1] if isinstance(o[w.preview], str)]  # describe draws no frames
     assert len(previews) >= 2, "the inversion's reconstructions should stream into the preview"
-    assert not torch.equal(pixels(good[PNG]), pixels(shown[PNG]))
-    error = (pixels(good[PNG]).float() / 255 - portrait.permute(1, 2, 0)).pow(2).mean()
+    assert not torch.equal(pixels(good[w.png]), pixels(shown[w.png]))
+    error = (pixels(good[w.png]).float() / 255 - portrait.permute(1, 2, 0)).pow(2).mean()
     assert -10 * torch.log10(error) > 22  # the uploaded face, redrawn by the backend
 
 
@@ -196,7 +231,9 @@ def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 @pytest.mark.slow
-def test_killing_and_restarting_the_server_restores_the_conversation_and_face(tmp_path):
+def test_killing_and_restarting_the_server_restores_the_conversation_and_face(server, tmp_path):
+    widgets = server[1].widgets  # the same page's components, to read the other server's answers by
+    w = widgets
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     cmd = [sys.executable, "-m", "chatedit.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path)]
@@ -204,10 +241,10 @@ def test_killing_and_restarting_the_server_restores_the_conversation_and_face(tm
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_up(url, proc)
-        c = client(url)
-        session = start(c)[SESSION]
-        _, before = send(c, session, "add thin glasses")
-        face = pixels(before[PNG])
+        c = Tab(url, widgets)
+        session = c.start()[w.session]
+        _, before = c.send(session, "add thin glasses")
+        face = pixels(before[w.png])
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -215,36 +252,36 @@ def test_killing_and_restarting_the_server_restores_the_conversation_and_face(tm
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_up(url, proc)
-        c = client(url)
-        after = start(c, session)
-        assert after[SESSION] == session
-        assert texts(after[CHAT]) == texts(before[CHAT])
-        assert len(images(after[CHAT])) == len(images(before[CHAT]))
-        assert degrees(after) == degrees(before)
-        assert torch.equal(pixels(after[PNG]), face)
-        undone = c.predict(session, api_name="/undo")  # the history came back too, not only the picture
-        assert undone[STATUS].count("undo") and texts(undone[CHAT])[-2] == "[undo]"
+        c = Tab(url, widgets)
+        after = c.start(session)
+        assert after[w.session] == session
+        assert texts(after[w.chatbot]) == texts(before[w.chatbot])
+        assert len(images(after[w.chatbot])) == len(images(before[w.chatbot]))
+        assert c.degrees(after) == c.degrees(before)
+        assert torch.equal(pixels(after[w.png]), face)
+        undone = c.press("undo", session)  # the history came back too, not only the picture
+        assert undone[w.status].count("undo") and texts(undone[w.chatbot])[-2] == "[undo]"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
 
 
 def test_idle_sessions_leave_memory_and_come_back_from_the_store(server, monkeypatch):
-    url, app = server
-    monkeypatch.setattr("chatedit.ui.app.MAX_OPEN_SESSIONS", 2)
-    c = client(url)
-    first = start(c)
-    others = [start(c)[SESSION] for _ in range(3)]
-    assert first[SESSION] not in app.agent.sessions and len(app.agent.sessions) <= 3
-    again = start(c, first[SESSION])
-    assert again[SESSION] == first[SESSION] and texts(again[CHAT]) == texts(first[CHAT])
-    assert all(s in app.store.ids() for s in others)
+    _, app = server
+    monkeypatch.setattr(app.sessions, "max_open", 2)
+    c = tab(server)
+    w = c.widgets
+    first = c.start()
+    others = [c.start()[w.session] for _ in range(3)]
+    assert first[w.session] not in app.sessions.agent.sessions and len(app.sessions.agent.sessions) <= 3
+    again = c.start(first[w.session])
+    assert again[w.session] == first[w.session] and texts(again[w.chatbot]) == texts(first[w.chatbot])
+    assert all(s in app.sessions.store.ids() for s in others)
 
 
 def test_a_long_edit_does_not_hold_up_another_sessions_page(server, monkeypatch):
     import chatedit.editor
 
-    url, _ = server
     real_edit = chatedit.editor.edit
 
     def slow_edit(*args, **kwargs):
@@ -252,25 +289,24 @@ def test_a_long_edit_does_not_hold_up_another_sessions_page(server, monkeypatch)
         return real_edit(*args, **kwargs)
 
     monkeypatch.setattr(chatedit.editor, "edit", slow_edit)
-    busy = [client(url) for _ in range(2)]  # as many edits as the queue runs at once (concurrency=2)
-    jobs = [c.submit({"text": "make them look older", "files": []}, start(c)[SESSION], api_name="/send")
-            for c in busy]
+    busy = [tab(server) for _ in range(2)]  # as many edits as the queue runs at once (concurrency=2)
+    w = busy[0].widgets
+    jobs = [c.submit(c.start()[w.session], "make them look older") for c in busy]
     time.sleep(0.5)  # both edits are walking now
     began = time.perf_counter()
-    other = start(client(url))
+    other = tab(server).start()
     waited = time.perf_counter() - began
-    assert len(other[SESSION]) == 32 and waited < 2.5 and not any(job.done() for job in jobs)
+    assert len(other[w.session]) == 32 and waited < 2.5 and not any(job.done() for job in jobs)
     for job in jobs:
         job.result()
 
 
 def test_the_launch_limits_uploads_and_serves_only_the_app_folders(tmp_path):
+    from types import SimpleNamespace
+
     from chatedit.ui.server import launch_kwargs
 
-    class App:
-        class store:  # noqa: N801 - a stand-in with the one attribute launch_kwargs reads
-            images_dir = tmp_path / "images"
-
-    kwargs = launch_kwargs(ServeOptions(max_upload_mb=2, auth=[("a", "b")]), App)
+    app = SimpleNamespace(sessions=SimpleNamespace(store=SimpleNamespace(images_dir=tmp_path / "images")))
+    kwargs = launch_kwargs(ServeOptions(max_upload_mb=2, auth=[("a", "b")]), app)
     assert kwargs["max_file_size"] == "2048kb" and kwargs["allowed_paths"] == [str(tmp_path / "images")]
     assert kwargs["auth"] == [("a", "b")] and kwargs["server_name"] == "127.0.0.1"

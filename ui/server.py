@@ -64,23 +64,24 @@ def prepare(options: ServeOptions):
     os.environ["GRADIO_TEMP_DIR"] = str(data_dir / "tmp")  # uploads and streamed frames: ours, not /tmp
 
     from chatedit.agent import build_agent
+    from chatedit.sessions import SessionService
     from chatedit.store import SessionStore
+    from chatedit.tools import registry
 
-    from .app import ChatEditApp, ServeConfig, build_page
+    from .app import ServeConfig, build_page
 
     store = SessionStore(data_dir, max_age_days=options.max_age_days, max_sessions=options.max_sessions)
     pruned = store.prune()
     if pruned:
         logger.info("pruned %d old sessions", len(pruned))
     backend_options = dict(options.backend_options)
-    if options.backend in ("diffusion", "stylegan2"):  # photos kept to redo inversions and tunes after a restart
+    if registry.get(options.backend).capabilities().photos:  # photos kept to redo inversions and tunes after a restart
         backend_options.setdefault("photo_dir", data_dir / "photos")
     agent = build_agent(options.backend, options.llm, weights=options.weights, face_models=options.face_models,
                         **backend_options)
     llm_name = options.llm if isinstance(options.llm, str) else options.llm.name
-    app = ChatEditApp(agent, store, ServeConfig(options.backend, llm_name, options.concurrency,
-                                                options.max_upload_mb))
-    return build_page(app), app
+    sessions = SessionService(agent, store, options.backend)
+    return build_page(sessions, ServeConfig(options.backend, llm_name, options.concurrency, options.max_upload_mb))
 
 
 def launch_kwargs(options: ServeOptions, app) -> dict:
@@ -90,7 +91,7 @@ def launch_kwargs(options: ServeOptions, app) -> dict:
     return dict(
         server_name=options.host, server_port=options.port, share=options.share,
         auth=options.auth or None, max_file_size=f"{int(options.max_upload_mb * 1024)}kb",
-        allowed_paths=[str(app.store.images_dir)], show_error=False, quiet=False,
+        allowed_paths=[str(app.sessions.store.images_dir)], show_error=False, quiet=False,
         css=CSS, theme="default",
     )
 
