@@ -8,14 +8,16 @@
 - ``ollama:MODEL``: ``langchain_ollama.ChatOllama`` against Ollama's own API (``--llm-base-url``,
   else ``OLLAMA_HOST``, else http://127.0.0.1:11434).
 
-Clients never retry on their own (the agent decides what a failure means for the turn) and
-every request has a time limit.
+LangChain's ``init_chat_model`` reads the ``provider:model`` string and builds the client; this
+module only adds each provider's address, key and limits. Clients never retry on their own (the
+agent decides what a failure means for the turn) and every request has a time limit.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -29,9 +31,15 @@ class LLMSettings:
     timeout_s: float = 60.0  # one request to the provider
     fallback: str | None = None  # a chat model that answers when this one fails (e.g. "rules")
 
-    @property
-    def is_rules(self) -> bool:
-        return self.name == "rules"
+
+def _provider_options(provider: str, settings: LLMSettings) -> dict[str, Any]:
+    """The keyword arguments ``init_chat_model`` passes to the provider's client."""
+    if provider == "openai":
+        return {"base_url": settings.base_url or os.environ.get("OPENAI_BASE_URL"),
+                "api_key": os.environ.get("OPENAI_API_KEY") or "not-needed",
+                "timeout": settings.timeout_s, "max_retries": 0, "temperature": 0}
+    base_url = settings.base_url or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+    return {"base_url": base_url, "temperature": 0, "client_kwargs": {"timeout": settings.timeout_s}}
 
 
 def make_chat_model(llm: str | LLMSettings) -> BaseChatModel:
@@ -44,21 +52,11 @@ def make_chat_model(llm: str | LLMSettings) -> BaseChatModel:
     provider, sep, model = name.partition(":")
     if not sep or not model.strip():
         raise ValueError(f"unknown chat model {name!r}; use one of: {', '.join(PROVIDERS)}")
-    if provider == "openai":
-        try:
-            from langchain_openai import ChatOpenAI
-        except ImportError as error:  # pragma: no cover - a dependency of the package
-            raise ValueError("--llm openai:… needs langchain-openai (pip install langchain-openai)") from error
-        return ChatOpenAI(
-            model=model, base_url=settings.base_url or os.environ.get("OPENAI_BASE_URL"),
-            api_key=os.environ.get("OPENAI_API_KEY") or "not-needed", timeout=settings.timeout_s,
-            max_retries=0, temperature=0,
-        )
-    if provider == "ollama":
-        try:
-            from langchain_ollama import ChatOllama
-        except ImportError as error:  # pragma: no cover - a dependency of the package
-            raise ValueError("--llm ollama:… needs langchain-ollama (pip install langchain-ollama)") from error
-        base_url = settings.base_url or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
-        return ChatOllama(model=model, base_url=base_url, temperature=0, client_kwargs={"timeout": settings.timeout_s})
-    raise ValueError(f"unknown chat model provider {provider!r}; use one of: {', '.join(PROVIDERS)}")
+    if provider not in ("openai", "ollama"):
+        raise ValueError(f"unknown chat model provider {provider!r}; use one of: {', '.join(PROVIDERS)}")
+    from langchain.chat_models import init_chat_model  # here: the rules model needs none of it
+
+    try:
+        return init_chat_model(name, **_provider_options(provider, settings))
+    except ImportError as error:  # pragma: no cover - both clients are dependencies of the package
+        raise ValueError(f"--llm {provider}:… needs langchain-{provider} (pip install langchain-{provider})") from error

@@ -21,9 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from chatedit.attributes import MAX_DEGREE, attribute_names
 from chatedit.editor import EditError, Editor, Outcome
 from chatedit.state import DialogState
-from chatedit.tools.walk import BackendError
-
-TOOL_NAMES = ("edit_attribute", "undo", "redo", "reset", "new_face", "describe")
+from chatedit.tools.backend import BackendError
 
 
 class _EditChecks(BaseModel):

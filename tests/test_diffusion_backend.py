@@ -7,6 +7,10 @@ and their directions, adapters, previews, refusals), not how good an edit looks.
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +22,7 @@ from chatedit.rules_model import RulesChatModel
 from chatedit.state import DialogState
 from chatedit.tools.diffusion.backend import DiffusionBackend, photo_key
 from chatedit.tools.diffusion.pipeline import PipelineLoadError, load_pipeline
-from chatedit.tools.walk import BackendError
+from chatedit.tools.backend import BackendError
 
 from diffusion_fixtures import build_lora, build_open_clip, build_pipeline
 
@@ -115,6 +119,76 @@ def test_two_sessions_of_the_agent_interleave_uploads_and_edits(backend):
         key = int(state.current.latent[0, -2]) * 2**24 + int(state.current.latent[0, -1])
         assert key == photo_key((_photo(seed) * 255).round().byte())  # still this session's own photo
         assert {e.face for e in state.entries} == {0}
+
+
+def _start(call, results: list) -> threading.Thread:
+    """``call`` on a thread of its own; its result, or the error it raised, goes into ``results``."""
+    def run():
+        try:
+            results.append(call())
+        except Exception as error:
+            results.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("how", ["upload", "from-disk"])
+def test_two_sessions_asking_for_one_photo_at_once_invert_it_once(parts, tmp_path, monkeypatch, how):
+    backend = _backend(parts, photo_dir=tmp_path / "photos")
+    photo = _photo(20)
+    if how == "upload":
+        def ask():
+            return backend.encode(photo[None])
+    else:  # an edit of a photo whose inversion was dropped: both sessions need it redone from the saved photo
+        latent = _strengths(backend.encode(photo[None]), smiling=1.0)
+        backend.photos.clear(), backend.drawn.clear()
+
+        def ask():
+            return backend.generate(latent)
+    real_invert, inversions = backend.pipe.invert, []
+    inside, release = threading.Event(), threading.Event()
+
+    def held_invert(**kwargs):  # the first inversion waits until the second session has asked too
+        inversions.append(kwargs["image"].size)
+        inside.set()
+        assert release.wait(timeout=60)
+        return real_invert(**kwargs)
+
+    monkeypatch.setattr(backend.pipe, "invert", held_invert)
+    results: list = []
+    first = _start(ask, results)
+    assert inside.wait(timeout=60)
+    second = _start(ask, results)
+    time.sleep(0.3)  # the second session now asks for the photo that the first is inverting
+    release.set()
+    first.join(timeout=120), second.join(timeout=120)
+    assert len(results) == 2 and all(isinstance(r, torch.Tensor) for r in results), results
+    assert torch.equal(results[0], results[1])
+    assert len(inversions) == 1  # waited for, not redone
+
+
+def test_two_sessions_editing_two_photos_at_once_through_a_one_photo_cache(parts, tmp_path):
+    backend = _backend(parts, photo_dir=tmp_path / "photos", max_photos=1)  # each photo evicts the other
+    latents = [backend.encode(_photo(seed)[None]) for seed in (21, 22)]
+    edits = [[_strengths(latent, smiling=s) for s in (1.0, -1.0)] for latent in latents]
+    alone = [[backend.generate(edit)[0] for edit in session] for session in edits]
+    backend.photos.clear(), backend.drawn.clear()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # switch threads often: cache reads and writes interleave
+    results: list = []
+    try:
+        threads = [_start(lambda s=session: (s, [backend.generate(e)[0] for e in edits[s]]), results)
+                   for session in (0, 1)]
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(results) == 2 and all(isinstance(r, tuple) for r in results), results  # no KeyError, no hang
+    for session, drawn in results:
+        assert all(torch.allclose(d, e, atol=1e-5) for d, e in zip(drawn, alone[session]))
+    assert len(backend.photos) == 1 and not backend.inverting
 
 
 def test_the_editor_walks_strength_and_streams_previews_between_frames(backend):

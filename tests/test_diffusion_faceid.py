@@ -241,6 +241,6 @@ def test_the_command_line_options_reach_the_backend(parts, arcface):
     assert options["ip_adapter"] == parts["safetensors"] and options["ip_adapter_scale"] == 0.8
     with pytest.raises(ValueError, match="--ip-adapter, --ip-adapter-scale: options of --backend diffusion, not of --backend builtin"):
         build_agent("builtin", ip_adapter=parts["bin"], ip_adapter_scale=0.8)
-    agent = build_agent("diffusion", face_models=args.face_models, **options)  # as `chatedit serve` builds it
+    agent = build_agent("diffusion", **options)  # as `chatedit serve` builds it
     faceid = agent.editor.backend.faceid
     assert faceid.path == parts["safetensors"] and faceid.scale == pytest.approx(0.8) and faceid.lora is not None

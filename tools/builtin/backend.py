@@ -22,7 +22,6 @@ from chatedit.images import from_pil
 from ..backend import Backend, Capabilities, PredictorReading
 from .fields import latent_precision, mahalanobis
 from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, WEIGHTS_DIR, BuiltinModels, load_builtin
-from .models import identity_similarity
 from .renderer import render, sample_portraits
 
 
@@ -168,10 +167,6 @@ class BuiltinBackend(Backend):
         with self._autocast():
             embedding = self.models.identity(image)
         return F.normalize(embedding.float(), dim=-1)  # again in float32: bfloat16 rounds the unit norm
-
-    @torch.no_grad()
-    def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return identity_similarity(self.identity(a), self.identity(b))
 
     # ----------------------------------------------------------------- what the walk needs
 

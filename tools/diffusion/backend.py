@@ -16,7 +16,9 @@ working because an entry of the history is just such a vector.
 Sessions share one pipeline. LEDITS++ keeps the last inversion on the pipeline object, so the
 backend keeps every photo's inversion in its own cache (by photo key) and puts it back on the
 pipeline, under a lock, before each pass. With ``photo_dir`` the photos are also written to disk,
-so an inversion dropped from the cache (or lost in a restart) is redone from the photo.
+so an inversion dropped from the cache (or lost in a restart) is redone from the photo. The caches
+(inversions by photo, pictures by latent) are LRUs behind one lock of their own, held only to read
+or write them; a photo that one session is inverting is waited for by the others, never inverted twice.
 
 With an IP-Adapter FaceID checkpoint (``faceid.py``) each photo's insightface embedding, computed
 once and kept with its inversion, is the image prompt of that photo's inversion and every pass.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
+from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib.resources import files
@@ -38,20 +40,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from cachetools import LRUCache
 from PIL import Image
 
 from chatedit.attributes import attribute_names
 from chatedit.images import from_pil, to_pil
 
 from ..align import align_face, detect_face, face_embedding, insightface_app
+from ..backend import Backend, BackendError, Capabilities, PredictorReading
 from ..keys import join_key, split_key
-from ..walk import BackendError, PredictorReading
 from .faceid import DEFAULT_SCALE, FaceID, load_faceid
+from .plugin import DEFAULT_CLIP
 from .reader import ClipDegreeReader
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CLIP = "ViT-B-32@laion2b_s34b_b79k"  # open_clip name@pretrained tag
 MAX_DRAWN = 256  # pictures kept by latent (~3 MB each at 512 px)
 MAX_PIXELS = 40_000_000  # larger photos are refused at intake, before anything is decoded further
 OUT_OF_MEMORY = ("the GPU ran out of memory for this photo, even at a lower resolution; try again when fewer "
@@ -91,13 +94,12 @@ def photo_key(photo: torch.Tensor) -> int:
     return int.from_bytes(hashlib.sha256(photo.contiguous().numpy().tobytes()).digest()[:6], "big")
 
 
-class DiffusionBackend:
+class DiffusionBackend(Backend):
     name = "diffusion"
-    min_fit_psnr = 0.0  # the VAE redraws any photo; photos without a face are refused at intake
-    substeps = 2  # walk steps per degree: every step is a whole denoising pass
-    max_steps = 12
-    previews = True  # generate(..., on_preview=) shows the denoising pass forming
-    gif_frames_per_step = 1  # the page's edit-path GIF shows each edit once: no in-between passes
+    # every walk step is a whole denoising pass: two per degree, twelve per edit at most, each shown
+    # forming (previews) and once in the edit-path GIF; the VAE redraws any photo, so uploads are
+    # refused at intake (no face) rather than by their fit
+    capabilities = Capabilities(substeps=2, max_steps=12, previews=True, gif_frames_per_step=1, photos=True)
 
     def __init__(self, pipe, reader: ClipDegreeReader, texts: dict | None = None,
                  adapters: dict[str, str | Path] | None = None, resolution: int | None = None,
@@ -113,16 +115,17 @@ class DiffusionBackend:
         self.resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.inversion_steps, self.skip, self.preview_every, self.seed = inversion_steps, skip, preview_every, seed
         self.photo_dir = Path(photo_dir) if photo_dir else None
-        self.max_photos = max_photos
+        if max_photos < 1:
+            raise ValueError(f"max_photos must be at least 1, got {max_photos}")
         self.face_models = face_models
         self.preview_vae = preview_vae  # e.g. a tiny AutoencoderTiny: cheaper previews than the pipeline's VAE
         faces = insightface_app(face_models)
         self.insightface = faces if faces is not None and "recognition" in faces.models else None
-        self.identity_model = ("insightface ArcFace" if self.insightface is not None
-                               else "unavailable (install chatedit[faces] and pass --face-models)")
-        self.photos: OrderedDict[int, Inversion] = OrderedDict()
+        self.photos: LRUCache[int, Inversion] = LRUCache(maxsize=max_photos)
         # recent pictures by latent: showing a face again (the page, undo, the GIF) costs no pass
-        self.drawn: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.drawn: LRUCache[bytes, torch.Tensor] = LRUCache(maxsize=MAX_DRAWN)
+        self.inverting: dict[int, Future] = {}  # photo key -> its inversion, while one session makes it
+        self.cache_lock = threading.Lock()  # guards photos, drawn and inverting; never held across a pass
         self.text2image = None  # for new faces, made on first use from the same components
         self.lock = threading.RLock()  # the pipeline holds one inversion and one set of adapter weights at a time
         self.adapters: dict[str, float] = {}  # attribute -> LoRA weight per degree
@@ -164,6 +167,15 @@ class DiffusionBackend:
             tiny = AutoencoderTiny.from_pretrained(preview_vae, torch_dtype=pipe.vae.dtype).to(pipe.device)
         return cls(pipe, reader, texts, adapters=found, preview_vae=tiny, **options)
 
+    @classmethod
+    def from_options(cls, options) -> "DiffusionBackend":
+        """The backend from its registry options (``plugin.DiffusionOptions``)."""
+        extra = {k: v for k, v in (("ip_adapter", options.ip_adapter), ("ip_adapter_scale", options.ip_adapter_scale),
+                                   ("photo_dir", options.photo_dir)) if v is not None}
+        return cls.load(model=options.model, clip=options.clip or DEFAULT_CLIP, adapters=options.adapters,
+                        preview_vae=options.preview_vae, device=options.device, face_models=options.face_models,
+                        **extra)
+
     # ----------------------------------------------------------------- adapters
 
     def load_adapter(self, attribute: str, path: str | Path) -> None:
@@ -199,8 +211,9 @@ class DiffusionBackend:
         with self.lock:
             self.faceid = load_faceid(self.pipe, path, scale)
             self._set_adapter_weights(torch.zeros(len(self.attributes)))
-            self.photos.clear()  # inverted without the adapter: no longer what a pass with it redraws
-            self.drawn.clear()
+            with self.cache_lock:
+                self.photos.clear()  # inverted without the adapter: no longer what a pass with it redraws
+                self.drawn.clear()
 
     # ----------------------------------------------------------------- photos
 
@@ -213,10 +226,12 @@ class DiffusionBackend:
         return from_pil(align_face(picture, marks, self.resolution), self.resolution)
 
     def _cached(self, key: int) -> Inversion | None:
-        if key in self.photos:
-            self.photos.move_to_end(key)
-            return self.photos[key]
-        return None
+        """A photo's inversion if cached, or once made when another session is inverting it now; else None."""
+        with self.cache_lock:
+            inversion, pending = self.photos.get(key), self.inverting.get(key)
+        if inversion is None and pending is not None:
+            return pending.result()
+        return inversion
 
     def _inversion(self, key: int) -> Inversion:
         """The inversion for a photo key: cached, or redone from the photo saved in ``photo_dir``."""
@@ -232,11 +247,31 @@ class DiffusionBackend:
         return self._invert(photo)
 
     def _invert(self, photo: torch.Tensor) -> Inversion:
-        """Inverts a (3, R, R) uint8 photo once; later calls with the same pixels hit the cache."""
+        """Inverts a (3, R, R) uint8 photo once; later calls with the same pixels hit the cache, and
+        calls while another thread inverts it wait for that inversion (and share its errors)."""
         key = photo_key(photo)
-        cached = self._cached(key)
+        with self.cache_lock:  # check and claim in one step: two threads never both invert a photo
+            cached, pending = self.photos.get(key), self.inverting.get(key)
+            mine = cached is None and pending is None
+            if mine:
+                pending = self.inverting[key] = Future()
         if cached is not None:
             return cached
+        if not mine:
+            return pending.result()
+        try:
+            inversion = self._invert_now(key, photo)
+        except BaseException as error:
+            pending.set_exception(error)
+            raise
+        finally:
+            with self.cache_lock:
+                del self.inverting[key]
+        pending.set_result(inversion)
+        return inversion
+
+    def _invert_now(self, key: int, photo: torch.Tensor) -> Inversion:
+        """The LEDITS++ inversion of a photo, cached; only ``_invert``, which claimed ``key``, calls this."""
         picture = Image.fromarray(photo.permute(1, 2, 0).numpy(), "RGB")
         smaller = self.resolution * 3 // 4 // 32 * 32  # latents stay a multiple of 4 for LEDITS++'s masks
         sizes = dict.fromkeys(s for s in (self.resolution, smaller) if s >= 32)  # out of GPU memory: once smaller
@@ -259,9 +294,8 @@ class DiffusionBackend:
                     torch.cuda.empty_cache()
             else:
                 raise BackendError(OUT_OF_MEMORY)
-        self.photos[key] = inversion
-        while len(self.photos) > self.max_photos:
-            self.photos.popitem(last=False)
+            with self.cache_lock:  # under the pipeline lock too: ``load_ip_adapter`` cannot clear in between
+                self.photos[key] = inversion
         if self.photo_dir is not None:
             self.photo_dir.mkdir(parents=True, exist_ok=True)
             picture.save(self.photo_dir / f"{key:012x}.png")
@@ -338,7 +372,8 @@ class DiffusionBackend:
         """(B, 3, R, R) in [0, 1]: each latent's photo redrawn with its strengths."""
         images = []
         for row in latent.detach().float().cpu():
-            drawn = self.drawn.get(row.numpy().tobytes())
+            with self.cache_lock:
+                drawn = self.drawn.get(row.numpy().tobytes())
             if drawn is None:
                 key, strengths = self._split(row)
                 inversion = self._inversion(key)
@@ -347,9 +382,8 @@ class DiffusionBackend:
                         drawn = self._redraw(inversion, strengths, on_preview)
                 else:
                     drawn = inversion.reconstruction
-                self.drawn[row.numpy().tobytes()] = drawn
-                while len(self.drawn) > MAX_DRAWN:
-                    self.drawn.popitem(last=False)
+                with self.cache_lock:
+                    self.drawn[row.numpy().tobytes()] = drawn
             images.append(drawn)
         return torch.stack(images).to(self.device)
 
@@ -416,6 +450,9 @@ class DiffusionBackend:
 
     def step(self, method: str, attribute: int, latent: torch.Tensor, direction: int = 1) -> torch.Tensor:
         """One degree of strength for ``attribute``, up (``direction`` 1) or down (-1); the photo key never moves."""
+        if method != "field":
+            raise ValueError(f"the diffusion backend edits by strength along its concepts (method 'field'), "
+                             f"it has no {method!r} baseline")
         change = torch.zeros_like(latent)
         change[:, attribute] = 1.0 if direction > 0 else -1.0
         return change

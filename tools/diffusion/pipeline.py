@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-logger = logging.getLogger(__name__)
+from .plugin import DEFAULT_MODEL
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+logger = logging.getLogger(__name__)
 
 
 class PipelineLoadError(ValueError):
