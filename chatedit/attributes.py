@@ -1,7 +1,9 @@
 """The attribute vocabulary, read from ``chatedit/prompts/attributes.yaml``.
 
-Everything that is sized by the attributes (model heads, benchmark tables, parser
-vocabularies) asks this module, so a new attribute is a data change plus training.
+The one source of the attribute list and its order: everything sized or ordered by the attributes
+(the renderer's attribute columns, model heads, field files, sliders, benchmark tables, parser
+vocabularies) asks this module. What else a new attribute needs (drawing code, wording,
+training) is listed in ``docs/attributes.md``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def load_attributes() -> tuple[Attribute, ...]:
     data = _data()
     attributes = []
     for entry in data["attributes"]:
+        if any(entry["name"] == a.name for a in attributes):
+            raise ValueError(f"attributes.yaml lists attribute {entry['name']!r} twice")
         degrees = tuple(entry["degrees"])
         if len(degrees) != NUM_DEGREES:
             raise ValueError(
@@ -57,13 +61,6 @@ def load_attributes() -> tuple[Attribute, ...]:
 
 def attribute_names() -> tuple[str, ...]:
     return tuple(a.name for a in load_attributes())
-
-
-def attribute_index(name: str) -> int:
-    names = attribute_names()
-    if name not in names:
-        raise ValueError(f"unknown attribute {name!r}; known attributes are {', '.join(names)}")
-    return names.index(name)
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
 import torch
 
+from chatedit.attributes import attribute_names
 from chatedit.tools.builtin.fields import FieldConfig, Pairs, fit_degree_offsets, fit_linear, fit_pairs, mahalanobis
 from chatedit.tools.builtin.models import Generator, LatentField
 from chatedit.tools.builtin.renderer import IDENTITY, is_plausible, sample_portraits
@@ -61,8 +62,9 @@ def test_world_rules_for_beards():
     people = sample_portraits(4, 0)
     identity = people.identity.clone()
     identity[:, IDENTITY.index("masc")] = torch.tensor([0.9, 0.9, 0.9, 0.1])
-    # bangs, glasses, beard, smiling, age
-    attrs = torch.tensor([[0, 0, 3, 0, 3], [0, 0, 1, 0, 1], [0, 0, 3, 0, 1], [0, 0, 1, 0, 3]], dtype=torch.float32)
+    attrs = torch.zeros(4, len(attribute_names()))
+    beard, age = attribute_names().index("beard"), attribute_names().index("age")
+    attrs[:, beard], attrs[:, age] = torch.tensor([3.0, 1, 3, 1]), torch.tensor([3.0, 1, 1, 3])
     assert is_plausible(identity, attrs).tolist() == [True, True, False, False]
 
 

@@ -5,13 +5,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from chatedit.tools.builtin.loading import load_model, save_model
-from chatedit.tools.builtin.models import AttributePredictor, Encoder, Generator, IdentityEncoder, identity_similarity
+from chatedit.tools.builtin.models import (AttributePredictor, DegreeOffsets, Encoder, Generator, IdentityEncoder,
+                                           LinearDirections, identity_similarity)
 
 TINY = [
     lambda: Encoder(w_dim=8, channels=(8, 8, 16, 16), hidden=16),
     lambda: Generator(w_dim=8, channels=(16, 16, 8, 8, 8)),
-    lambda: AttributePredictor(channels=(8, 16, 16)),
-    lambda: AttributePredictor(channels=(8, 8, 16, 16), patch=2, res_blocks=False),
+    lambda: AttributePredictor(num_attributes=5, channels=(8, 16, 16)),
+    lambda: AttributePredictor(num_attributes=3, channels=(8, 8, 16, 16), patch=2, res_blocks=False),
     lambda: IdentityEncoder(embed_dim=8, channels=(8, 16, 16)),
 ]
 
@@ -36,7 +37,8 @@ def test_shapes():
     x = torch.rand(3, 3, 128, 128)
     assert Encoder(w_dim=8, channels=(8, 8, 16, 16), hidden=16)(x).shape == (3, 8)
     assert Generator(w_dim=8, channels=(16, 16, 8, 8, 8))(torch.rand(3, 8)).shape == (3, 3, 128, 128)
-    assert AttributePredictor(channels=(8, 16, 16))(x).shape == (3, 5, 6)
+    assert AttributePredictor(num_attributes=5, channels=(8, 16, 16))(x).shape == (3, 5, 6)
+    assert AttributePredictor(num_attributes=7, channels=(8, 16, 16))(x).shape == (3, 7, 6)
     z = IdentityEncoder(embed_dim=8, channels=(8, 16, 16))(x)
     assert torch.allclose(z.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert torch.all((identity_similarity(z, z) - 1).abs() < 1e-5)
@@ -59,6 +61,13 @@ def test_tampered_file_is_refused(tmp_path):
     save_file(state, str(path), metadata=meta)
     with pytest.raises(ValueError, match="does not match"):
         load_model(path)
+
+
+def test_models_sized_by_the_attributes_take_the_count_from_their_caller():
+    """No default vocabulary size: the trainer passes the yaml's, the loader the file's."""
+    for cls in (AttributePredictor, LinearDirections, DegreeOffsets):
+        with pytest.raises(TypeError, match="num_attributes"):
+            cls()
 
 
 def test_file_without_metadata_is_refused(tmp_path):

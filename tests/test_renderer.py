@@ -7,15 +7,19 @@ from chatedit.tools.builtin.renderer import (IDENTITY, PIXEL, RESOLUTION, Portra
                                               render, sample_portraits)
 
 
+def _row(smiling=1.0, age=3.0, **values) -> torch.Tensor:
+    """One row of attribute values (1, A) in the vocabulary's column order; unnamed ones 0 (an
+    adult with a faint smile unless said otherwise)."""
+    values = {"smiling": smiling, "age": age, **values}
+    return torch.tensor([[float(values.get(name, 0.0)) for name in attribute_names()]])
+
+
 def _person(attribute: str, values, seed=3, **fixed) -> torch.Tensor:
     """One adult man rendered with ``attribute`` at each of ``values`` and the others held."""
     base = sample_portraits(1, seed)
     identity = base.identity.clone()
     identity[0, IDENTITY.index("masc")] = 0.9
-    attrs = torch.tensor([[0.0, 0.0, 0.0, 1.0, 3.0]])
-    for name, v in fixed.items():
-        attrs[0, attribute_names().index(name)] = v
-    rows = attrs.repeat(len(values), 1)
+    rows = _row(**fixed).repeat(len(values), 1)
     rows[:, attribute_names().index(attribute)] = torch.tensor(values, dtype=torch.float32)
     return render(Portraits(identity.repeat(len(values), 1), base.scene.repeat(len(values), 1), rows))
 
@@ -83,7 +87,7 @@ def test_a_full_short_beard_adds_the_moustache_a_short_one_lacks():
     base = sample_portraits(1, 3)
     identity = base.identity.clone()
     identity[0, IDENTITY.index("masc")] = 0.9
-    rows = torch.tensor([[0.0, 0.0, b, 0.0, 3.0] for b in (0.0, 2.0, 3.0)])
+    rows = torch.cat([_row(beard=b, smiling=0.0) for b in (0.0, 2.0, 3.0)])
     people = Portraits(identity.repeat(3, 1), base.scene.repeat(3, 1), rows)
     mouth_y = landmarks(people)["mouth_y"][0].item()
     lip = _box(mouth_y - 0.045, mouth_y - 0.025, -0.05, 0.05)   # between the nose and the mouth
@@ -97,7 +101,7 @@ def test_a_fringe_shades_the_forehead_under_it():
     identity = base.identity.clone()
     for name, value in (("masc", 0.1), ("hair_dark", 0.0), ("hair_red", 0.0), ("skin_tone", 0.0)):
         identity[0, IDENTITY.index(name)] = value
-    rows = torch.tensor([[0.0, 0.0, 0.0, 1.0, 2.0], [3.0, 0.0, 0.0, 1.0, 2.0]])
+    rows = torch.cat([_row(age=2.0), _row(bangs=3.0, age=2.0)])
     imgs = render(Portraits(identity.repeat(2, 1), base.scene.repeat(2, 1), rows))
     changed = (imgs[1] - imgs[0]).abs().mean(0)[:, 56:72].mean(1)   # per row, across the middle of the forehead
     edge = int(changed.argmax())   # the fringe's dark edge

@@ -21,7 +21,8 @@ from chatedit.images import from_pil
 
 from ..backend import Backend, Capabilities, PredictorReading
 from .fields import latent_precision, mahalanobis
-from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, WEIGHTS_DIR, BuiltinModels, load_builtin
+from .loading import (ATTRIBUTES_FILE, FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, WEIGHTS_DIR, BuiltinModels,
+                      load_builtin)
 from .renderer import render, sample_portraits
 
 
@@ -46,7 +47,8 @@ def native_bfloat16(device: torch.device) -> bool:
 def missing_files(weights_dir: str | Path | None = None) -> list[str]:
     """The model files ``load`` needs that are not in ``weights_dir`` (default: the shipped ones)."""
     root = Path(weights_dir or WEIGHTS_DIR)
-    names = [*MODEL_FILES.values(), LINEAR_FILE, OFFSETS_FILE, *(FIELD_FILE.format(name=a) for a in attribute_names())]
+    names = [*MODEL_FILES.values(), LINEAR_FILE, OFFSETS_FILE, ATTRIBUTES_FILE,
+             *(FIELD_FILE.format(name=a) for a in attribute_names())]
     return [name for name in names if not (root / name).is_file()]
 
 

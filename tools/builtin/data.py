@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from .models import Encoder
 from .renderer import Portraits, render, sample_portraits, sample_variants
 
 
@@ -48,3 +49,9 @@ def render_set(people: int, variants: int, seed: int, progress: bool = False, ch
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def encode_all(encoder: Encoder, data: RenderSet, chunk: int = 256) -> torch.Tensor:
+    """The codes (N, w_dim) of every image of ``data``."""
+    return torch.cat([encoder(data.batch(torch.arange(s, min(s + chunk, len(data))))) for s in range(0, len(data), chunk)])

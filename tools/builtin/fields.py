@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import RenderSet
+from .data import RenderSet, encode_all
 from .models import (AttributePredictor, DegreeOffsets, Encoder, Generator, IdentityEncoder, LatentField,
                      LinearDirections)
-from .renderer import Portraits, is_plausible, render
+from .renderer import Portraits, attribute_columns, is_plausible, render
 
 logger = logging.getLogger(__name__)
 
@@ -200,16 +200,20 @@ def read_codes(generator: Generator, predictor: AttributePredictor, codes: torch
     return torch.cat(out)
 
 
-def train_all_fields(encoder, generator, predictor, identity, data, cfg: FieldConfig, autocast, max_codes: int = 6000):
-    """The linear baseline, one field per attribute and the degree offsets, from the codes of a render set."""
-    from .train import encode_all  # local: train imports this module
-
+def train_all_fields(encoder, generator, predictor, identity, data, cfg: FieldConfig, autocast,
+                     max_codes: int = 6000) -> tuple[LinearDirections, dict[str, LatentField], DegreeOffsets]:
+    """The linear baseline, one field per attribute (by name) and the degree offsets, from the codes
+    of a render set. ``predictor``'s heads must be in the render set's column order, the vocabulary's."""
+    names = attribute_columns()
+    if predictor.num_attributes != len(names):
+        raise ValueError(f"the predictor has {predictor.num_attributes} attribute heads; the render set's columns are "
+                         f"the {len(names)} of prompts/attributes.yaml ({', '.join(names)})")
     codes = encode_all(encoder, data)
     linear = fit_linear(codes, data.portraits.attributes)
     sub = codes[:max_codes]
     degrees = read_codes(generator, predictor, sub, autocast)
-    fields = []
-    for a in range(degrees.shape[1]):
+    fields = {}
+    for a, name in enumerate(names):
         pairs = render_pairs(encoder, data, codes, a, cfg.pairs, cfg.seed + 300 + a, autocast)
-        fields.append(train_field(a, sub, degrees, pairs, linear, generator, predictor, identity, cfg, autocast))
+        fields[name] = train_field(a, sub, degrees, pairs, linear, generator, predictor, identity, cfg, autocast)
     return linear, fields, fit_degree_offsets(codes, data.degrees())

@@ -3,6 +3,12 @@
 Each model is one safetensors file whose metadata carries the model's class and constructor
 arguments, so loading rebuilds the architecture from the file and loads it with ``strict=True``.
 Weights are stored in float16 (half the bytes in git) and computed in float32.
+
+``attributes.json`` beside them records the attributes the models were trained with, in the order
+of the predictors' heads and of the linear baseline's and degree offsets' rows. Loading refuses a
+folder whose record differs from ``prompts/attributes.yaml`` (another order, an attribute more or
+less), naming both lists: weights are never read under another attribute's name. Fields are
+one file per attribute, ``field_<name>.safetensors``, found by name.
 """
 
 from __future__ import annotations
@@ -41,6 +47,51 @@ MODEL_FILES = {
 LINEAR_FILE = "linear.safetensors"
 OFFSETS_FILE = "offsets.safetensors"
 FIELD_FILE = "field_{name}.safetensors"
+ATTRIBUTES_FILE = "attributes.json"
+# the models whose rows or heads are one per attribute, in the recorded order
+ORDERED = ("predictor", "second_predictor", "eval_predictor", "linear", "offsets")
+
+
+def write_trained_attributes(out_dir: str | Path, names: tuple[str, ...] | list[str], replace: bool = False) -> None:
+    """Records ``names``, the order the models in ``out_dir`` are trained in. Unless ``replace``
+    (a run that rewrites every ordered model), refuses a folder that records another order: its
+    models would then disagree with each other."""
+    path = Path(out_dir) / ATTRIBUTES_FILE
+    recorded = read_trained_attributes(out_dir) if path.is_file() and not replace else tuple(names)
+    if recorded != tuple(names):
+        raise ValueError(f"{path} records models trained with the attributes ({', '.join(recorded)}); models "
+                         f"trained with ({', '.join(names)}) cannot join them: write them to another folder or "
+                         "retrain all with `chatedit train builtin`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"attributes": list(names)}, indent=2) + "\n")
+
+
+def read_trained_attributes(weights_dir: str | Path) -> tuple[str, ...]:
+    """The attributes the models in ``weights_dir`` were trained with, in head order."""
+    path = Path(weights_dir) / ATTRIBUTES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: it records the attributes the models were trained with; "
+                                "run `chatedit train builtin` to create it with them")
+    try:
+        names = json.loads(path.read_text())["attributes"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} must be a JSON object with an \"attributes\" list of names ({err!r})") from err
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: \"attributes\" must be a list of names, got {names!r}")
+    return tuple(names)
+
+
+def check_trained_attributes(weights_dir: str | Path) -> tuple[str, ...]:
+    """The vocabulary's attributes, if the models in ``weights_dir`` were trained with exactly
+    these in this order; otherwise raises, naming both lists."""
+    names, trained = attribute_names(), read_trained_attributes(weights_dir)
+    if trained != names:
+        raise ValueError(
+            f"the built-in models in {weights_dir} were trained with the attributes ({', '.join(trained)}) in that "
+            f"order ({ATTRIBUTES_FILE}), but prompts/attributes.yaml lists ({', '.join(names)}): their heads would "
+            "be read under the wrong names. Put the yaml back in the models' order, or retrain them with "
+            "`chatedit train builtin` (docs/attributes.md)")
+    return names
 
 
 def save_model(model: torch.nn.Module, path: str | Path) -> None:
@@ -79,7 +130,7 @@ class BuiltinModels:
     identity: IdentityEncoder
     linear: LinearDirections
     offsets: DegreeOffsets
-    fields: tuple[LatentField, ...]  # one per attribute, in vocabulary order
+    fields: tuple[LatentField, ...]  # one per attribute, loaded by name, in the order of prompts/attributes.yaml
     device: torch.device
 
 
@@ -88,18 +139,40 @@ _LOCK = threading.Lock()
 
 
 def load_builtin(weights_dir: str | Path | None = None, device: str | torch.device | None = None) -> BuiltinModels:
-    """The built-in models, loaded once per process and directory, then shared read-only."""
+    """The built-in models, loaded once per process and directory, then shared read-only.
+
+    Refuses weights trained with other attributes than ``prompts/attributes.yaml`` lists, or in
+    another order (``check_trained_attributes``)."""
     weights_dir = Path(weights_dir or WEIGHTS_DIR).resolve()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     key = (str(weights_dir), str(device))
     with _LOCK:
         if key not in _CACHE:
             logger.info("loading built-in models from %s on %s", weights_dir, device)
-            # channels-last convolutions: the same numbers, about 30% faster on a CPU (oneDNN) and on CUDA
+            # 1. the attributes the models were trained with must be the vocabulary's, in its order,
+            #    and every field file one of them
+            names = check_trained_attributes(weights_dir)
+            stray = sorted(set(_field_names(weights_dir)) - set(names))
+            if stray:
+                raise ValueError(f"{weights_dir} has fields for {', '.join(stray)}, which prompts/attributes.yaml "
+                                 f"does not list ({', '.join(names)})")
+            # 2. the models; channels-last convolutions: the same numbers, about 30% faster on a CPU (oneDNN) and on CUDA
             models = {name: load_model(weights_dir / file, device).to(memory_format=torch.channels_last)
                       for name, file in MODEL_FILES.items()}
-            linear = load_model(weights_dir / LINEAR_FILE, device)
-            offsets = load_model(weights_dir / OFFSETS_FILE, device)
-            fields = tuple(load_model(weights_dir / FIELD_FILE.format(name=name), device) for name in attribute_names())
-            _CACHE[key] = BuiltinModels(device=device, linear=linear, offsets=offsets, fields=fields, **models)
+            models["linear"] = load_model(weights_dir / LINEAR_FILE, device)
+            models["offsets"] = load_model(weights_dir / OFFSETS_FILE, device)
+            # 3. each ordered model has one head or row per recorded attribute
+            for name in ORDERED:
+                if models[name].config["num_attributes"] != len(names):
+                    raise ValueError(f"the {name} in {weights_dir} is sized for {models[name].config['num_attributes']} "
+                                     f"attributes, but {ATTRIBUTES_FILE} records {len(names)} ({', '.join(names)})")
+            # 4. one field per attribute, found by name
+            fields = tuple(load_model(weights_dir / FIELD_FILE.format(name=name), device) for name in names)
+            _CACHE[key] = BuiltinModels(device=device, fields=fields, **models)
         return _CACHE[key]
+
+
+def _field_names(weights_dir: Path) -> list[str]:
+    """The attributes ``weights_dir`` has field files for."""
+    prefix, suffix = FIELD_FILE.split("{name}")
+    return [p.name[len(prefix):-len(suffix)] for p in weights_dir.glob(FIELD_FILE.format(name="*"))]

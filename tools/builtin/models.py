@@ -7,6 +7,10 @@ the weights (``config``), so a checkpoint rebuilds itself without magic numbers 
 - ``Generator`` G: w → image, with FiLM modulation from w at every resolution.
 - ``AttributePredictor`` P: image → logits (B, num_attributes, num_degrees).
 - ``IdentityEncoder`` I: image → unit-norm embedding (B, embed_dim).
+
+Models sized by the attributes (P, ``LinearDirections``, ``DegreeOffsets``) take
+``num_attributes`` from their caller and have no default: their rows follow the vocabulary of
+``prompts/attributes.yaml``, which the trainer passes and records, and the loader checks.
 """
 
 from __future__ import annotations
@@ -118,7 +122,7 @@ class Generator(nn.Module):
 
 
 class AttributePredictor(nn.Module):
-    def __init__(self, num_attributes: int = 5, num_degrees: int = 6, channels: tuple[int, ...] = (64, 128, 256),
+    def __init__(self, *, num_attributes: int, num_degrees: int = 6, channels: tuple[int, ...] = (64, 128, 256),
                  patch: int = 4, res_blocks: bool = True):
         super().__init__()
         self.config = dict(num_attributes=num_attributes, num_degrees=num_degrees, channels=list(channels),
@@ -198,7 +202,7 @@ class DegreeOffsets(nn.Module):
     thin-frame sunglasses (4), thick-frame sunglasses (5), and the field's way from 3 to 4 looks
     like 5."""
 
-    def __init__(self, w_dim: int = 64, num_attributes: int = 5, num_degrees: int = 6):
+    def __init__(self, w_dim: int = 64, *, num_attributes: int, num_degrees: int = 6):
         super().__init__()
         self.config = dict(w_dim=w_dim, num_attributes=num_attributes, num_degrees=num_degrees)
         self.register_buffer("offsets", torch.zeros(num_attributes, num_degrees, w_dim))
@@ -211,7 +215,7 @@ class DegreeOffsets(nn.Module):
 class LinearDirections(nn.Module):
     """The linear baseline: one global latent step per attribute that raises it by one degree."""
 
-    def __init__(self, w_dim: int = 64, num_attributes: int = 5):
+    def __init__(self, w_dim: int = 64, *, num_attributes: int):
         super().__init__()
         self.config = dict(w_dim=w_dim, num_attributes=num_attributes)
         self.register_buffer("steps", torch.zeros(num_attributes, w_dim))

@@ -3,13 +3,17 @@
 A portrait is three small tensors:
 - ``identity`` (B, len(IDENTITY)): who the person is (face shape, skin, eyes, nose, hair), in [0, 1];
 - ``scene`` (B, len(SCENE)): what is not the person (background, shirt, glasses frame colour), in [0, 1];
-- ``attributes`` (B, 5): bangs, eyeglasses, beard, smiling, age as continuous degrees in [0, 5].
+- ``attributes`` (B, A): one continuous degree in [0, 5] per attribute, its columns in the order of
+  ``prompts/attributes.yaml`` (``attribute_columns``).
 
 ``render`` draws a batch of them at 128×128 with anti-aliased shapes, entirely in torch, so
 training data is drawn on the fly. ``sample_portraits`` draws people with the correlations a
 face space has (beards mostly on men and never on children, grey hair with age, glasses rarer
 than not), so the latent space learned from these renders is entangled the way real ones are.
 Everything is deterministic for a seed.
+
+The renderer reads each attribute by name; it can only draw the attributes it has code for
+(``DRAWN``), and refuses a vocabulary that lists one it cannot draw or lacks one it draws.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from chatedit.attributes import attribute_names
 
 RESOLUTION = 128
 PIXEL = 2.0 / RESOLUTION  # coordinates span [-1, 1] in both axes, y pointing down
@@ -28,20 +34,50 @@ IDENTITY = (
     "hair_dark", "hair_red", "hair_len", "hair_vol", "grey_onset",
 )
 SCENE = ("bg_hue", "bg_light", "shirt_hue", "shirt_light", "frame_tone")
-ATTRIBUTES = ("bangs", "eyeglasses", "beard", "smiling", "age")
+# The attributes ``render`` has drawing code for and ``sample_attributes`` draws values for; their
+# order, the columns of ``Portraits.attributes``, is the vocabulary's (``attribute_columns``).
+DRAWN = frozenset({"bangs", "eyeglasses", "beard", "smiling", "age"})
+
+
+def attribute_columns() -> tuple[str, ...]:
+    """The columns of ``Portraits.attributes``: the attributes of ``prompts/attributes.yaml`` in its
+    order. Raises, naming both lists, when the yaml lists one this renderer cannot draw or lacks
+    one it draws."""
+    names = attribute_names()
+    undrawn, unlisted = [n for n in names if n not in DRAWN], sorted(DRAWN - set(names))
+    if undrawn or unlisted:
+        problems = ([f"it has no drawing for {', '.join(undrawn)}"] if undrawn else []) + (
+            [f"the yaml lacks {', '.join(unlisted)}"] if unlisted else [])
+        raise ValueError(
+            f"prompts/attributes.yaml lists ({', '.join(names)}) but the built-in renderer draws "
+            f"({', '.join(sorted(DRAWN))}): {'; '.join(problems)} (docs/attributes.md says what a new attribute needs)")
+    return names
+
+
+def _column(name: str) -> int:
+    """Where attribute ``name`` sits in ``Portraits.attributes``."""
+    return attribute_columns().index(name)
+
+
+def __getattr__(name: str):
+    # ``ATTRIBUTES``, the former hard-coded column tuple, for code that still imports it
+    # (chatedit/sheet.py): now the vocabulary's order, read when asked.
+    if name == "ATTRIBUTES":
+        return attribute_columns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class Portraits:
     identity: torch.Tensor  # (B, len(IDENTITY)) in [0, 1]
     scene: torch.Tensor  # (B, len(SCENE)) in [0, 1]
-    attributes: torch.Tensor  # (B, 5) degrees in [0, 5]
+    attributes: torch.Tensor  # (B, A) degrees in [0, 5], columns in ``attribute_columns()`` order
 
     def __len__(self) -> int:
         return self.identity.shape[0]
 
     def degrees(self) -> torch.Tensor:
-        """Integer degree labels (B, 5): the nearest degree to each continuous value."""
+        """Integer degree labels (B, A): the nearest degree to each continuous value."""
         return self.attributes.round().clamp(0, 5).long()
 
     def with_attributes(self, attributes: torch.Tensor) -> "Portraits":
@@ -79,7 +115,9 @@ def sample_scenes(n: int, g: torch.Generator) -> torch.Tensor:
 
 
 def sample_attributes(identity: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Attribute values (n, 5) for these people, with the correlations of a real face space."""
+    """Attribute values (n, A) for these people, with the correlations of a real face space, in
+    ``attribute_columns()`` order (drawn in a fixed order, so a seed gives the same people whatever
+    the columns' order; only the jitter, drawn per column, follows it)."""
     n = identity.shape[0]
     male = identity[:, IDENTITY.index("masc")] > 0.5
     u = lambda: torch.rand(n, generator=g)  # noqa: E731
@@ -95,14 +133,15 @@ def sample_attributes(identity: torch.Tensor, g: torch.Generator) -> torch.Tenso
     no_bangs = u() < torch.where(male, 0.5, 0.3)
     bangs = torch.where(no_bangs, 0, torch.randint(1, 6, (n,), generator=g))
     smiling = torch.randint(0, 6, (n,), generator=g)
-    degrees = torch.stack([bangs, glasses, beard, smiling, age], dim=1)
+    drawn = {"bangs": bangs, "eyeglasses": glasses, "beard": beard, "smiling": smiling, "age": age}
+    degrees = torch.stack([drawn[name] for name in attribute_columns()], dim=1)
     return jitter_degrees(degrees, g)
 
 
 def is_plausible(identity: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
     """(B,) whether the world has such a face: beards only on men, stubble from the teens, beards from adulthood."""
-    beard = attributes[:, ATTRIBUTES.index("beard")].round()
-    age = attributes[:, ATTRIBUTES.index("age")].round()
+    beard = attributes[:, _column("beard")].round()
+    age = attributes[:, _column("age")].round()
     male = identity[:, IDENTITY.index("masc")] > 0.5
     return (beard == 0) | (male & (age >= 1) & ((beard <= 1) | (age >= 2)))
 
@@ -214,20 +253,24 @@ def _layout(p: dict[str, torch.Tensor], age: torch.Tensor) -> dict[str, torch.Te
 def landmarks(portraits: Portraits) -> dict[str, torch.Tensor]:
     """Eye and mouth positions (B,) of each portrait, exactly where ``render`` draws them."""
     p = {name: portraits.identity[:, i] for i, name in enumerate(IDENTITY)}
-    age = _stair(portraits.attributes[:, ATTRIBUTES.index("age")].clamp(0, 5))
+    age = _stair(portraits.attributes[:, _column("age")].clamp(0, 5))
     geo = _layout(p, age)
     return {k: geo[k] for k in ("eye_y", "eye_dx", "mouth_y")}
 
 
 @torch.no_grad()
 def render(portraits: Portraits) -> torch.Tensor:
-    """Draws portraits as images (B, 3, 128, 128) in [0, 1]."""
+    """Draws portraits as images (B, 3, 128, 128) in [0, 1]; each attribute is read by name below (``a[name]``)."""
+    columns = attribute_columns()
+    if portraits.attributes.ndim != 2 or portraits.attributes.shape[1] != len(columns):
+        raise ValueError(f"attributes must be (B, {len(columns)}), one column per attribute of prompts/attributes.yaml "
+                         f"({', '.join(columns)}), got {tuple(portraits.attributes.shape)}")
     device = portraits.identity.device
     x, y, noise = _grid(device)
     B = len(portraits)
     p = {name: portraits.identity[:, i].view(B, 1, 1, 1) for i, name in enumerate(IDENTITY)}
     s = {name: portraits.scene[:, i].view(B, 1, 1, 1) for i, name in enumerate(SCENE)}
-    a = {name: _stair(portraits.attributes[:, i].clamp(0, 5)).view(B, 1, 1, 1) for i, name in enumerate(ATTRIBUTES)}
+    a = {name: _stair(portraits.attributes[:, i].clamp(0, 5)).view(B, 1, 1, 1) for i, name in enumerate(columns)}
     rgb = lambda *c: _rgb(*c).to(device)  # noqa: E731
 
     # 1. geometry, with age changing proportions

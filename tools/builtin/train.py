@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import RenderSet, render_set, to_uint8
+from .data import RenderSet, encode_all, render_set, to_uint8
 from .fields import FieldConfig, train_all_fields
-from .loading import FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, load_model, save_model
-from .models import AttributePredictor, Encoder, Generator, IdentityEncoder
-from .renderer import landmarks
+from .loading import (ATTRIBUTES_FILE, FIELD_FILE, LINEAR_FILE, MODEL_FILES, OFFSETS_FILE, check_trained_attributes,
+                      load_model, save_model, write_trained_attributes)
+from .models import AttributePredictor, Encoder, Generator, IdentityEncoder, LatentField
+from .renderer import attribute_columns, landmarks
 
 logger = logging.getLogger(__name__)
 
@@ -182,11 +183,6 @@ def train_autoencoder(data: RenderSet, cfg: TrainConfig) -> tuple[Encoder, Gener
 
 
 @torch.no_grad()
-def encode_all(encoder: Encoder, data: RenderSet, chunk: int = 256) -> torch.Tensor:
-    return torch.cat([encoder(data.batch(torch.arange(s, min(s + chunk, len(data))))) for s in range(0, len(data), chunk)])
-
-
-@torch.no_grad()
 def reconstruct_all(encoder: Encoder, generator: Generator, data: RenderSet, chunk: int = 256) -> torch.Tensor:
     """G(E(x)) for the whole set, as uint8 (bfloat16 where the CPU has it: these are training inputs)."""
     out = torch.empty_like(data.images)
@@ -268,7 +264,7 @@ def train_second_predictor(data: RenderSet, cfg: TrainConfig, reconstructions: t
     trained on softened, noisy images, so its blind spots are not P's. Its initial weights come from
     its own seed, so it starts the same in a full run and in ``chatedit train second-predictor``."""
     torch.manual_seed(cfg.seed + 20)
-    model = AttributePredictor(channels=(32, 64, 128))
+    model = AttributePredictor(num_attributes=len(attribute_columns()), channels=(32, 64, 128))
     return train_predictor(data, cfg, reconstructions, model, seed=cfg.seed + 21,
                            augment=True, name="second predictor", steps=cfg.second_predictor_steps)
 
@@ -334,13 +330,16 @@ def train_builtin(out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
     # 3. reconstructions
     recon = reconstruct_all(encoder, generator, data)
     lap("reconstruct")
-    # 4. steering predictor
-    predictor = train_predictor(data, cfg, recon, AttributePredictor(), seed=cfg.seed + 3, augment=False,
-                                name="predictor", steps=cfg.predictor_steps)
+    # 4. steering predictor, its heads (like every model sized by the attributes) in the render set's
+    #    columns: the order of prompts/attributes.yaml, recorded beside the weights
+    names = attribute_columns()
+    predictor = train_predictor(data, cfg, recon, AttributePredictor(num_attributes=len(names)), seed=cfg.seed + 3,
+                                augment=False, name="predictor", steps=cfg.predictor_steps)
+    write_trained_attributes(out_dir, names, replace=True)
     save_model(predictor, out_dir / MODEL_FILES["predictor"])
     lap("predictor")
     # 5. evaluation predictor: another architecture, seed and augmentation
-    eval_model = AttributePredictor(channels=(32, 64, 128, 256), patch=2, res_blocks=False)
+    eval_model = AttributePredictor(num_attributes=len(names), channels=(32, 64, 128, 256), patch=2, res_blocks=False)
     eval_predictor = train_predictor(data, cfg, recon, eval_model, seed=cfg.seed + 5, augment=True,
                                      name="eval predictor", steps=cfg.eval_predictor_steps)
     save_model(eval_predictor, out_dir / MODEL_FILES["eval_predictor"])
@@ -365,12 +364,16 @@ def train_builtin(out_dir: str | Path, cfg: TrainConfig) -> dict[str, float]:
     return times
 
 
-def save_fields(out_dir: Path, linear, fields, offsets) -> None:
-    from chatedit.attributes import attribute_names
-
+def save_fields(out_dir: Path, linear, fields: dict[str, LatentField], offsets) -> None:
+    """Writes the linear baseline and the degree offsets (rows in the vocabulary's order, recorded
+    in ``attributes.json``) and each field to ``field_<name>.safetensors``."""
+    names = attribute_columns()
+    if set(fields) != set(names):
+        raise ValueError(f"fields for ({', '.join(fields)}), but prompts/attributes.yaml lists ({', '.join(names)})")
+    write_trained_attributes(out_dir, names)
     save_model(linear, Path(out_dir) / LINEAR_FILE)
     save_model(offsets, Path(out_dir) / OFFSETS_FILE)
-    for name, field in zip(attribute_names(), fields):
+    for name, field in fields.items():
         save_model(field, Path(out_dir) / FIELD_FILE.format(name=name))
 
 
@@ -378,6 +381,10 @@ def train_second_predictor_only(weights_dir: str | Path, out_dir: str | Path, cf
     """``chatedit train second-predictor``: the second steering predictor over existing E and G,
     from the renders and reconstructions a full run uses."""
     start = time.perf_counter()
+    # a lone predictor joins the models of a folder whose attributes.json governs it: refuse one that
+    # records another order than this predictor's heads will have (the vocabulary's)
+    if (Path(out_dir) / ATTRIBUTES_FILE).is_file():
+        check_trained_attributes(out_dir)
     encoder, generator = (load_model(Path(weights_dir) / MODEL_FILES[k]) for k in ("encoder", "generator"))
     data = render_set(cfg.people, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
     model = train_second_predictor(data, cfg, reconstruct_all(encoder, generator, data))
@@ -389,6 +396,7 @@ def train_fields_only(weights_dir: str | Path, out_dir: str | Path, cfg: TrainCo
     """``chatedit train field``: fields, linear baseline and degree offsets over existing E, G, P and
     I, from the renders a full run uses (so, over the shipped models, the fields a full run would train)."""
     start = time.perf_counter()
+    check_trained_attributes(weights_dir)  # the fields learn to move what P's heads read, by the vocabulary's names
     models = {k: load_model(Path(weights_dir) / MODEL_FILES[k])
               for k in ("encoder", "generator", "predictor", "identity")}   # only what the fields train against
     data = render_set(cfg.people, cfg.variants, seed=cfg.seed + 100, progress=cfg.progress)
