@@ -3,7 +3,9 @@
 A session owns one ``DialogState``; nothing in it is shared between sessions. Every entry of the
 history is a whole face (its latent code and measured degrees), so undo and redo never recompute
 anything, and an edit that fails part-way leaves the history untouched. ``to_json`` /
-``from_json`` round-trip everything, latents included.
+``from_json`` round-trip everything, latents included; the store keeps the parts apart instead
+(``header``, the entries, the turns: ``from_parts`` puts them back together) so that a save writes
+only what changed.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import torch
-
-from chatedit.language import DialogContext
 
 
 @dataclass(frozen=True)
@@ -81,12 +81,6 @@ class DialogState:
     def can_redo(self) -> int:
         return len(self.entries) - 1 - self.index
 
-    def context(self) -> DialogContext:
-        """What the language model needs to read a follow-up ("a bit more", "yes")."""
-        degrees = dict(self.current.degrees) if self.has_face else None
-        return DialogContext(focus=self.focus, last_change=self.last_change, suggestion=self.question,
-                             degrees=degrees, earlier=self.earlier_degrees() if self.has_face else None)
-
     def earlier_degrees(self) -> dict[str, int]:
         """For each attribute of the face shown, the degree it had before it last changed (history
         up to the entry shown, this face only); attributes that never changed are left out."""
@@ -118,24 +112,30 @@ class DialogState:
     def next_face_id(self) -> int:
         return max((e.face for e in self.entries), default=-1) + 1
 
-    # ----------------------------------------------------------------- JSON
+    # ----------------------------------------------------------------- serialising
 
-    def to_json(self) -> str:
-        return json.dumps({
-            "entries": [e.to_dict() for e in self.entries], "index": self.index, "focus": self.focus,
-            "last_change": self.last_change, "question": self.question, "edits": self.edits, "seed": self.seed,
-            "offered": self.offered, "turns": [asdict(t) for t in self.turns],
-        })
+    def header(self) -> dict:
+        """Everything but the history and the turn log: a few small fields, as JSON-ready values."""
+        return {"index": self.index, "focus": self.focus, "last_change": self.last_change, "question": self.question,
+                "edits": self.edits, "seed": self.seed, "offered": list(self.offered)}
 
     @classmethod
-    def from_json(cls, text: str) -> "DialogState":
-        data = json.loads(text)
+    def from_parts(cls, header: dict, entries: list[Entry], turns: list[Turn]) -> "DialogState":
+        """The state from ``header()``, its entries and its turns; refuses an index outside the history."""
         state = cls(
-            entries=[Entry.from_dict(e) for e in data["entries"]], index=int(data["index"]), focus=data["focus"],
-            last_change=data["last_change"], question=data["question"], edits=int(data.get("edits", 0)),
-            seed=int(data.get("seed", 0)), offered=[str(o) for o in data.get("offered", [])],
-            turns=[Turn(**t) for t in data["turns"]],
+            entries=list(entries), index=int(header["index"]), focus=header["focus"],
+            last_change=header["last_change"], question=header["question"], edits=int(header.get("edits", 0)),
+            seed=int(header.get("seed", 0)), offered=[str(o) for o in header.get("offered", [])], turns=list(turns),
         )
         if not -1 <= state.index < len(state.entries) or (state.entries and state.index < 0):
             raise ValueError(f"state index {state.index} does not point into its {len(state.entries)} entries")
         return state
+
+    def to_json(self) -> str:
+        return json.dumps({**self.header(), "entries": [e.to_dict() for e in self.entries],
+                           "turns": [asdict(t) for t in self.turns]})
+
+    @classmethod
+    def from_json(cls, text: str) -> "DialogState":
+        data = json.loads(text)
+        return cls.from_parts(data, [Entry.from_dict(e) for e in data["entries"]], [Turn(**t) for t in data["turns"]])

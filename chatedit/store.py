@@ -1,10 +1,19 @@
-"""Sessions on disk: SQLite for the conversation and the dialog state, PNG files for the images.
+"""Sessions on disk: SQLite for the conversation and the dialog state, image files beside it.
 
-One row per session holds everything needed to bring it back after a page reload or a server
-restart: the dialog state (every face of the history as a latent, with its degrees and the turn
-log), the language model's memory, and the chat as the page shows it. The images the chat shows
-are files under ``images/<session id>/`` beside the database. Old sessions are pruned by age and
-by count, files included.
+A session is a small row in ``sessions`` (its backend, its owner, the dialog's few small fields)
+and one row per item of each of its lists: ``entries`` (every face of the history: the latent as
+float32 bytes, its degrees, what made it), ``turns`` (the turn log), ``memory`` (the language
+model's messages) and ``chat`` (the chat as the page shows it). A save writes only the rows that
+changed, all in one transaction: a turn appends a few rows and updates the session's row; a crash
+or a failed write (a full disk) leaves the session as it was saved before. The schema's version
+is SQLite's ``user_version``; a database of an older version is migrated when it is opened.
+
+The images the chat shows are files under ``images/<session id>/`` beside the database; a
+session keeps the last ``max_chat_images`` of them, and earlier faces of its chat become a line of
+text. Old sessions are pruned by age and by count, files included.
+
+One process writes a data directory at a time: ``DataDirLock`` (an OS lock on ``<data dir>/lock``,
+taken with ``SessionStore(..., exclusive=True)``) refuses a second one and names the first.
 
 Only the standard library's ``sqlite3``: the store is embedded, nothing to run beside the app.
 """
@@ -12,21 +21,35 @@ Only the standard library's ``sqlite3``: the store is embedded, nothing to run b
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+import weakref
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
 import torch
-from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
 from chatedit.images import to_pil
-from chatedit.state import DialogState
+from chatedit.state import DialogState, Entry, Turn
+
+logger = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+CHAT_IMAGE = re.compile(r"^chat-(\d+)\.(?:png|webp)$")
+SCHEMA_VERSION = 1  # 0: one row per session, the state as JSON with its latents as lists of numbers
+CHAT_IMAGE_QUALITY = 90  # WebP: ~2 KB for a 128-px face (a PNG is ~20 KB); the downloads stay PNG
+MAX_CHAT_IMAGES = 200  # faces kept in a session's chat; earlier ones become RETIRED_FACE
+RETIRED_FACE = "(an earlier face, no longer kept)"
+CACHED_SESSIONS = 512  # sessions whose written rows the store remembers (to write only what changed)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -34,17 +57,42 @@ CREATE TABLE IF NOT EXISTS sessions (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     backend TEXT NOT NULL,
-    state TEXT NOT NULL,      -- DialogState.to_json(): latents, degrees, undo history, turn log
-    memory TEXT NOT NULL,     -- the language model's messages, as LangChain dicts
-    chat TEXT NOT NULL        -- what the page shows: [{"role", "text", "image"}], image relative to the data dir
+    owner TEXT,               -- the login that created the session (NULL without --auth)
+    dialog TEXT NOT NULL      -- DialogState.header() as JSON: the face shown, focus, open question, seed, ...
 );
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
+CREATE TABLE IF NOT EXISTS entries (
+    session TEXT NOT NULL, idx INTEGER NOT NULL,
+    latent BLOB NOT NULL,     -- float32, little-endian, C order
+    shape TEXT NOT NULL,      -- the latent's shape as JSON, e.g. [1, 64]
+    degrees TEXT NOT NULL, action TEXT NOT NULL, face INTEGER NOT NULL,
+    PRIMARY KEY (session, idx)
+);
+CREATE TABLE IF NOT EXISTS turns (
+    session TEXT NOT NULL, idx INTEGER NOT NULL, turn TEXT NOT NULL, PRIMARY KEY (session, idx)
+);
+CREATE TABLE IF NOT EXISTS memory (
+    session TEXT NOT NULL, idx INTEGER NOT NULL, message TEXT NOT NULL, PRIMARY KEY (session, idx)
+);
+CREATE TABLE IF NOT EXISTS chat (
+    session TEXT NOT NULL, idx INTEGER NOT NULL,
+    line TEXT NOT NULL,       -- {"role", "text", "image"} as JSON, image relative to the data dir
+    PRIMARY KEY (session, idx)
+)
 """
 
 
 def valid_session_id(session_id: object) -> bool:
     """Session ids are 32 lowercase hex digits; anything else (a path, a quote) is refused."""
     return isinstance(session_id, str) and bool(SESSION_ID.match(session_id))
+
+
+class StoreError(RuntimeError):
+    """A session could not be written; the stored copy is the one saved before."""
+
+
+class DataDirInUse(ValueError):
+    """Another process holds the data directory's lock."""
 
 
 @dataclass
@@ -56,51 +104,170 @@ class SavedSession:
     chat: list[dict] = field(default_factory=list)
     created: float = 0.0
     updated: float = 0.0
+    owner: str | None = None  # the login that created the session; set by its first save, never changed after
+
+
+# --------------------------------------------------------------------------- rows of the lists
+
+
+def _entry_row(entry: Entry) -> tuple:
+    latent = entry.latent.detach().to("cpu", torch.float32).contiguous()
+    return (latent.numpy().astype("<f4").tobytes(), json.dumps(list(latent.shape)), json.dumps(entry.degrees),
+            entry.action, entry.face)
+
+
+def _entry(row: tuple) -> Entry:
+    blob, shape, degrees, action, face = row
+    latent = torch.from_numpy(np.frombuffer(blob, dtype="<f4").astype(np.float32)).view(json.loads(shape))
+    return Entry(latent, {k: int(v) for k, v in json.loads(degrees).items()}, action, int(face))
+
+
+@dataclass(frozen=True)
+class _List:
+    """One of a session's lists, a row per item: how an item becomes a row and back."""
+
+    table: str
+    columns: tuple[str, ...]
+    to_row: Callable[[Any], tuple]
+    from_row: Callable[[tuple], Any]
+    immutable: bool = False  # items never change once in the list: an item already written is a row unchanged
+
+
+LISTS = (
+    _List("entries", ("latent", "shape", "degrees", "action", "face"), _entry_row, _entry, immutable=True),
+    _List("turns", ("turn",), lambda t: (json.dumps(asdict(t)),), lambda r: Turn(**json.loads(r[0]))),
+    _List("memory", ("message",), lambda m: (json.dumps(message_to_dict(m)),),
+          lambda r: messages_from_dict([json.loads(r[0])])[0], immutable=True),
+    _List("chat", ("line",), lambda line: (json.dumps(line),), lambda r: json.loads(r[0])),
+)
+
+
+def _items(saved: SavedSession, chat: list[dict]) -> dict[str, list]:
+    return {"entries": saved.state.entries, "turns": saved.state.turns, "memory": saved.memory, "chat": chat}
+
+
+def _fingerprint(spec: _List, item: Any, row: tuple) -> tuple:
+    """What the store remembers of a written row: the item (weakly, when immutable) and the row's hash."""
+    return (weakref.ref(item) if spec.immutable and item is not None else None), hash(row)
+
+
+# --------------------------------------------------------------------------- the store
 
 
 class SessionStore:
-    """Sessions in ``data_dir/sessions.sqlite3`` and ``data_dir/images/``; safe to share between threads."""
+    """Sessions in ``data_dir/sessions.sqlite3`` and ``data_dir/images/``; safe to share between threads.
 
-    def __init__(self, data_dir: str | Path, max_age_days: float = 30.0, max_sessions: int = 1000):
+    ``exclusive=True`` first takes the data directory's lock (``DataDirLock``): a server does, so
+    that a second one on the same directory refuses to start. A write that fails raises
+    ``StoreError`` and leaves the stored session as it was."""
+
+    def __init__(self, data_dir: str | Path, max_age_days: float = 30.0, max_sessions: int = 1000,
+                 max_chat_images: int = MAX_CHAT_IMAGES, exclusive: bool = False):
+        if max_chat_images < 1:
+            raise ValueError(f"max_chat_images must be at least 1, got {max_chat_images}")
         self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = DataDirLock(self.data_dir) if exclusive else None  # before the database is opened
         self.images_dir = self.data_dir / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.max_age_days = max_age_days
         self.max_sessions = max_sessions
+        self.max_chat_images = max_chat_images
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.data_dir / "sessions.sqlite3", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        self._written: OrderedDict[str, dict[str, list]] = OrderedDict()  # session -> list -> fingerprints
+        path = self.data_dir / "sessions.sqlite3"
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            _migrate(self._db, path)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # ----------------------------------------------------------------- sessions
 
     def save(self, saved: SavedSession) -> None:
-        """Writes the whole session in one transaction: a crash leaves the old row or the new one."""
+        """Writes what changed since the session was last saved or loaded, in one transaction.
+
+        Faces of the chat beyond the last ``max_chat_images`` are retired: their lines in
+        ``saved.chat`` become ``RETIRED_FACE`` and their files are removed once the save is written.
+        Raises ``StoreError`` when the database refuses the write; nothing of it is kept then."""
         self._check(saved.id)
         now = time.time()
-        row = (saved.id, saved.created or now, now, saved.backend, saved.state.to_json(),
-               json.dumps(messages_to_dict(saved.memory)), json.dumps(saved.chat))
+        created = saved.created or now
+        chat, retired = self._retire_faces(saved.chat)
         with self._lock:
-            self._db.execute(
-                "INSERT INTO sessions (id, created, updated, backend, state, memory, chat) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET updated=excluded.updated, backend=excluded.backend, "
-                "state=excluded.state, memory=excluded.memory, chat=excluded.chat", row)
-        saved.created, saved.updated = row[1], now
+            written = self._fingerprints(saved.id)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT INTO sessions (id, created, updated, backend, owner, dialog) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET updated=excluded.updated, backend=excluded.backend, "
+                    "owner=COALESCE(sessions.owner, excluded.owner), dialog=excluded.dialog",
+                    (saved.id, created, now, saved.backend, saved.owner, json.dumps(saved.state.header())))
+                items = _items(saved, chat)
+                fresh = {spec.table: self._write_list(saved.id, spec, items[spec.table], written.get(spec.table))
+                         for spec in LISTS}
+                self._db.execute("COMMIT")
+            except BaseException as error:  # an interrupt too: no transaction is left open
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._written.pop(saved.id, None)
+                if isinstance(error, sqlite3.Error):
+                    raise StoreError(f"session {saved.id} could not be written ({error}); "
+                                     "the stored copy is the one saved before") from error
+                raise
+            self._remember(saved.id, fresh)
+        for i in retired:
+            saved.chat[i] = chat[i]
+        saved.created, saved.updated = created, now
+        self._remove_unused_images(saved.id, chat)
+
+    def _write_list(self, session_id: str, spec: _List, items: list, written: list | None) -> list:
+        """Writes the rows of ``items`` that differ from ``written`` (the fingerprints of the rows
+        on disk, ``None`` when unknown: every row is written) and drops rows past the end."""
+        columns = ", ".join(spec.columns)
+        insert = (f"INSERT OR REPLACE INTO {spec.table} (session, idx, {columns}) "
+                  f"VALUES (?, ?, {', '.join('?' * len(spec.columns))})")
+        fresh = []
+        for i, item in enumerate(items):
+            before = written[i] if written is not None and i < len(written) else None
+            if before is not None and before[0] is not None and before[0]() is item:
+                fresh.append(before)  # the very item written before
+                continue
+            row = spec.to_row(item)
+            if before is None or before[1] != hash(row):
+                self._db.execute(insert, (session_id, i, *row))
+            fresh.append(_fingerprint(spec, item, row))
+        if written is None or len(written) > len(items):
+            self._db.execute(f"DELETE FROM {spec.table} WHERE session = ? AND idx >= ?", (session_id, len(items)))
+        return fresh
 
     def load(self, session_id: str) -> SavedSession | None:
         if not valid_session_id(session_id):
             return None
         with self._lock:
-            row = self._db.execute("SELECT id, backend, state, memory, chat, created, updated FROM sessions WHERE id = ?",
+            row = self._db.execute("SELECT backend, owner, dialog, created, updated FROM sessions WHERE id = ?",
                                    (session_id,)).fetchone()
-        if row is None:
-            return None
-        return SavedSession(row[0], row[1], DialogState.from_json(row[2]), messages_from_dict(json.loads(row[3])),
-                            json.loads(row[4]), row[5], row[6])
+            if row is None:
+                return None
+            lists, fresh = {}, {}
+            for spec in LISTS:
+                rows = self._db.execute(f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE session = ? "
+                                        "ORDER BY idx", (session_id,)).fetchall()
+                lists[spec.table] = [spec.from_row(tuple(r)) for r in rows]
+                fresh[spec.table] = [_fingerprint(spec, item, tuple(r))
+                                     for item, r in zip(lists[spec.table], rows, strict=True)]
+            self._remember(session_id, fresh)
+        backend, owner, dialog, created, updated = row
+        state = DialogState.from_parts(json.loads(dialog), lists["entries"], lists["turns"])
+        return SavedSession(session_id, backend, state, lists["memory"], lists["chat"], created, updated, owner)
 
     def ids(self) -> list[str]:
         """Session ids, most recently used first."""
@@ -110,7 +277,17 @@ class SessionStore:
     def delete(self, session_id: str) -> None:
         self._check(session_id)
         with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+                for spec in LISTS:
+                    self._db.execute(f"DELETE FROM {spec.table} WHERE session = ?", (session_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._written.pop(session_id, None)
         shutil.rmtree(self.images_dir / session_id, ignore_errors=True)
 
     def prune(self, now: float | None = None) -> list[str]:
@@ -123,6 +300,24 @@ class SessionStore:
         for sid in doomed:
             self.delete(sid)
         return doomed
+
+    def _fingerprints(self, session_id: str) -> dict[str, list]:
+        """What is on disk for the session: remembered, or read back (the hashes of its rows)."""
+        if session_id in self._written:
+            self._written.move_to_end(session_id)
+            return self._written[session_id]
+        known = {}
+        for spec in LISTS:
+            rows = self._db.execute(f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE session = ? "
+                                    "ORDER BY idx", (session_id,))
+            known[spec.table] = [_fingerprint(spec, None, tuple(r)) for r in rows]
+        return known
+
+    def _remember(self, session_id: str, fingerprints: dict[str, list]) -> None:
+        self._written[session_id] = fingerprints
+        self._written.move_to_end(session_id)
+        while len(self._written) > CACHED_SESSIONS:
+            self._written.popitem(last=False)
 
     # ----------------------------------------------------------------- images
 
@@ -137,6 +332,47 @@ class SessionStore:
         to_pil(image).save(path)
         return path
 
+    def save_chat_image(self, session_id: str, image: torch.Tensor) -> Path:
+        """Writes a face ``image`` (3, H, W) the chat shows as ``images/<session>/chat-NNNN.webp``,
+        numbered after the session's last one (so a retired face's number is never reused);
+        returns the absolute path."""
+        self._check(session_id)
+        folder = self.images_dir / session_id
+        folder.mkdir(parents=True, exist_ok=True)
+        numbers = [int(m.group(1)) for m in map(CHAT_IMAGE.match, os.listdir(folder)) if m]
+        path = folder / f"chat-{max(numbers, default=0) + 1:04d}.webp"
+        to_pil(image).save(path, "WEBP", quality=CHAT_IMAGE_QUALITY)
+        return path
+
+    def _retire_faces(self, chat: list[dict]) -> tuple[list[dict], list[int]]:
+        """The chat as it is to be stored, and the lines whose faces it retires."""
+        faces = [i for i, line in enumerate(chat) if line.get("image")]
+        retired = faces[: max(len(faces) - self.max_chat_images, 0)]
+        if not retired:
+            return chat, []
+        stored = list(chat)
+        for i in retired:
+            stored[i] = {**chat[i], "text": RETIRED_FACE, "image": None}
+        return stored, retired
+
+    def _remove_unused_images(self, session_id: str, chat: list[dict]) -> None:
+        """Removes the session's chat faces its chat no longer shows, up to its newest one (a face
+        numbered after it may belong to a turn still running)."""
+        folder = self.images_dir / session_id
+        shown = {Path(line["image"]).name for line in chat if line.get("image")}
+        newest = max((int(m.group(1)) for m in map(CHAT_IMAGE.match, shown) if m), default=0)
+        try:
+            names = os.listdir(folder)
+        except OSError:  # after the commit: a folder that cannot be read keeps its files until the next save
+            return
+        for name in names:
+            match = CHAT_IMAGE.match(name)
+            if match and name not in shown and int(match.group(1)) < newest:
+                try:
+                    (folder / name).unlink()
+                except OSError as error:
+                    logger.warning("could not remove %s: %s", folder / name, error)
+
     def relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.data_dir).as_posix()
 
@@ -150,3 +386,112 @@ class SessionStore:
     def _check(session_id: str) -> None:
         if not valid_session_id(session_id):
             raise ValueError(f"bad session id {session_id!r}")
+
+
+# --------------------------------------------------------------------------- schema versions
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Brings the database to ``SCHEMA_VERSION`` in one transaction (a new one is just created)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"{path} was written by a newer ChatEdit (schema {version}; this one reads up to "
+                         f"{SCHEMA_VERSION})")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'").fetchone()
+        if old:  # version 0: one row per session, everything as JSON
+            db.execute("DROP INDEX IF EXISTS sessions_updated")
+            db.execute("ALTER TABLE sessions RENAME TO sessions_v0")
+        for statement in SCHEMA.split(";"):  # not executescript: it would commit first
+            db.execute(statement)
+        if old:
+            _copy_v0(db)
+            db.execute("DROP TABLE sessions_v0")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if old:
+        logger.info("migrated %s to schema %d", path, SCHEMA_VERSION)
+        db.execute("VACUUM")  # the JSON latents' pages go back to the disk
+
+
+def _copy_v0(db: sqlite3.Connection) -> None:
+    rows = db.execute("SELECT id, created, updated, backend, state, memory, chat FROM sessions_v0")
+    for sid, created, updated, backend, state_json, memory_json, chat_json in rows:  # one at a time
+        state = DialogState.from_json(state_json)
+        items = {"entries": state.entries, "turns": state.turns,
+                 "memory": messages_from_dict(json.loads(memory_json)), "chat": json.loads(chat_json)}
+        db.execute("INSERT INTO sessions (id, created, updated, backend, owner, dialog) VALUES (?, ?, ?, ?, NULL, ?)",
+                   (sid, created, updated, backend, json.dumps(state.header())))
+        for spec in LISTS:
+            insert = (f"INSERT INTO {spec.table} (session, idx, {', '.join(spec.columns)}) "
+                      f"VALUES (?, ?, {', '.join('?' * len(spec.columns))})")
+            db.executemany(insert, [(sid, i, *spec.to_row(item)) for i, item in enumerate(items[spec.table])])
+
+
+# --------------------------------------------------------------------------- one writer per data dir
+
+
+class DataDirLock:
+    """An OS lock on ``<data dir>/lock``, held until ``release`` or the process ends (the OS lets go
+    of it even after ``kill -9``). The holder's pid, and whatever ``note`` adds (host, port), are
+    written inside, so a second process is refused with a sentence that names the first."""
+
+    def __init__(self, data_dir: str | Path):
+        import fcntl  # POSIX only
+
+        self.path = Path(data_dir).resolve() / "lock"
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(os.read(fd, 4096))
+            os.close(fd)
+            raise DataDirInUse(f"Another ChatEdit process ({holder}) is using the data directory "
+                               f"{self.path.parent}; stop it first, or give this one another --data-dir.") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd: int | None = fd
+        self._about = {"pid": os.getpid()}
+        self._write()
+
+    def note(self, **about) -> None:
+        """Adds ``about`` (e.g. ``host``, ``port``, ``url``) to what the lock says of its holder."""
+        self._about.update({k: v for k, v in about.items() if v is not None})
+        self._write()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file lets go of the lock
+            self._fd = None
+
+    def _write(self) -> None:
+        if self._fd is None:
+            raise RuntimeError(f"{self.path} was released")
+        data = json.dumps(self._about).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+
+def _describe(raw: bytes) -> str:
+    """The lock's holder in words: "pid 4242, http://127.0.0.1:7860/"."""
+    try:
+        about = json.loads(raw.decode() or "{}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        about = {}
+    words = [f"pid {about.get('pid', 'unknown')}"]
+    if about.get("url"):
+        words.append(str(about["url"]))
+    elif about.get("host"):
+        words.append(f"{about['host']}:{about.get('port') or 'a port of its choice'}")
+    return ", ".join(words)
+
+
+__all__ = ["DataDirInUse", "DataDirLock", "RETIRED_FACE", "SCHEMA_VERSION", "SavedSession", "SessionStore",
+           "StoreError", "valid_session_id"]
