@@ -215,7 +215,7 @@ def run_script(script: Script, agent, out_dir: Path) -> dict:
     from chatedit.agent import FrameEvent, Reply
     from chatedit.editor import EditError
     from chatedit.images import to_pil
-    from chatedit.sessions import read_photo
+    from chatedit.intake import read_photo
 
     folder = out_dir / script.name
     folder.mkdir(parents=True, exist_ok=True)
