@@ -8,8 +8,9 @@ built-in one is ``RulesChatModel``.
 ``Agent.chat`` is a generator of events: a ``FrameEvent`` for every frame of an edit while the
 edit runs, a ``ToolEvent`` per finished call, then one ``Reply``. ``Agent.upload_events`` streams
 an uploaded photo the same way: ``FrameEvent``s marked ``inversion`` while the backend inverts
-it, then the ``Reply``. Sessions are keyed by id and hold only their own state and messages; the
-editor and its models are shared, read-only.
+it, then the ``Reply``. A turn runs to its end even when its reader closes the generator early
+(the rest runs unseen): a face never changes without its turn log and memory. Sessions are keyed
+by id and hold only their own state and messages; the editor and its models are shared, read-only.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class Agent:
     def chat(self, session_id: str, text: str) -> Iterator[Event]:
         session = self.session(session_id)
         with session.lock:  # one turn at a time per session; other sessions run freely
-            yield from self._turn(session, text)
+            yield from _to_the_end(self._turn(session, text))
 
     def act(self, session_id: str, name: str, args: dict, said: str) -> Iterator[Event]:
         """Runs one tool call the person made with a control (a slider, a button) instead of words.
@@ -210,8 +211,8 @@ class Agent:
         """
         session = self.session(session_id)
         with session.lock:
-            yield from self._turn(session, said, scripted={"name": name, "args": dict(args),
-                                                           "id": f"ui_{uuid.uuid4().hex[:12]}"})
+            yield from _to_the_end(self._turn(session, said, scripted={"name": name, "args": dict(args),
+                                                                       "id": f"ui_{uuid.uuid4().hex[:12]}"}))
 
     def _turn(self, session: Session, text: str, scripted: dict | None = None) -> Iterator[Event]:
         state = session.state
@@ -363,6 +364,21 @@ def _while_streaming(work: Callable[[], T], frames: queue.Queue, name: str) -> G
     if "error" in box:
         raise box["error"]
     return box["result"]
+
+
+def _to_the_end(events: Iterator[T]) -> Iterator[T]:
+    """``events``; if the reader stops early (the generator is closed), the rest still runs,
+    unseen, so a turn is never left half-applied: its face, turn log and memory go together."""
+    for event in events:
+        try:
+            yield event
+        except GeneratorExit:
+            try:
+                for _ in events:
+                    pass
+            except Exception as error:  # e.g. a photo refused once inverted: nothing was changed
+                logger.info("a turn ended after its reader left: %s: %s", type(error).__name__, error)
+            raise
 
 
 def _short(error: Exception) -> str:

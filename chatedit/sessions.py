@@ -1,18 +1,30 @@
-"""Sessions, once for every front end: open, restore, evict, persist, photo intake, downloads.
+"""Sessions, once for every front end: open, restore, evict, persist, turns, photo intake, downloads.
 
 The page (``chatedit serve``), ``chatedit chat`` and ``chatedit replay`` are front ends over
 this module. A ``SessionService`` holds the process's one ``Agent`` and ``SessionStore`` and, for
-each open session, the chat as it is stored (lines of text and faces saved as PNG files). Its
-streams (``upload``, ``chat``, ``act``) yield the agent's events as they come, plus a ``Said``
-each time the chat grows, and write the session to the store when the turn ends; ``view``
-gives what a front end shows for a session as plain data.
+each open session, the chat as it is stored (lines of text and faces saved as PNG files) and its
+queue of turns (``chatedit.turns``).
 
-Photo intake is ``read_photo``: open the file, let the backend find and align the face, and turn
-every refusal into an ``EditError`` whose message is a sentence for the person.
+A turn (``chat``, ``act``, ``upload``) is queued behind the session's earlier ones and runs in the
+session's worker to its end, whoever listens: the call returns at once with a listener to its
+events (the agent's, plus a ``Said`` each time the chat grows); closing or dropping it stops
+nothing. A turn is atomic: it ends with its turn log, reply, memory and chat written to the store,
+or, when it breaks or cannot be written, with the session as it was before it (a bug leaves the
+person's line and a sentence saying so; a failed write leaves nothing but a ``Notice``). ``view``
+gives what a front end shows for a session as plain data; the edit-path GIF is drawn only when
+asked for (``edit_path_gif``), each frame once.
+
+With logins (``user``), a session belongs to the login that created it; without, its id is the
+credential.
+
+Photo intake is ``chatedit.intake.read_photo``: checked and bounded before the backend finds and
+aligns the face; every refusal an ``EditError`` whose message is a sentence for the person.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import threading
 import time
@@ -21,25 +33,27 @@ from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from chatedit.agent import Agent, Event, FrameEvent, Reply, ToolEvent
+from chatedit.edit_path import EditPathFrames, path_key
 from chatedit.editor import EditError
-from chatedit.feedback import load_feedback
-from chatedit.images import to_pil
-from chatedit.store import SavedSession, SessionStore, valid_session_id
-from chatedit.tools.align import NoFaceFound
-from chatedit.tools.backend import Backend
+from chatedit.intake import check_text, read_photo
+from chatedit.state import DialogState
+from chatedit.store import SavedSession, SessionStore, StoreError, valid_session_id
+from chatedit.turns import Job, TurnQueue
 
 logger = logging.getLogger(__name__)
 
 FRAME_INTERVAL_S = 0.04  # at most ~25 preview updates a second; the last frame is always shown
-GIF_MAX_FRAMES = 150
-DISPLAY_SIZE = 384  # side of the before/after images (the comparison widget crops small ones)
 MAX_OPEN_SESSIONS = 200  # sessions kept in memory; the others wait in the store
+MAX_RUNNING = 2  # turns running at once over all sessions
 WELCOME = " Tell me what to change, move a slider, or upload a photo of your own."
 TURN_FAILED = "Something went wrong on my side; the face was left as it was."
 UPLOAD_FAILED = "Something went wrong on my side with that photo."
+NOT_SAVED = ("I couldn't save that turn (the server could not write it, perhaps its disk is full), so I undid it: "
+             "the face and the conversation are as they were. Please try again in a little while.")
+NOT_YOURS = "That conversation belongs to another login, so here is a new one of your own."
 
 T = TypeVar("T")
 
@@ -51,6 +65,7 @@ class Line:
     role: str  # "user" or "assistant"
     text: str | None
     image: Path | None
+    waiting: bool = False  # the person's message, queued behind a turn still running (not stored yet)
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,18 @@ class Said:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """The turn waits for the session's earlier turns; its line shows as waiting in ``chat_log``."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A sentence for the person that is not part of the conversation: the turn was undone."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class View:
     """What a front end shows for a session, the files already written."""
 
@@ -68,9 +95,8 @@ class View:
     chat: tuple[Line, ...]
     image: Path  # the face shown, as a PNG: the "Download PNG" file
     degrees: dict[str, int]
-    before: Path  # the original face and the face shown, enlarged for a side-by-side comparison
+    before: Path  # the original face and the face shown (``after`` is ``image``), for a side-by-side comparison
     after: Path
-    gif: Path  # the face's edit path, animated
     identity: float | None  # how much the face shown is still the original person; None: no identity model
     undo: int
     redo: int
@@ -83,26 +109,19 @@ class _Open:
     chat: list[dict]  # as stored: {"role", "text", "image"}, image relative to the data dir
     created: float
     used: float  # when it was last asked for
-    gif_key: tuple | None = None  # the history the edit-path GIF on disk shows
+    owner: str | None  # the login that created it; None without logins
+    turns: TurnQueue
+    gif_key: tuple | None = None  # the path the edit-path GIF on disk shows
+    before_key: tuple | None = None  # the original face the "before" PNG on disk shows
 
 
-def read_photo(backend: Backend, source: str | Path | Image.Image) -> torch.Tensor:
-    """A photo (a file or an open picture) as the backend's aligned face (3, H, W) in [0, 1].
+@dataclass(frozen=True)
+class _Before:
+    """A session as it was before a turn, to put back if the turn breaks or cannot be written."""
 
-    Raises ``EditError`` with a sentence for the person when it is not an image or shows no face.
-    """
-    feedback = load_feedback()
-    name = "the picture" if isinstance(source, Image.Image) else Path(source).name
-    try:
-        if isinstance(source, Image.Image):
-            return backend.intake(source)
-        with Image.open(source) as picture:
-            picture.load()
-            return backend.intake(picture)
-    except NoFaceFound:
-        raise EditError(feedback.say("upload.face_not_found")) from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise EditError(feedback.say("upload.not_image", name=name)) from error
+    state: DialogState  # a copy: the same (immutable) entries and turns, in lists of its own
+    messages: list
+    lines: int  # the chat's length
 
 
 def throttle(events: Iterable[T], interval_s: float = FRAME_INTERVAL_S) -> Iterator[T]:
@@ -127,35 +146,53 @@ def throttle(events: Iterable[T], interval_s: float = FRAME_INTERVAL_S) -> Itera
 class SessionService:
     """Every open session of one process over its shared ``Agent``, written to ``store`` after every turn."""
 
-    def __init__(self, agent: Agent, store: SessionStore, backend: str, max_open: int = MAX_OPEN_SESSIONS):
+    def __init__(self, agent: Agent, store: SessionStore, backend: str, max_open: int = MAX_OPEN_SESSIONS,
+                 max_running: int = MAX_RUNNING):
         self.agent = agent
         self.store = store
         self.backend_name = backend  # stored with each session
         self.max_open = max_open
+        self.frames = EditPathFrames(agent.editor.backend)  # the edit-path GIFs' frames, drawn once
         self._open: dict[str, _Open] = {}
-        self._lock = threading.Lock()  # opening, restoring and evicting
+        self._lock = threading.Lock()  # opening, restoring, evicting, queueing
+        self._slots = threading.BoundedSemaphore(max_running)
 
     # ----------------------------------------------------------------- open, restore, evict, save
 
-    def ensure(self, session_id: str | None) -> str:
-        """The id of an open session: this one (brought back from the store if needed) or a new one."""
+    def ensure(self, session_id: str | None, user: str | None = None) -> str:
+        """The id of an open session: this one (brought back from the store if needed) or a new one.
+
+        With logins (``user`` given), only the login that created a session opens it: another
+        login asking for it gets a new session of its own, which says so."""
         with self._lock:
             self._evict_idle()
+            refused = False
             if valid_session_id(session_id):
-                if session_id in self.agent.sessions and session_id in self._open:
-                    self._open[session_id].used = time.time()
-                    return session_id
-                saved = self.store.load(session_id)
-                if saved is not None:
-                    self.agent.restore(saved.id, saved.state, saved.memory)
-                    self._open[saved.id] = _Open(list(saved.chat), saved.created, time.time())
-                    return saved.id
+                opened = self._open.get(session_id)
+                if opened is not None and session_id in self.agent.sessions:
+                    if _may_open(opened.owner, user):
+                        opened.used = time.time()
+                        return session_id
+                    refused = True
+                else:
+                    saved = self.store.load(session_id)
+                    if saved is not None and _may_open(saved.owner, user):
+                        self.agent.restore(saved.id, saved.state, saved.memory)
+                        self._open[saved.id] = self._opened(saved.id, list(saved.chat), saved.created, saved.owner)
+                        return saved.id
+                    refused = saved is not None
+            if refused:
+                logger.warning("login %r asked for session %s of another login", user, session_id)
             session, outcome = self.agent.open()  # a random built-in face
-            self._open[session.id] = _Open([], time.time(), time.time())
-            self._say(session.id, "assistant", outcome.text + WELCOME)
+            self._open[session.id] = self._opened(session.id, [], time.time(), user)
+            self._say(session.id, "assistant", (NOT_YOURS + " " if refused else "") + outcome.text + WELCOME)
             self._show_face(session.id, outcome.image)
             self.save(session.id)
             return session.id
+
+    def _opened(self, session_id: str, chat: list[dict], created: float, owner: str | None) -> _Open:
+        turns = TurnQueue(session_id, lambda job: self._run(session_id, job), self._slots)
+        return _Open(chat, created, time.time(), owner, turns)
 
     def _evict_idle(self) -> None:
         """Keeps at most ``max_open`` sessions in memory, dropping the least recently used idle ones
@@ -165,26 +202,33 @@ class SessionService:
             return
         for sid in sorted(self._open, key=lambda s: self._open[s].used)[: extra + 1]:
             session = self.agent.sessions.get(sid)
-            if session is not None and session.lock.locked():
-                continue  # a turn is running
+            if self._open[sid].turns.busy or (session is not None and session.lock.locked()):
+                continue  # a turn is running or waiting
             self.agent.close(sid)
             del self._open[sid]
 
     def save(self, session_id: str) -> None:
-        """Writes the whole session (dialog state, the model's memory, the chat) to the store."""
+        """Writes the session (dialog state, the model's memory, the chat) to the store."""
         session = self.agent.session(session_id)
         opened = self._open[session_id]
         self.store.save(SavedSession(session_id, self.backend_name, session.state, session.messages, opened.chat,
-                                     opened.created))
+                                     opened.created, owner=opened.owner))
 
     def degrees(self, session_id: str) -> dict[str, int]:
         """The face's degrees as last read (nothing is drawn)."""
         return dict(self.agent.session(session_id).state.current.degrees)
 
+    def idle(self, session_id: str, timeout: float | None = None) -> bool:
+        """Waits until the session has no turn running or waiting; False if ``timeout`` passed first."""
+        return self._open[session_id].turns.wait(timeout)
+
     # ----------------------------------------------------------------- the chat
 
     def chat_log(self, session_id: str) -> tuple[Line, ...]:
-        return tuple(self._line(m) for m in self._open[session_id].chat)
+        """The conversation as stored, then the person's messages still waiting for their turn."""
+        opened = self._open[session_id]
+        waiting = tuple(Line("user", job.said, None, waiting=True) for job in opened.turns.waiting)
+        return tuple(self._line(m) for m in opened.chat) + waiting
 
     def _line(self, stored: dict) -> Line:
         image = self.store.absolute(stored["image"]) if stored["image"] else None
@@ -196,56 +240,91 @@ class SessionService:
     def _show_face(self, session_id: str, image: torch.Tensor | None) -> Said | None:
         if image is None:
             return None
-        chat = self._open[session_id].chat
-        n = sum(1 for m in chat if m["image"]) + 1
-        path = self.store.save_image(session_id, image, f"chat-{n:04d}")
+        path = self.store.save_chat_image(session_id, image)
         return self._append(session_id, {"role": "assistant", "text": None, "image": self.store.relative(path)})
 
     def _append(self, session_id: str, stored: dict) -> Said:
         self._open[session_id].chat.append(stored)
         return Said(self._line(stored))
 
-    # ----------------------------------------------------------------- photos and turns
+    # ----------------------------------------------------------------- turns
 
     def intake(self, source: str | Path | Image.Image) -> torch.Tensor:
         """A photo as this backend's face; ``EditError`` with a sentence for the person if refused."""
         return read_photo(self.agent.editor.backend, source)
 
-    def upload(self, session_id: str, file: str | Path) -> Iterator[Event | Said]:
-        """A photo from the person: the inversion's frames while the backend redraws it, then the
-        face and the assistant's words; or a sentence saying why it was refused, the session as it was."""
-        return self._saved_at_end(session_id, self._upload(session_id, Path(file)))
+    def upload(self, session_id: str, file: str | Path) -> Iterator[Event | Said | Queued | Notice]:
+        """A photo from the person, queued: the inversion's frames while the backend redraws it, then
+        the face and the assistant's words; or a sentence saying why it was refused, the session as it was."""
+        file = Path(file)
+        return self._submit(session_id, Job(f"[uploaded {file.name}]", lambda: self._upload(session_id, file),
+                                            failed=UPLOAD_FAILED))
 
-    def chat(self, session_id: str, text: str) -> Iterator[Event | Said]:
-        """A message from the person, as the agent runs it."""
-        return self._saved_at_end(session_id, self._turn(session_id, text, self.agent.chat(session_id, text)))
+    def chat(self, session_id: str, text: str) -> Iterator[Event | Said | Queued | Notice]:
+        """A message from the person, queued: its events as the agent runs it (queued at once, whether
+        or not they are read; closing them stops nothing)."""
+        said = check_text(text).said  # the agent refuses an over-long message; the chat keeps only its first words
+        events = lambda: self._turn(session_id, said, self.agent.chat(session_id, text))
+        return self._submit(session_id, Job(said, events, failed=TURN_FAILED))
 
-    def act(self, session_id: str, name: str, args: dict, said: str) -> Iterator[Event | Said]:
-        """A control used instead of words (a slider, a button): the tool ``name`` with ``args``;
-        ``said`` is the person's line in the chat and in the model's memory."""
-        return self._saved_at_end(session_id, self._turn(session_id, said,
-                                                         self.agent.act(session_id, name, args, said)))
+    def act(self, session_id: str, name: str, args: dict, said: str) -> Iterator[Event | Said | Queued | Notice]:
+        """A control used instead of words (a slider, a button), queued: the tool ``name`` with
+        ``args``; ``said`` is the person's line in the chat and in the model's memory."""
+        events = lambda: self._turn(session_id, said, self.agent.act(session_id, name, args, said))
+        return self._submit(session_id, Job(said, events, failed=TURN_FAILED))
+
+    def _submit(self, session_id: str, job: Job) -> Iterator[Event | Said | Queued | Notice]:
+        with self._lock:  # not evicted between being found and being busy
+            opened = self._open[session_id]
+            opened.used = time.time()
+            listener = opened.turns.submit(job, on_queued=lambda queued: queued.publish(Queued()))
+        return iter(listener)
+
+    def _run(self, session_id: str, job: Job) -> None:
+        """One turn in the session's worker: its events to its listeners, then the session written;
+        a turn that breaks or cannot be written leaves the session as it was before it."""
+        # 1. the session as it is, to put back
+        session, opened = self.agent.session(session_id), self._open[session_id]
+        before = _Before(_copy_state(session.state), list(session.messages), len(opened.chat))
+        # 2. the turn, to its end whoever listens
+        try:
+            for event in job.work():
+                job.publish(event)
+        except Exception:  # a bug must not take the session down: say so and keep what was there
+            logger.exception("turn failed in session %s", session_id)
+            self._roll_back(session_id, before, keep=1)  # the person's line stays, with the apology
+            job.publish(self._say(session_id, "assistant", job.failed))
+        # 3. written, or undone
+        try:
+            self.save(session_id)
+        except (OSError, StoreError):
+            logger.exception("session %s could not be written; its last turn is undone", session_id)
+            self._roll_back(session_id, before, keep=0)
+            job.publish(Notice(NOT_SAVED))
+
+    def _roll_back(self, session_id: str, before: _Before, keep: int) -> None:
+        """Puts the session back as it was before a turn, keeping ``keep`` of the turn's chat lines."""
+        session, opened = self.agent.session(session_id), self._open[session_id]
+        vars(session.state).update(vars(before.state))
+        session.messages[:] = before.messages
+        dropped = opened.chat[before.lines + keep:]
+        del opened.chat[before.lines + keep:]
+        for line in dropped:
+            if line["image"]:
+                self.store.absolute(line["image"]).unlink(missing_ok=True)
 
     def _upload(self, session_id: str, file: Path) -> Iterator[Event | Said]:
         yield self._say(session_id, "user", f"[uploaded {file.name}]")
         try:
             image = self.intake(file)
-        except EditError as refusal:
-            yield self._say(session_id, "assistant", str(refusal))
-            return
-        reply = None
-        try:
+            reply = None
             for event in self.agent.upload_events(session_id, image):  # the model hears of a photo, not a file name
                 if isinstance(event, Reply):
                     reply = event
                 else:
                     yield event
-        except EditError as error:
-            yield self._say(session_id, "assistant", str(error))
-            return
-        except Exception:  # a bug must not take the session down
-            logger.exception("upload failed in session %s", session_id)
-            yield self._say(session_id, "assistant", UPLOAD_FAILED)
+        except EditError as refusal:
+            yield self._say(session_id, "assistant", str(refusal))
             return
         words, face = self._say(session_id, "assistant", reply.text), self._show_face(session_id, reply.image)
         yield reply
@@ -255,75 +334,65 @@ class SessionService:
 
     def _turn(self, session_id: str, text: str, events: Iterator[Event]) -> Iterator[Event | Said]:
         yield self._say(session_id, "user", text)
-        try:
-            for event in events:
-                said = None  # the chat is written before the event is handed on
-                if isinstance(event, ToolEvent) and event.changed:
-                    said = self._show_face(session_id, event.image)
-                elif isinstance(event, Reply):
-                    said = self._say(session_id, "assistant", event.text)
-                yield event
-                if said is not None:
-                    yield said
-        except Exception:  # a bug must not take the session down: say so and keep what was there
-            logger.exception("turn failed in session %s", session_id)
-            yield self._say(session_id, "assistant", TURN_FAILED)
-
-    def _saved_at_end(self, session_id: str, events: Iterator[T]) -> Iterator[T]:
-        """``events``, then the session written to the store, even when the reader stops early."""
-        try:
-            yield from events
-        finally:
-            self.save(session_id)
+        for event in events:
+            said = None  # the chat is written before the event is handed on
+            if isinstance(event, ToolEvent) and event.changed:
+                said = self._show_face(session_id, event.image)
+            elif isinstance(event, Reply):
+                said = self._say(session_id, "assistant", event.text)
+            yield event
+            if said is not None:
+                yield said
 
     # ----------------------------------------------------------------- what a front end shows
 
     def view(self, session_id: str) -> View:
-        """The session as a front end shows it. Writes the downloads: the face shown as a PNG, the
-        before/after pair and the edit-path GIF (drawn again only when the history changed)."""
+        """The session as a front end shows it. Writes the face shown as a PNG (the "after" of the
+        before/after pair) and, when it changed, the original: constant work, whatever the history."""
         state = self.agent.session(session_id).state
-        editor = self.agent.editor
-        image, original = editor.image(state), editor.original_image(state)  # each drawn once
+        editor, opened = self.agent.editor, self._open[session_id]
+        image = editor.image(state)
         current = self.store.save_image(session_id, image, "current")
-        before = self.store.save_image(session_id, _enlarge(original), "before")
-        after = self.store.save_image(session_id, _enlarge(image), "after")
-        return View(session_id, self.chat_log(session_id), current, dict(state.current.degrees), before, after,
-                    self.edit_path_gif(session_id), editor.identity_similarity(state, image, original),
-                    state.can_undo(), state.can_redo())
+        original = editor.original_image(state)
+        before_key = path_key([state.original.latent])
+        before = self.store.images_dir / session_id / "before.png"
+        if opened.before_key != before_key or not before.exists():  # the same file while the original is
+            before = self.store.save_image(session_id, original, "before")
+            opened.before_key = before_key
+        return View(session_id, self.chat_log(session_id), current, dict(state.current.degrees), before, current,
+                    editor.identity_similarity(state, image, original), state.can_undo(), state.can_redo())
 
     def edit_path_gif(self, session_id: str) -> Path:
-        """The current face's history up to the face shown, as an animated GIF (interpolated in
-        latent space); drawn again only when that history changed."""
+        """The face shown's history up to it, as an animated GIF (interpolated in latent space).
+        Drawn on request; a frame drawn for an earlier request is not drawn again."""
         state = self.agent.session(session_id).state
-        face = state.current.face
-        path = [e.latent for e in state.entries[: state.index + 1] if e.face == face]
-        key = (len(state.entries), state.index, face)
+        index = state.index  # read first: ``entries[:index + 1]`` is then a history even if a turn pushes now
+        shown = state.entries[: index + 1]
+        latents = [e.latent for e in shown if e.face == shown[-1].face]
         out = self.store.images_dir / session_id / "edit-path.gif"
-        opened = self._open[session_id]
-        if opened.gif_key == key and out.exists():
-            return out
-        backend = self.agent.editor.backend
-        per_step = backend.capabilities.gif_frames_per_step
-        latents = [path[0]]
-        for a, b in zip(path, path[1:]):
-            latents += [torch.lerp(a, b, t / per_step) for t in range(1, per_step + 1)]
-        if len(latents) > GIF_MAX_FRAMES:
-            keep = torch.linspace(0, len(latents) - 1, GIF_MAX_FRAMES).round().long().tolist()
-            latents = [latents[i] for i in keep]
-        with torch.no_grad():
-            frames = [to_pil(backend.generate(w.to(backend.device))[0]) for w in latents]
-        durations = [60 if per_step > 1 else 500] * len(frames)
-        durations[0] = durations[-1] = 800  # linger on the start and the end
-        out.parent.mkdir(parents=True, exist_ok=True)
-        frames[0].save(out, save_all=True, append_images=frames[1:], duration=durations, loop=0)
-        opened.gif_key = key
+        opened, key = self._open[session_id], path_key(latents)
+        if opened.gif_key != key or not out.exists():
+            self.frames.write_gif(latents, out)
+            opened.gif_key = key
         return out
 
 
-def _enlarge(image: torch.Tensor, size: int = DISPLAY_SIZE) -> torch.Tensor:
-    """A face scaled up (3, size, size) for the comparison view."""
-    return torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode="bicubic",
-                                           align_corners=False)[0].clamp(0, 1)
+def _may_open(owner: str | None, user: str | None) -> bool:
+    """Without logins the session id is the credential; with them, a session is its creator's."""
+    return user is None or owner == user
 
 
-__all__ = ["FRAME_INTERVAL_S", "Line", "Said", "SessionService", "View", "read_photo", "throttle"]
+def _copy_state(state: DialogState) -> DialogState:
+    """A copy of ``state`` to put back later: its lists copied (entries and turns are never changed
+    in place, so they are shared: no latent is copied), its small dicts copied whole."""
+    out = copy.copy(state)
+    for f in dataclasses.fields(state):
+        value = getattr(state, f.name)
+        if isinstance(value, list):
+            setattr(out, f.name, list(value))
+        elif isinstance(value, dict):
+            setattr(out, f.name, copy.deepcopy(value))
+    return out
+
+
+__all__ = ["FRAME_INTERVAL_S", "Line", "Notice", "Queued", "Said", "SessionService", "View", "read_photo", "throttle"]

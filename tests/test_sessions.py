@@ -27,13 +27,13 @@ FEEDBACK = load_feedback()
 
 class PhotoWorld(OpenWorld):
     """The open world drawn in [0, 1] (a degree of 5 is a white pixel), taking photos: a picture's
-    top-left pixels hold the five degrees; a picture of one colour has no face."""
+    top-left pixels hold the five degrees; a picture whose top-left pixel is pure blue has no face."""
 
     capabilities = Capabilities(streams_inversion=False, gif_frames_per_step=2)
 
     def intake(self, picture: Image.Image) -> torch.Tensor:
         pixels = torch.from_numpy(np.asarray(picture.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
-        if pixels.std() == 0:
+        if pixels[:, 0, 0].tolist() == [0.0, 0.0, 255.0]:
             raise NoFaceFound("no face")
         image = torch.zeros(3, 8, 8)
         image[0, 0, :5] = pixels[0, 0, :5] / 5
@@ -56,7 +56,15 @@ def service(tmp_path, backend=None, **options) -> SessionService:
 
 def photo_of(values: list[float], path) -> None:
     pixels = np.full((8, 8, 3), 7, dtype=np.uint8)
+    pixels[4:] = 200  # not a blank picture
     pixels[0, :5, 0] = values
+    Image.fromarray(pixels).save(path)
+
+
+def faceless(path) -> None:
+    """A picture with something in it, but no face (for ``PhotoWorld``)."""
+    pixels = np.full((20, 20, 3), 90, dtype=np.uint8)
+    pixels[:10] = (0, 0, 255)
     Image.fromarray(pixels).save(path)
 
 
@@ -114,8 +122,11 @@ def test_a_turn_is_stored_even_when_its_reader_stops_early(tmp_path):
     events = sessions.chat(sid, "add thick glasses")
     said = next(events)
     assert isinstance(said, Said) and said.line.text == "add thick glasses"
-    events.close()  # the browser went away
-    assert sessions.store.load(sid).chat[-1]["text"] == "add thick glasses"
+    events.close()  # the browser went away: the turn still runs to its end, and is stored
+    assert sessions.idle(sid, timeout=30)
+    stored = sessions.store.load(sid)
+    assert [line["text"] for line in stored.chat[-3:]][0] == "add thick glasses" and stored.chat[-2]["image"]
+    assert stored.chat[-1]["text"] == stored.state.turns[-1].reply
 
 
 def test_a_turn_records_the_chat_and_hands_on_the_agents_events(tmp_path):
@@ -158,9 +169,9 @@ def test_intake_refuses_what_is_not_an_image_or_shows_no_face(tmp_path):
     assert str(refusal.value) == FEEDBACK.say("upload.not_image", name="notes.png")
     with pytest.raises(EditError, match="isn't an image"):
         read_photo(backend, str(tmp_path / "missing.png"))
-    Image.new("RGB", (20, 20), (90, 90, 90)).save(tmp_path / "grey.png")
+    faceless(tmp_path / "faceless.png")
     with pytest.raises(EditError) as refusal:
-        read_photo(backend, tmp_path / "grey.png")
+        read_photo(backend, tmp_path / "faceless.png")
     assert str(refusal.value) == FEEDBACK.say("upload.face_not_found")
     photo_of([1, 2, 3, 4, 0], tmp_path / "me.png")
     face = read_photo(backend, tmp_path / "me.png")
@@ -174,9 +185,9 @@ def test_an_upload_starts_a_new_face_and_a_refused_one_changes_nothing(tmp_path)
     sid = sessions.ensure(None)
     state = sessions.agent.session(sid).state
     entries = len(state.entries)
-    Image.new("RGB", (20, 20), (90, 90, 90)).save(tmp_path / "grey.png")
-    list(sessions.upload(sid, tmp_path / "grey.png"))
-    assert lines(sessions, sid)[-2:] == ["[uploaded grey.png]", FEEDBACK.say("upload.face_not_found")]
+    faceless(tmp_path / "faceless.png")
+    list(sessions.upload(sid, tmp_path / "faceless.png"))
+    assert lines(sessions, sid)[-2:] == ["[uploaded faceless.png]", FEEDBACK.say("upload.face_not_found")]
     assert len(state.entries) == entries and sessions.store.load(sid).chat[-1]["text"].startswith("I couldn't")
 
     photo_of([1, 2, 3, 4, 0], tmp_path / "me.png")
@@ -213,11 +224,11 @@ def test_the_downloads_are_the_face_shown_and_its_edit_path(tmp_path):
     view = sessions.view(sid)
     face = sessions.agent.editor.image(sessions.agent.session(sid).state)
     assert np.array_equal(np.asarray(Image.open(view.image)), np.asarray(to_pil(face)))
-    assert Image.open(view.before).size == Image.open(view.after).size == (384, 384)
+    assert view.after == view.image and Image.open(view.before).size == Image.open(view.after).size
     assert view.identity == 1.0 and (view.undo, view.redo) == (1, 0) and view.degrees == sessions.degrees(sid)
     assert [line.text for line in view.chat] == [line.text for line in sessions.chat_log(sid)]
-    # one history step, drawn at the backend's declared frames per step (2), plus the start
-    assert Image.open(view.gif).n_frames == 1 + PhotoWorld.capabilities.gif_frames_per_step
+    # asked for: one history step, drawn at the backend's declared frames per step (2), plus the start
+    assert Image.open(sessions.edit_path_gif(sid)).n_frames == 1 + PhotoWorld.capabilities.gif_frames_per_step
 
 
 def test_the_edit_path_gif_is_drawn_again_only_when_the_history_changed(tmp_path):
@@ -226,7 +237,8 @@ def test_the_edit_path_gif_is_drawn_again_only_when_the_history_changed(tmp_path
     list(sessions.chat(sid, "add thick glasses"))
     gif = sessions.edit_path_gif(sid)
     drawn = gif.stat().st_mtime_ns
-    assert sessions.view(sid).gif == gif and gif.stat().st_mtime_ns == drawn  # a view draws nothing new
+    sessions.view(sid)
+    assert sessions.edit_path_gif(sid) == gif and gif.stat().st_mtime_ns == drawn  # asked again: nothing new
     list(sessions.chat(sid, "make them smile a lot"))
     assert Image.open(sessions.edit_path_gif(sid)).n_frames == 1 + 2 * 2
 

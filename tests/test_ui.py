@@ -82,6 +82,10 @@ class Tab:
     def slide(self, attribute: str, value: int, session: str) -> dict:
         return self.keyed(self.client.predict(value, session, api_name=f"/slider_{attribute}"))
 
+    def edit_path_gif(self, session: str) -> str:
+        out = self.client.predict(session, api_name="/edit_path_gif")
+        return out if isinstance(out, str) else out["value"]
+
     def degrees(self, out: dict) -> dict[str, int]:
         return {name: int(out[slider]) for name, slider in self.widgets.sliders.items()}
 
@@ -109,10 +113,12 @@ def test_a_message_streams_frames_then_shows_the_edited_face_in_the_chat(server)
     chat = last[w.chatbot]
     assert texts(chat)[-2] == ask
     assert len(images(chat)) == len(images(first[w.chatbot])) + 1  # the edited face, in the conversation
-    assert torch.equal(pixels(images(chat)[-1]), pixels(last[w.png]))  # the download is the face shown
+    # the download is the face shown (the chat's copy is a small WebP, within a few levels of it)
+    assert (pixels(images(chat)[-1]).float() - pixels(last[w.png]).float()).abs().mean() < 4
     before_img, after_img = last[w.before_after]
     assert not torch.equal(pixels(before_img), pixels(after_img))
-    assert Image.open(last[w.gif]).n_frames > 2
+    assert not isinstance(last[w.gif], str)  # no edit-path GIF drawn at the end of a turn
+    assert Image.open(c.edit_path_gif(session)).n_frames > 2  # drawn when asked for
     assert "identity kept" in last[w.status]
 
     undone = c.press("undo", session)
@@ -126,7 +132,8 @@ def test_handlers_answer_with_the_components_they_change(server):
     session = app.sessions.ensure(None)
     full = app.start(session)
     assert set(full) == set(w.outputs) and full[w.session] == session
-    streamed = list(app.send({"text": "add thin glasses", "files": []}, session))
+    emptied, *streamed = list(app.send({"text": "add thin glasses", "files": []}, session))
+    assert set(emptied) == {w.box}  # the box is emptied as the message is taken
     *during, last = streamed
     assert during and all(set(out) <= {w.preview, w.chatbot} for out in during)  # frames and the chat as it grows
     assert set(during[0]) == {w.chatbot} and during[0][w.chatbot][-1] == {"role": "user", "content": "add thin glasses"}
@@ -136,6 +143,40 @@ def test_handlers_answer_with_the_components_they_change(server):
     unmoved = list(app.slider("smiling", same, session))  # a slider let go where it was: nothing to do
     assert len(unmoved) == 1 and set(unmoved[0]) == set(w.outputs)
     assert len(unmoved[0][w.chatbot]) == len(last[w.chatbot])
+
+
+def test_a_tab_closed_mid_edit_finds_the_whole_turn_when_it_comes_back(server):
+    _, app = server
+    w = app.widgets
+    session = app.sessions.ensure(None)
+    degrees = app.sessions.degrees(session)
+    ask = "make the person look older" if degrees["age"] < 4 else "make the person look younger"
+    outputs = app.send({"text": ask, "files": []}, session)
+    next(out for out in outputs if isinstance(out.get(w.preview), Image.Image))  # an edit's frame is on screen
+    outputs.close()  # the tab is closed
+    assert app.sessions.idle(session, timeout=60)
+    back = app.start(session)
+    state = app.sessions.agent.session(session).state
+    assert state.turns[-1].user == ask and back[w.chatbot][-1]["content"] == state.turns[-1].reply
+    assert {name: back[slider] for name, slider in w.sliders.items()} == state.turns[-1].degrees != degrees
+
+
+def test_with_logins_another_users_session_id_opens_nothing_of_it(server):
+    from types import SimpleNamespace
+
+    _, app = server
+    w = app.widgets
+    ann = SimpleNamespace(username="ann", query_params={}, client=SimpleNamespace(host="127.0.0.1"))
+    bo = SimpleNamespace(username="bo", query_params={}, client=SimpleNamespace(host="127.0.0.1"))
+    hers = app.start("", request=ann)
+    session = hers[w.session]
+    list(app.send({"text": "add thin glasses", "files": []}, session, request=ann))
+    his = app.start(session, request=bo)
+    assert his[w.session] != session and "belongs to another login" in his[w.chatbot][0]["content"]
+    assert "add thin glasses" not in str(his[w.chatbot])
+    list(app.button("undo", session, request=bo))  # his undo, on a session of his own
+    assert app.sessions.agent.session(session).state.turns[-1].user == "add thin glasses"
+    assert app.start(session, request=ann)[w.session] == session
 
 
 def test_two_clients_keep_separate_sessions(server):
@@ -309,4 +350,4 @@ def test_the_launch_limits_uploads_and_serves_only_the_app_folders(tmp_path):
     app = SimpleNamespace(sessions=SimpleNamespace(store=SimpleNamespace(images_dir=tmp_path / "images")))
     kwargs = launch_kwargs(ServeOptions(max_upload_mb=2, auth=[("a", "b")]), app)
     assert kwargs["max_file_size"] == "2048kb" and kwargs["allowed_paths"] == [str(tmp_path / "images")]
-    assert kwargs["auth"] == [("a", "b")] and kwargs["server_name"] == "127.0.0.1"
+    assert kwargs["auth"].__self__.passwords == {"a": "b"} and kwargs["server_name"] == "127.0.0.1"  # throttled

@@ -4,12 +4,18 @@ A thin front end over ``chatedit.sessions.SessionService``, which opens, restore
 stores the sessions, takes in photos and writes the downloads. Every browser session is keyed by
 a session id the browser keeps in its local storage (or that a link carries as ``?session=…``).
 
-Every control goes through the agent: a message, a slider moved, a button pressed. While an
-edit walks, its frames stream into the live preview; when the turn ends, the chat gets the new
-face and the assistant's words, and the sliders, downloads and before/after follow. An uploaded
-photo streams the same way: its reconstruction forms in the live preview while the backend
-inverts it, then the face joins the chat. Handlers return ``{component: value}`` for the
-components that change; the others stay as they are.
+Every control goes through the agent: a message, a slider moved, a button pressed. Each is
+queued in the session (``SessionService``) and runs there to its end; the handler only listens,
+so a tab closed or reloaded mid-edit stops nothing, and a message sent while an edit runs shows
+at once as waiting and is answered after it. While an edit walks, its frames stream into the
+live preview; when the turn ends, the chat gets the new face and the assistant's words, and the
+sliders, downloads and before/after follow. An uploaded photo streams the same way: its
+reconstruction forms in the live preview while the backend inverts it, then the face joins the
+chat. The edit-path GIF is drawn only when asked for. Handlers return ``{component: value}`` for
+the components that change; the others stay as they are.
+
+With ``--auth``, every handler passes the login (``request.username``) so a session opens only
+for the login that created it.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import gradio as gr
 
 from chatedit.agent import FrameEvent
 from chatedit.attributes import MAX_DEGREE, load_attributes
+from chatedit.feedback import load_feedback
 from chatedit.images import to_pil
-from chatedit.sessions import Line, Said, SessionService, View, throttle
+from chatedit.limits import RateLimit
+from chatedit.sessions import Line, Notice, Queued, Said, SessionService, View, throttle
 from chatedit.store import SessionStore, valid_session_id
 
 # the faces are 128 px: let the browser scale them up to fill their frames instead of leaving a stamp
@@ -33,6 +41,9 @@ CSS = """
 #status { font-size: 0.9em; }
 """
 BUTTONS = {"undo": {"steps": 1}, "redo": {"steps": 1}, "reset": {}, "new_face": {}}  # tool name → its arguments
+LISTENERS = 32  # handlers listening to turns at once; the turns themselves are bounded by the session service
+# once the GIF is written, the hidden download button under it is pressed for the person
+CLICK_GIF = "() => { const b = document.querySelector('#download-gif'); if (b) { b.click(); } }"
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class ServeConfig:
     llm: str = "rules"
     concurrency: int = 2  # edits running at once on the backend; page loads never wait for them
     max_upload_mb: float = 10.0
+    new_sessions_per_minute: float = 20.0  # sessions one client address may open a minute
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,8 @@ class Widgets:
     sliders: dict[str, gr.Slider]  # by attribute name
     buttons: dict[str, gr.Button]  # by tool name (``BUTTONS``)
     png: gr.DownloadButton
-    gif: gr.DownloadButton
+    gif: gr.DownloadButton  # the edit-path GIF, once made (``make_gif``); hidden after every turn
+    make_gif: gr.Button
     before_after: gr.ImageSlider
     status: gr.Markdown
 
@@ -73,59 +86,84 @@ class ChatEditApp:
         self.config = config
         self.widgets = widgets
         self.labels = {a.name: a.label for a in load_attributes()}
+        self.new_sessions = RateLimit(config.new_sessions_per_minute)  # by client address
 
     # ----------------------------------------------------------------- handlers
 
     def start(self, session_id: str | None, request: gr.Request | None = None) -> dict:
         """Page load: the session in the link, else the one the browser remembers, else a new one."""
         linked = request.query_params.get("session") if request is not None else None
-        return self.view(self.sessions.ensure(linked if valid_session_id(linked) else session_id))
+        wanted = linked if valid_session_id(linked) else session_id
+        client = request.client.host if request is not None and request.client is not None else "local"
+        if wanted not in self.sessions.agent.sessions and self.sessions.store.load(wanted) is None \
+                and not self.new_sessions.allow(client):  # a new session: at most so many a minute per client
+            raise gr.Error(load_feedback().say("limits.new_sessions"), print_exception=False)
+        return self.view(self.sessions.ensure(wanted, _user(request)))
 
-    def send(self, message: dict | str | None, session_id: str | None) -> Iterator[dict]:
-        """A message from the box: text, an image, or both (the image first)."""
-        session_id = self.sessions.ensure(session_id)
+    def send(self, message: dict | str | None, session_id: str | None,
+             request: gr.Request | None = None) -> Iterator[dict]:
+        """A message from the box: text, an image, or both (the image first). The box is emptied as
+        the message is taken (not when its turn ends: that would wipe what is typed meanwhile)."""
+        yield {self.widgets.box: gr.MultimodalTextbox(value=None)}
+        session_id = self.sessions.ensure(session_id, _user(request))
         text, files = _message_parts(message)
-        for file in files:
-            yield from self._stream(session_id, self.sessions.upload(session_id, file))
+        turns = [self.sessions.upload(session_id, file) for file in files]  # all queued now, in order
         if text:
-            yield from self._stream(session_id, self.sessions.chat(session_id, text))
-        yield self.view(session_id)
+            turns.append(self.sessions.chat(session_id, text))
+        notices: list[str] = []
+        for events in turns:
+            yield from self._stream(session_id, events, notices)
+        yield self.view(session_id, notices)
 
-    def slider(self, attribute: str, value: float, session_id: str | None) -> Iterator[dict]:
-        session_id = self.sessions.ensure(session_id)
+    def slider(self, attribute: str, value: float, session_id: str | None,
+               request: gr.Request | None = None) -> Iterator[dict]:
+        session_id = self.sessions.ensure(session_id, _user(request))
         target = int(round(float(value)))
+        notices: list[str] = []
         if target != self.sessions.degrees(session_id)[attribute]:
             said = f"[slider] {self.labels[attribute]} → {target}"
             yield from self._stream(session_id, self.sessions.act(
-                session_id, "edit_attribute", {"attribute": attribute, "target": target}, said))
-        yield self.view(session_id)
+                session_id, "edit_attribute", {"attribute": attribute, "target": target}, said), notices)
+        yield self.view(session_id, notices)
 
-    def button(self, name: str, session_id: str | None) -> Iterator[dict]:
-        session_id = self.sessions.ensure(session_id)
+    def button(self, name: str, session_id: str | None, request: gr.Request | None = None) -> Iterator[dict]:
+        session_id = self.sessions.ensure(session_id, _user(request))
         said = f"[{name.replace('_', ' ')}]"
-        yield from self._stream(session_id, self.sessions.act(session_id, name, BUTTONS[name], said))
-        yield self.view(session_id)
+        notices: list[str] = []
+        yield from self._stream(session_id, self.sessions.act(session_id, name, BUTTONS[name], said), notices)
+        yield self.view(session_id, notices)
+
+    def edit_path(self, session_id: str | None, request: gr.Request | None = None) -> dict:
+        """The edit-path GIF, drawn now (only the frames not drawn before), ready to download."""
+        session_id = self.sessions.ensure(session_id, _user(request))
+        gif = self.sessions.edit_path_gif(session_id)
+        return {self.widgets.gif: gr.DownloadButton(value=str(gif), visible=True)}
 
     # ----------------------------------------------------------------- translation
 
-    def _stream(self, session_id: str, events: Iterator) -> Iterator[dict]:
-        """Frames into the live preview while a photo is redrawn or an edit walks; the chat as it grows."""
+    def _stream(self, session_id: str, events: Iterator, notices: list[str]) -> Iterator[dict]:
+        """Frames into the live preview while a photo is redrawn or an edit walks; the chat as it
+        grows (a message still waiting for its turn shows at once, marked); ``notices`` collects
+        what is said outside the conversation (a turn undone)."""
         for event in throttle(events):
             if isinstance(event, FrameEvent):
                 yield {self.widgets.preview: to_pil(event.image)}
-            elif isinstance(event, Said):
-                yield {self.widgets.chatbot: self.chat_messages(session_id)}
+            elif isinstance(event, (Said, Queued, Notice)):
+                if isinstance(event, Notice):
+                    notices.append(event.text)
+                yield {self.widgets.chatbot: self.chat_messages(session_id, notices)}
 
-    def view(self, session_id: str) -> dict:
-        """Every component for a session once a turn is over."""
+    def view(self, session_id: str, notices: list[str] = ()) -> dict:
+        """The components a turn may change, once it is over (the GIF's download is hidden until
+        asked for again)."""
         view, w = self.sessions.view(session_id), self.widgets
-        return {w.session: view.session_id, w.chatbot: _messages(view.chat), w.preview: str(view.image),
+        return {w.session: view.session_id, w.chatbot: _messages(view.chat, notices), w.preview: str(view.image),
                 **{slider: view.degrees[name] for name, slider in w.sliders.items()},
-                w.before_after: (str(view.before), str(view.after)), w.png: str(view.image), w.gif: str(view.gif),
-                w.status: self._status(view)}
+                w.before_after: (str(view.before), str(view.after)), w.png: str(view.image),
+                w.gif: gr.DownloadButton(value=None, visible=False), w.status: self._status(view)}
 
-    def chat_messages(self, session_id: str) -> list[dict]:
-        return _messages(self.sessions.chat_log(session_id))
+    def chat_messages(self, session_id: str, notices: list[str] = ()) -> list[dict]:
+        return _messages(self.sessions.chat_log(session_id), notices)
 
     def _status(self, view: View) -> str:
         identity = "identity: no model" if view.identity is None else f"identity kept {view.identity:.2f}"
@@ -136,10 +174,23 @@ class ChatEditApp:
 # --------------------------------------------------------------------------- widgets
 
 
-def _messages(chat: tuple[Line, ...]) -> list[dict]:
-    """The chat as the Chatbot takes it: text, or a face's file."""
-    return [{"role": line.role, "content": {"path": str(line.image), "mime_type": "image/png"}} if line.image
-            else {"role": line.role, "content": line.text} for line in chat]
+def _messages(chat: tuple[Line, ...], notices: list[str] = ()) -> list[dict]:
+    """The chat as the Chatbot takes it; then ``notices``, shown once and not part of the conversation."""
+    return [_message(line) for line in chat] + [{"role": "assistant", "content": text} for text in notices]
+
+
+def _message(line: Line) -> dict:
+    """Text (a message still waiting for its turn marked so), or a face's file."""
+    if line.image is not None:
+        return {"role": line.role, "content": {"path": str(line.image), "mime_type": "image/png"}}
+    if line.waiting:
+        return {"role": line.role, "content": f"{line.text}  \n*(waiting for the edit before it)*"}
+    return {"role": line.role, "content": line.text}
+
+
+def _user(request: gr.Request | None) -> str | None:
+    """The login (``--auth``), or None: without logins the session id is the credential."""
+    return request.username if request is not None else None
 
 
 def _message_parts(message: dict | str | None) -> tuple[str, list[str]]:
@@ -167,7 +218,7 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
                                            elem_id="message", sources=["upload"])
             with gr.Column(scale=2):
                 preview = gr.Image(label="Live preview", type="filepath", height=384, interactive=False,
-                                   elem_id="preview", format="png", buttons=["fullscreen"])
+                                   elem_id="preview", format="jpeg", buttons=["fullscreen"])
                 sliders = {a.name: gr.Slider(0, MAX_DEGREE, step=1, value=0, label=f"{a.label} (0–{MAX_DEGREE})",
                                              info=" · ".join(f"{i} {d}" for i, d in enumerate(a.degrees)),
                                              elem_id=f"slider-{a.name}") for a in attributes}
@@ -176,32 +227,44 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
                                (("undo", "Undo"), ("redo", "Redo"), ("reset", "Reset"), ("new_face", "New face"))}
                 with gr.Row():
                     png = gr.DownloadButton("Download PNG", elem_id="download-png")
-                    gif = gr.DownloadButton("Download edit path (GIF)", elem_id="download-gif")
+                    make_gif = gr.Button("Edit path (GIF)", elem_id="make-gif")
+                    gif = gr.DownloadButton("Download GIF", elem_id="download-gif", visible=False)
                 before_after = gr.ImageSlider(label="Before / after", type="filepath",
                                               interactive=False, elem_id="before-after")
                 status = gr.Markdown(elem_id="status")
 
-        widgets = Widgets(session, chatbot, box, preview, sliders, buttons, png, gif, before_after, status)
+        widgets = Widgets(session, chatbot, box, preview, sliders, buttons, png, gif, make_gif, before_after, status)
         app = ChatEditApp(sessions, config, widgets)
-        edits = dict(outputs=widgets.outputs, concurrency_id="edits", concurrency_limit=config.concurrency,
-                     show_progress="hidden")
+        # handlers only listen to the turns the session service runs (it bounds how many edits run at
+        # once); every message and control is taken, even while an edit runs
+        edits = dict(outputs=widgets.outputs, concurrency_id="edits", concurrency_limit=LISTENERS,
+                     show_progress="hidden", trigger_mode="multiple")
 
         page.load(app.start, inputs=[session], outputs=widgets.outputs, api_name="start", concurrency_id="pages",
                   concurrency_limit=None)
-        box.submit(app.send, inputs=[box, session], api_name="send", **edits).then(
-            lambda: gr.MultimodalTextbox(value=None), outputs=[box], api_name=False)
+        box.submit(app.send, inputs=[box, session], api_name="send", **{**edits, "outputs": [*widgets.outputs, box]})
         for name, slider in sliders.items():
-            slider.release(_bind(app.slider, name), inputs=[slider, session], api_name=f"slider_{name}", **edits)
+            slider.release(_slider_handler(app, name), inputs=[slider, session], api_name=f"slider_{name}", **edits)
         for name, button in buttons.items():
-            button.click(_bind(app.button, name), inputs=[session], api_name=name, **edits)
+            button.click(_button_handler(app, name), inputs=[session], api_name=name, **edits)
+        make_gif.click(app.edit_path, inputs=[session], outputs=[gif], api_name="edit_path_gif",
+                       concurrency_id="gifs", concurrency_limit=1).then(None, js=CLICK_GIF, api_name=False)
     return page, app
 
 
-def _bind(fn, first):
-    """``fn`` with its first argument fixed, as a generator Gradio can stream from."""
-    def handler(*args):
-        yield from fn(first, *args)
-    handler.__name__ = f"{fn.__name__}_{first}"
+def _slider_handler(app: ChatEditApp, attribute: str):
+    """``app.slider`` for one attribute, as a generator Gradio can stream from (and hand the login)."""
+    def handler(value: float, session_id: str | None, request: gr.Request) -> Iterator[dict]:
+        yield from app.slider(attribute, value, session_id, request)
+    handler.__name__ = f"slider_{attribute}"
+    return handler
+
+
+def _button_handler(app: ChatEditApp, name: str):
+    """``app.button`` for one button, as a generator Gradio can stream from (and hand the login)."""
+    def handler(session_id: str | None, request: gr.Request) -> Iterator[dict]:
+        yield from app.button(name, session_id, request)
+    handler.__name__ = f"button_{name}"
     return handler
 
 
