@@ -84,6 +84,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_parse.run(bench_parse.chat_model_parse_calls(_llm(args)), path)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
+    if args.what == "serve":
+        from chatedit import bench_serve
+
+        result = bench_serve.run(users=args.users, turns=args.turns, faults=args.faults, backend=args.backend,
+                                 time_limit_s=args.time_limit)
+        print(json.dumps(result) if args.json else bench_serve.markdown(result))
+        return 0
 
     from chatedit.tools import registry
 
@@ -145,7 +152,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from chatedit.agent import Reply, ToolEvent, build_agent
     from chatedit.editor import EditError
     from chatedit.images import to_pil
-    from chatedit.sessions import read_photo
+    from chatedit.intake import read_photo
 
     agent = build_agent(args.backend, llm=_llm(args), **_backend_options(args))
     image = None
@@ -294,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--file", type=Path, default=None,
                    help="requests JSONL (default: shared/benchmarks/talk_to_edit_requests.jsonl, searched upwards)")
     _add_llm(b)
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("serve", help="the chat page under load and faults: simulated users over HTTP on a loopback "
+                                      "server, then disconnects and kill -9 mid-turn")
+    b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    b.add_argument("--users", type=int, default=8, help="simulated users at once, each in a session of its own")
+    b.add_argument("--turns", type=int, default=40, help="turns per user: an upload, then text edits, sliders, "
+                                                         "undo and redo")
+    b.add_argument("--faults", type=int, default=5, help="client disconnects mid-turn, and as many kill -9 of the "
+                                                         "server mid-turn (0: none)")
+    b.add_argument("--backend", default="builtin", choices=registry.names(), help="the server's editing backend")
+    b.add_argument("--time-limit", type=float, default=3600.0, help="seconds the whole benchmark may take")
     b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("parse", help="show the tool calls the chat model makes for a request, in a fresh session")
