@@ -35,11 +35,13 @@ from chatedit.attributes import attribute_names
 from chatedit.bench_builtin import batched
 from chatedit.tools.builtin.backend import BuiltinBackend
 from chatedit.tools.builtin.renderer import Portraits, is_plausible, render, sample_portraits
-from chatedit.tools.walk import FaceState, edit
+from chatedit.tools.walk import FIELD_PHASES, FaceState, Nudge, Repair, edit
 
 TARGETS = {"exact": 0.85, "within1": 0.97, "preserved": 0.90, "identity": 0.85}
-METHODS = {"field": dict(method="field"), "field_unpolished": dict(method="field", polish=False),
-           "linear": dict(method="linear")}  # name → how ``edit`` is asked
+# name → how ``edit`` is asked: a method and the phases that follow its approach
+METHODS = {"field": dict(method="field", phases=FIELD_PHASES),
+           "field_unpolished": dict(method="field", phases=(Repair(), Nudge())),  # no polish, no rescue
+           "linear": dict(method="linear", phases=())}
 BENCH_SEED = 60_000
 
 
@@ -162,9 +164,9 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
     result["ms_per_edit"] = round(statistics.median(edit_ms), 1)
     result["faces"] = faces
     result["faces_drawn"] = len({i for i, _, _ in jobs})
-    result["backend"] = getattr(backend, "name", "builtin")
+    result["backend"] = backend.name
     result["threads"] = torch.get_num_threads()
-    result["precision"] = str(getattr(backend, "compute_dtype", torch.float32)).removeprefix("torch.")
+    result["precision"] = str(backend.compute_dtype).removeprefix("torch.")
     return result
 
 

@@ -7,7 +7,8 @@ from PIL import Image, ImageDraw
 
 from chatedit.attributes import load_attributes
 from chatedit.images import to_pil
-from chatedit.tools.builtin.renderer import ATTRIBUTES, IDENTITY, Portraits, is_plausible, render, sample_portraits
+from chatedit.tools.builtin.renderer import (IDENTITY, Portraits, attribute_columns, is_plausible, render,
+                                             sample_portraits)
 
 CELL = 128
 LABEL_W = 110
@@ -69,7 +70,7 @@ def _bearded_look(portrait: Portraits, full: torch.Tensor) -> bool:
     short hair, no fringe (the world lets long-haired men with fringes grow beards too, but in a
     figure they read as women)."""
     hair_len = portrait.identity[0, IDENTITY.index("hair_len")]
-    bangs, beard, age = (portrait.attributes[0, ATTRIBUTES.index(name)] for name in ("bangs", "beard", "age"))
+    bangs, beard, age = (portrait.attributes[0, attribute_columns().index(name)] for name in ("bangs", "beard", "age"))
     looks = hair_len < 0.25 and bangs < 0.5 and beard < 0.5 and 1.5 < age < 3.5
     return bool(looks and is_plausible(portrait.identity, full)[0])
 

@@ -8,7 +8,7 @@ from chatedit.tools.builtin.backend import BuiltinBackend
 from chatedit.tools.builtin.data import render_set
 from chatedit.tools.builtin.loading import load_builtin
 from chatedit.tools.builtin.renderer import render, sample_portraits
-from chatedit.tools.walk import FaceState, edit
+from chatedit.tools.walk import FIELD_PHASES, FaceState, Nudge, Repair, edit
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,8 @@ def test_the_polish_makes_edits_read_more_clearly_to_the_independent_grader(back
         image = backend.generate(w)
         a, start = names.index(attribute), int(backend.predict(image).degrees[0, names.index(attribute)])
         state = FaceState(w, backend.identity(image))
-        plain, polished = (edit(backend, state, attribute, change=1 if start < 3 else -1, polish=p) for p in (False, True))
+        plain, polished = (edit(backend, state, attribute, change=1 if start < 3 else -1, phases=p)
+                           for p in ((Repair(), Nudge()), FIELD_PHASES))
         graded = [backend.models.eval_predictor(r.image[None]).softmax(-1)[0, a, r.target] for r in (plain, polished)]
         gains.append(float(graded[1] - graded[0]))
         identity_loss.append(plain.identity_similarity - polished.identity_similarity)

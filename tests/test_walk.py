@@ -1,30 +1,43 @@
-"""The walk's stopping rule, failure reasons, directions and streaming, on a transparent backend.
+"""The walk's stopping rule, failure reasons, directions, phases and streaming, on a transparent backend.
 
 ``LineBackend`` is a world where the latent *is* the attribute values: the predictor reads them
 back exactly, so every expectation below follows from the walk's rules alone.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
-from chatedit.tools.walk import FaceState, PredictorReading, edit, resolve_target, walk
+from chatedit.tools.backend import Backend, Capabilities
+from chatedit.tools.walk import (FaceState, Nudge, PredictorReading, Repair, WalkConfig, edit, resolve_target,
+                                 walk)
 
 
 @dataclass
 class LineReading:
     degrees: torch.Tensor
     expected: torch.Tensor
+    probs: None = None  # no distribution over degrees
 
 
-class LineBackend:
-    attributes = ("smiling", "age")
+class LineBackend(Backend):
+    name, attributes, resolution, device = "line", ("smiling", "age"), 4, torch.device("cpu")
+    capabilities = Capabilities(substeps=8, max_steps=64)
 
     def __init__(self, wall: float = 99.0, speed: float = 1.0):
         self.wall, self.speed, self.calls = wall, speed, 0
 
-    def generate(self, w):
+    def intake(self, picture):
+        raise NotImplementedError
+
+    def sample(self, seed):
+        raise NotImplementedError
+
+    def encode(self, image, refine_steps=0, on_progress=None):
+        raise NotImplementedError
+
+    def generate(self, w, on_preview=None):
         image = torch.zeros(w.shape[0], 3, 4, 4)
         image[:, 0, 0, :2] = w
         return image
@@ -37,7 +50,7 @@ class LineBackend:
     def identity(self, image):
         return torch.ones(image.shape[0], 1)
 
-    def step(self, method, attribute, w, direction):
+    def step(self, method, attribute, w, direction=1):
         out = torch.zeros_like(w)
         out[:, attribute] = min(self.speed, max(self.wall - float(w[0, attribute]), 0.0))  # never past the wall
         if method == "linear":
@@ -171,6 +184,8 @@ def test_a_walk_that_reads_a_degree_behind_its_start_jumps_instead():
 class OffsetBackend(GapBackend):
     """``GapBackend`` with degree offsets: the average change between two degrees is exact here."""
 
+    capabilities = Capabilities(degree_offsets=True)
+
     def degree_offset(self, attribute, w, from_degree, to_degree):
         out = torch.zeros_like(w)
         out[:, attribute] = float(to_degree - from_degree)
@@ -195,7 +210,7 @@ class DriftBackend(LineBackend):
     """``LineBackend`` whose field for one attribute drags the other along (0.3 of a degree per
     degree), as an age field that also greys bangs: what the walk must hold against."""
 
-    def step(self, method, attribute, w, direction):
+    def step(self, method, attribute, w, direction=1):
         out = super().step(method, attribute, w, direction)
         if method == "field":
             out[:, 1 - attribute] = 0.3 * direction
@@ -261,6 +276,7 @@ def test_the_walk_settles_where_the_target_degree_is_read_most_clearly():
 class NudgeBackend(ProbBackend):
     """``ProbBackend`` with exact degree offsets."""
 
+    capabilities = Capabilities(degree_offsets=True)
     degree_offset = OffsetBackend.degree_offset
 
 
@@ -276,6 +292,8 @@ def test_a_target_read_unclearly_where_the_field_ends_is_nudged_to_the_middle_of
 class PolishBackend(ProbBackend):
     """``ProbBackend`` with a ``polish`` that moves the code by ``move`` (default: to the middle of the
     target degree and the other attribute back to ``age``), recording what it was given."""
+
+    capabilities = Capabilities(polish=True)
 
     def __init__(self, move=None, **kwargs):
         super().__init__(**kwargs)
@@ -315,7 +333,7 @@ class FaceBackend(PolishBackend):
     """``PolishBackend`` whose codes carry a third number, the face: drawn into the image, it is what
     the identity model reads (the original face is 0)."""
 
-    def generate(self, w):
+    def generate(self, w, on_preview=None):
         image = super().generate(w[:, :2])
         image[:, 0, 1, 0] = w[:, 2]
         return image
@@ -334,11 +352,17 @@ def test_a_polish_that_makes_the_face_another_persons_is_not_kept(face, kept):
     assert result.identity_similarity == pytest.approx((1 + face**2) ** -0.5 if kept else 1.0, abs=1e-4)
 
 
-def test_the_linear_baseline_and_walks_asked_not_to_are_not_polished():
+def test_the_linear_baseline_and_walks_without_the_polish_phase_are_not_polished():
     backend = PolishBackend(skew=0.3)
     assert edit(backend, state(1.0), "smiling", target=3, method="linear").reached
-    assert edit(backend, state(1.0), "smiling", target=3, polish=False).reached
+    assert edit(backend, state(1.0), "smiling", target=3, phases=(Repair(), Nudge())).reached
     assert backend.polished == []
+
+
+def test_a_backend_that_cannot_polish_is_not_asked_to():
+    backend = PolishBackend(skew=0.3)
+    backend.capabilities = replace(backend.capabilities, polish=False)
+    assert edit(backend, state(1.0), "smiling", target=3).reached and backend.polished == []
 
 
 def test_a_walk_stopped_by_a_wall_is_polished_from_its_closest_frame_and_reaches_when_that_reads_the_target():
@@ -349,3 +373,89 @@ def test_a_walk_stopped_by_a_wall_is_polished_from_its_closest_frame_and_reaches
     assert target == 4
     stuck = edit(PolishBackend(move=(0.3, 0.0), wall=2.4, skew=0.3), state(1.0), "smiling", target=4)
     assert not stuck.reached and stuck.reason == "unreachable" and stuck.degrees["smiling"] < 4
+
+
+class ClearingBackend(LineBackend):
+    """A predictor whose reading of a degree grows clearer all the way across it: from 0.9 at its
+    lower edge to 1.0 at its upper one, so a walk that went on settling would stop near the top."""
+
+    def predict(self, image):
+        line = super().predict(image)
+        v = line.expected
+        clear = 0.9 + 0.1 * (v - line.degrees + 0.5)
+        probs = torch.zeros(*v.shape, 6)
+        probs.scatter_(-1, line.degrees[..., None], clear[..., None])
+        neighbour = (line.degrees + torch.where(v >= line.degrees, 1, -1)).clamp(0, 5)
+        probs.scatter_add_(-1, neighbour[..., None], (1 - clear)[..., None])
+        return PredictorReading(line.degrees, v, probs)
+
+
+def test_a_walk_stops_at_the_first_frame_reading_the_target_clearly():
+    result = edit(ClearingBackend(), state(1.05), "smiling", target=3)  # steps of 1/8: 2.55, 2.675, ...
+    assert result.reached and result.degrees["smiling"] == 3
+    read = [f.certainty["smiling"] for f in result.frames if f.degrees["smiling"] == 3]
+    assert read[-1] > 0.95 and all(c <= 0.95 for c in read[:-1])  # 0.9175, 0.93, 0.9425, then 0.955
+    assert result.chosen == len(result.frames) - 1  # no settling on past it, towards 0.99 at 3.425
+    assert float(result.latent[0, 0]) == pytest.approx(3.05, abs=1e-4)
+    settling = edit(ClearingBackend(), state(1.05), "smiling", target=3, config=WalkConfig(clear=1.0))
+    assert float(settling.latent[0, 0]) == pytest.approx(3.425, abs=1e-4)  # the clearest, the last before 4
+
+
+def test_the_backends_capabilities_set_the_stride_and_the_step_budget():
+    backend = LineBackend(speed=0.2)
+    backend.capabilities = Capabilities(substeps=2, max_steps=10)
+    result = edit(backend, state(0.0), "smiling", target=5)
+    assert result.reason == "max_steps" and result.steps == 10
+    assert float(result.frames[1].latent[0, 0]) == pytest.approx(0.1)  # a step of 1/2, not 1/8
+
+
+class PreviewBackend(LineBackend):
+    def __init__(self, previews: bool):
+        super().__init__()
+        self.capabilities, self.previewed = Capabilities(previews=previews), 0
+
+    def generate(self, w, on_preview=None):
+        if on_preview is not None:
+            on_preview(torch.zeros(3, 4, 4))
+            self.previewed += 1
+        return super().generate(w)
+
+
+@pytest.mark.parametrize("previews", [True, False])
+def test_previews_are_asked_for_walk_steps_only_where_the_backend_draws_them(previews):
+    backend, seen = PreviewBackend(previews), []
+    result = edit(backend, state(1.0), "smiling", target=2, on_preview=seen.append)
+    assert backend.previewed == len(seen) == (result.steps if previews else 0)
+
+
+class FarBackend(LineBackend):
+    """``LineBackend`` whose codes are as far from real ones as they smile (``latent_distance``), or,
+    with ``band``, far (5) only inside it and near (1) elsewhere."""
+
+    def __init__(self, band: tuple[float, float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.band = band
+
+    def latent_distance(self, w):
+        if self.band is None:
+            return w[0, 0].abs()
+        return torch.tensor(5.0 if self.band[0] < float(w[0, 0]) < self.band[1] else 1.0)
+
+
+@pytest.mark.parametrize("smiling, limit", [(1.0, 2.0), (2.0, 3.0)])  # the limit: 2, or 1.5 × the start's
+def test_a_walk_that_leaves_the_space_of_real_faces_gives_up_unreachable(smiling, limit):
+    result = edit(FarBackend(), state(smiling), "smiling", target=5)
+    assert result.reason == "unreachable" and not result.reached
+    assert result.degrees["smiling"] == int(limit)
+    walked = [float(f.latent[0, 0]) for f in result.frames]
+    assert max(walked[:-1]) == limit and walked[-1] == limit + 0.125  # stopped at the first step past it
+    assert result.steps == round((limit - smiling) * 8) + 1
+
+
+def test_a_walk_jumps_across_a_stretch_beyond_the_distance_limit_and_gives_up_where_no_jump_lands():
+    across = edit(FarBackend(band=(2.1, 2.9)), state(1.0), "smiling", target=4)
+    assert across.reached and across.degrees["smiling"] == 4
+    assert sum(2.1 < float(f.latent[0, 0]) < 2.9 for f in across.frames) == 1  # the step that found it
+    assert any(float(f.latent[0, 0]) == 3.0 for f in across.frames)  # a whole step from 2, over it
+    stuck = edit(FarBackend(band=(2.1, 3.9)), state(1.0), "smiling", target=4)  # every jump lands inside
+    assert stuck.reason == "unreachable" and stuck.degrees["smiling"] == 2

@@ -83,6 +83,7 @@ class Backend(ABC):
     resolution: int  # side of the square faces ``intake`` returns and ``encode`` takes
     device: torch.device
     capabilities: Capabilities = Capabilities()
+    compute_dtype: torch.dtype = torch.float32  # the networks' arithmetic (frames, readings and codes stay float32)
 
     # ----------------------------------------------------------------- faces in and out
 

@@ -1,94 +1,73 @@
 """Fine-grained attribute edits by walking a latent field (after Talk-to-Edit, ICCV 2021).
 
 ``walk`` resolves a request (a target degree, or a change of ±n degrees) against what the
-attribute predictor reads now, then steps the latent code along the backend's field for that
-attribute, re-reading the predictor after every step, and settles on the frame that reads the
-target degree most clearly. A field walk also holds the other attributes where they started
-(their own field steps back, added to each step, and a repair at the end) and, on a backend that
-can, ends with a short gradient polish of the code. It yields every frame
-as it goes, so a UI can show the edit forming, and returns an ``EditResult``; it never raises
-for an edit that cannot be made, but says why.
+attribute predictor reads now, then runs two kinds of part over one ``WalkContext``:
 
-The walk is backend-neutral: a backend supplies ``generate``, ``predict``, ``identity``,
-``step`` (one degree's worth of change up or down for an attribute at a point, by ``method``) and
-``latent_distance`` (how far a code is from where real codes live).
+- the **approach** (``Approach``), a stride controller: it steps the code along the backend's
+  field for the attribute, re-reading after every step; halves the stride when a step jumps over
+  the target degree, widens it where the reading stays flat, jumps when small steps cannot get on,
+  and settles on the frame that reads the target degree most clearly;
+- then the **phases**, small objects of one shape (``Phase``): ``Repair`` and ``Nudge`` move the
+  kept frame by the backend's degree offsets, ``Polish`` runs the backend's gradient polish on it,
+  and ``Rescue`` polishes the closest frame of a walk that did not reach its target.
+
+A benchmark variant is another list of phases (``phases=(Repair(), Nudge())`` walks without the
+polish), and every number the walk uses is in a frozen ``WalkConfig``; the backend's
+``capabilities`` say how many steps make a degree, how many a walk may take and which phases it
+can run. The walk yields every frame as it goes, so a UI can show the edit forming, and returns an
+``EditResult``; it never raises for an edit that cannot be made, but says why. Why each setting
+has its value: ``docs/walk.md``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Protocol
+from typing import Literal, Protocol
 
 import torch
 
-Method = Literal["field", "linear"]
+from chatedit.attributes import MAX_DEGREE
+
+from .backend import Backend, BackendError, Capabilities, Method, PredictorReading, Reading
+
 Reason = Literal["already_at_target", "unreachable", "max_steps"]
-SUBSTEPS = 8  # walk steps per degree of change
-SETTLE = 8  # extra steps after reaching the target, while its reading grows clearer (4: 1-4 points less exact)
-RESCUE_STEPS = 12  # polish steps from the closest frame of a walk that did not reach its target
-# a polished frame may look this much less like the original than the frame it polished, or more
-# while it stays this alike (the bench's bar for the same person): a rescue may cost a little likeness
-IDENTITY_SLACK, SAME_PERSON = 0.05, 0.85
-SETTLE_BEFORE_POLISH = 2  # as many when a polish follows, which makes the reading clearer faster (8: 55 ms more)
-CLEAR = 0.95  # a frame reading the target degree this clearly (its probability) ends the walk
-HOLD_FROM, HOLD_GAIN = 0.25, 2.0  # field walks hold other attributes drifting further than this, this hard
-REPAIRS = 2  # after the walk, moves putting back other attributes read off their start, at most
-NUDGE_ROUNDS = 3  # then moves towards the middle of an unclearly read target degree, at most
-STALL = 10  # steps without progress before an edit is called unreachable
-MAX_STRIDE = 4  # on a flat stretch, steps grow up to this many substeps
-JUMPS = (1.0, 1.25, 1.5, 0.75)  # whole field steps tried from the furthest frame when walking in substeps fails
-OFFSET_JUMPS = (1.0, 0.75, 1.25)  # tried before them: jumps by the degree offsets straight to the target degree
-MAX_JUMPS = 4  # frames tried from, per edit
-
-
-class BackendError(RuntimeError):
-    """A backend could not draw or read a face (out of memory, a photo no longer loaded, ...).
-
-    The message is a sentence for the person; the editor reports it and changes nothing."""
-
-
-class Reading(Protocol):
-    degrees: torch.Tensor  # (B, A)
-    expected: torch.Tensor  # (B, A)
 
 
 @dataclass(frozen=True)
-class PredictorReading:
-    """What a classifier over degrees reads: argmax degree, expected degree, and the distribution."""
+class WalkConfig:
+    """How a walk steps, stops and refines. Stride lengths are in substeps, the backend's
+    ``capabilities.substeps`` walk steps per degree; its ``max_steps`` bounds the approach."""
 
-    degrees: torch.Tensor  # (B, A) integer degree per attribute
-    expected: torch.Tensor  # (B, A) expected degree under the predicted distribution
-    probs: torch.Tensor  # (B, A, D)
+    # the approach
+    clear: float = 0.95  # a frame reading the target degree this clearly (its probability) ends the approach
+    settle: float = 1.0  # degrees' worth of steps past the clearest target frame, looking for a clearer one
+    settle_before_polish: float = 0.25  # the same when a phase that sharpens the reading follows
+    settle_reads: int = 2  # target frames no clearer than the clearest that end the settling
+    finest: int = 8  # a stride that jumps over the target degree is halved down to 1/finest substep
+    flat: float = 0.02  # a step that moves the expected degree less than this reads flat
+    widen_after: int = 2  # flat steps in a row after which the stride doubles ...
+    max_stride: int = 4  # ... up to this many substeps
+    stall: int = 10  # flat steps in a row that leave the walk stuck
+    distance_margin: float = 1.5  # a code further from real ones than this × the start's distance ...
+    distance_floor: float = 2.0  # ... and than this is off the space of faces: the walk is stuck
+    hold_from: float = 0.25  # field walks hold another attribute read this far off its start ...
+    hold_gain: float = 2.0  # ... with its own field step back, this strong per degree of drift
+    offset_jumps: tuple[float, ...] = (1.0, 0.75, 1.25)  # jumps by the degree offset straight to the goal
+    jumps: tuple[float, ...] = (1.0, 1.25, 1.5, 0.75)  # then by whole field steps
+    max_jumps: int = 4  # frames jumped from, per walk
+    # the phases
+    tries: tuple[float, ...] = (1.0, 0.5)  # a repair or nudge is tried whole, then in part
+    repairs: int = 2  # moves putting back attributes read off their start, at most
+    nudge_rounds: int = 3  # moves towards the middle of an unclearly read target degree, at most
+    rescue_steps: int = 12  # polish steps from the closest frame of a walk that missed its target
+    same_person: float = 0.85  # a polished frame this alike to the original face is kept ...
+    identity_slack: float = 0.05  # ... as is one at most this much less alike than the frame it polished
 
-    @classmethod
-    def from_logits(cls, logits: torch.Tensor) -> "PredictorReading":
-        return cls.from_probs(logits.softmax(-1))
-
-    @classmethod
-    def from_probs(cls, probs: torch.Tensor) -> "PredictorReading":
-        expected = (probs * torch.arange(probs.shape[-1], device=probs.device)).sum(-1)
-        return cls(probs.argmax(-1), expected, probs)
-
-
-class WalkBackend(Protocol):
-    """What the walk needs of a backend. Optional: ``substeps`` (walk steps per degree, default
-    ``SUBSTEPS``; a backend whose every step is a whole denoising pass takes fewer, larger ones),
-    ``previews = True`` for a ``generate`` that takes ``on_preview`` (images drawn on the way
-    to one frame), and ``degree_offset(attribute, w, from_degree, to_degree)``: the average latent
-    change between two degrees, which field walks jump by when the field's own steps cannot get on,
-    and move by at the end to put back other attributes and reach the middle of the target degree;
-    ``polish(w, attribute, target, keep, identity, steps)``: a code near ``w`` that reads ``target``
-    more surely, the other attributes as the distributions ``keep`` (A, D) and the face as
-    ``identity``, in ``steps`` gradient steps (None: the backend's own number; see ``_polish``)."""
-
-    attributes: tuple[str, ...]
-
-    def generate(self, w: torch.Tensor) -> torch.Tensor: ...
-    def predict(self, image: torch.Tensor) -> Reading: ...
-    def identity(self, image: torch.Tensor) -> torch.Tensor | None: ...  # None: no identity model
-    def step(self, method: Method, attribute: int, w: torch.Tensor, direction: int) -> torch.Tensor: ...
-    # ``step``: the latent change that moves ``attribute`` one degree up (``direction`` 1) or down (-1)
-    def latent_distance(self, w: torch.Tensor) -> torch.Tensor: ...
+    def __post_init__(self):
+        if not 0 < self.clear <= 1 or self.settle < 0 or self.settle_before_polish < 0 or self.finest < 1 \
+                or self.max_stride < 1 or self.stall < 1 or self.max_jumps < 0 or not self.tries:
+            raise ValueError(f"walk settings out of range: {self}")
 
 
 @dataclass(frozen=True)
@@ -126,7 +105,7 @@ class EditResult:
     frames: list[Frame] = field(repr=False)
 
 
-def resolve_target(current: int, target: int | None, change: int | None, max_degree: int = 5) -> int:
+def resolve_target(current: int, target: int | None, change: int | None, max_degree: int = MAX_DEGREE) -> int:
     """The degree an edit aims for: ``target`` as given, or ``current + change`` kept in range."""
     if (target is None) == (change is None):
         raise ValueError(f"give exactly one of target or change, got target={target!r}, change={change!r}")
@@ -139,13 +118,15 @@ def resolve_target(current: int, target: int | None, change: int | None, max_deg
     return int(min(max(current + change, 0), max_degree))
 
 
-def _frame(backend: WalkBackend, step: int, w: torch.Tensor, on_preview=None) -> Frame:
-    streams = on_preview is not None and getattr(backend, "previews", False)
-    image = backend.generate(w, on_preview=on_preview) if streams else backend.generate(w)
+def _draw(backend: Backend, step: int, w: torch.Tensor, on_preview=None) -> Frame:
+    """The frame of code ``w``: its image and what the steering predictor reads there."""
+    if on_preview is not None and backend.capabilities.previews:
+        image = backend.generate(w, on_preview=on_preview)
+    else:
+        image = backend.generate(w)
     reading = backend.predict(image)
     names = backend.attributes
-    degrees = reading.degrees[0]
-    probs = getattr(reading, "probs", None)
+    degrees, probs = reading.degrees[0], reading.probs  # (A,), (B, A, D) or None
     if probs is not None:
         certainty = probs[0].gather(-1, degrees[:, None].to(probs.device))[:, 0]
     else:  # a reading without a distribution: how near the expected degree is to the one read
@@ -161,294 +142,425 @@ def _frame(backend: WalkBackend, step: int, w: torch.Tensor, on_preview=None) ->
     )
 
 
+@dataclass
+class WalkContext:
+    """One walk: what it was asked, and every frame drawn for it so far (``frames[0]`` is the start)."""
+
+    backend: Backend
+    state: FaceState
+    attribute: str
+    goal: int
+    method: Method
+    config: WalkConfig
+    max_steps: int
+    frames: list[Frame]
+    on_preview: Callable[[torch.Tensor], None] | None = None
+    _likeness: dict[int, float] = field(default_factory=dict)  # frame step → similarity to the original
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.backend.capabilities
+
+    @property
+    def a(self) -> int:
+        return self.backend.attributes.index(self.attribute)
+
+    @property
+    def start(self) -> Frame:
+        return self.frames[0]
+
+    @property
+    def current(self) -> int:
+        return self.start.degrees[self.attribute]
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.goal > self.current else -1.0
+
+    @property
+    def steps(self) -> int:
+        return len(self.frames) - 1
+
+    def draw(self, w: torch.Tensor, preview: bool = False) -> Frame:
+        """The next frame, at ``w``, not yet part of the walk (``record`` adds it)."""
+        return _draw(self.backend, len(self.frames), w, self.on_preview if preview else None)
+
+    def record(self, frame: Frame) -> Frame:
+        self.frames.append(frame)
+        return frame
+
+    def reaches(self, frame: Frame) -> bool:
+        return frame.degrees[self.attribute] == self.goal
+
+    def off(self, frame: Frame) -> list[int]:
+        """The other attributes that ``frame`` reads at another degree than the start."""
+        names = self.backend.attributes
+        return [b for b, n in enumerate(names) if n != self.attribute and frame.degrees[n] != self.start.degrees[n]]
+
+    def similarity(self, frame: Frame) -> float:
+        """Identity similarity of ``frame`` to the session's original face, read once per frame."""
+        if frame.step not in self._likeness:
+            embedding = self.backend.identity(frame.image[None])
+            self._likeness[frame.step] = float((embedding * self.state.original_identity).sum(-1).clamp(0, 1))
+        return self._likeness[frame.step]
+
+    def closest(self) -> Frame:
+        """The frame nearest the goal degree; between equally near ones, a frame that changed the face."""
+        return min(self.frames, key=lambda f: (abs(f.degrees[self.attribute] - self.goal),
+                                               f.degrees[self.attribute] == self.current,
+                                               abs(f.expected[self.attribute] - self.goal)))
+
+    def result(self, kept: Frame, reached: bool, reason: Reason | None) -> EditResult:
+        similarity = None if self.state.original_identity is None else self.similarity(kept)
+        return EditResult(self.attribute, self.current, self.goal, reached, reason, kept.latent, kept.image,
+                          kept.degrees, similarity, self.steps, kept.step, self.frames)
+
+
+class Approach:
+    """The walk towards the goal: a stride controller over one ``WalkContext``.
+
+    Each step adds a stride of the field's step (plus, on a field walk, the other attributes'
+    steps back: ``hold``) and re-reads the face. A step that jumps over the whole target degree
+    is taken again at half the stride; where the reading stays flat the stride doubles. The walk
+    is stuck when a step still jumps over the goal at the finest stride, stays flat ``stall``
+    steps, or leaves the space of real faces (``latent_distance`` past the limit); stuck, or
+    reading a degree behind its start, it jumps (``jump``), and gives up when no jump lands. On
+    the target degree it settles on the clearest reading. ``run`` returns the kept frame and,
+    when the goal was not reached, why."""
+
+    def __init__(self, walk: WalkContext, settle: float):
+        config, substeps = walk.config, walk.capabilities.substeps
+        self.walk, self.config, self.substeps = walk, config, substeps
+        self.settle = int(settle * substeps)  # steps past the clearest target frame
+        self.scale = 1.0 / substeps  # the stride, in field steps
+        self.progress, self.stalled = -float("inf"), 0  # furthest expected degree (signed), flat steps in a row
+        self.best: Frame | None = None  # the clearest frame reading the goal
+        self.unclear = 0  # target frames since ``best`` that read it less clearly
+        self.tried: set[int] = set()  # steps of the frames jumped from
+        start_distance = float(walk.backend.latent_distance(walk.state.latent))
+        self.limit = max(start_distance * config.distance_margin, config.distance_floor)
+
+    def run(self) -> Generator[Frame, None, tuple[Frame, Reason | None]]:
+        walk, attribute, sign = self.walk, self.walk.attribute, self.walk.sign
+        w, last = walk.start.latent, walk.start  # the code walked to and its frame
+        while walk.steps < walk.max_steps:
+            # 1. one stride along the field, and read the face there
+            change = walk.backend.step(walk.method, walk.a, w, int(sign)) + self.hold(w, last)
+            candidate = w + self.scale * change
+            frame = walk.draw(candidate, preview=True)
+            degree = frame.degrees[attribute]
+            overshoot = sign * (degree - walk.goal) > 0
+            if overshoot and self.best is None and self.halve():
+                continue  # stepped over the whole target degree: the same step, shorter
+            if not overshoot or self.best is not None:
+                yield walk.record(frame)
+                w, last = candidate, frame
+
+            # 2. on the target degree: settle on its clearest reading
+            if degree == walk.goal:
+                if self.settled(frame):
+                    break
+                continue
+            if self.best is not None:
+                break  # left the target degree
+
+            # 3. off it: widen on a flat reading; jump when stuck or going the wrong way
+            self.read(sign * frame.expected[attribute])
+            stuck = overshoot or self.stalled >= self.config.stall or self.too_far(candidate)
+            if stuck or sign * (degree - walk.current) < 0:
+                landed = self.jump()
+                if landed is not None:
+                    yield walk.record(landed)
+                    w, last = landed.latent, landed
+                    self.restart(landed)
+                    continue
+            if stuck:
+                return walk.closest(), "unreachable"
+        if self.best is not None:
+            return self.best, None
+        return walk.closest(), "max_steps"
+
+    def halve(self) -> bool:
+        """Halves the stride, unless it is already the finest; says whether it did."""
+        if self.scale > 1 / (self.substeps * self.config.finest):
+            self.scale /= 2
+            return True
+        return False
+
+    def read(self, moved: float) -> None:
+        """Records how far (signed expected degree) the last step got; a flat stretch of the field
+        lengthens the stride until the reading moves again."""
+        if moved > self.progress + self.config.flat:
+            self.stalled = 0
+        else:
+            self.stalled += 1
+            if self.stalled >= self.config.widen_after:
+                self.scale = min(self.scale * 2, self.config.max_stride / self.substeps)
+        self.progress = max(self.progress, moved)
+
+    def settled(self, frame: Frame) -> bool:
+        """Keeps ``frame``, which reads the goal, when it reads it the clearest yet; says whether
+        to stop: a clear reading, or no clearer one for a while."""
+        clarity = frame.certainty[self.walk.attribute]
+        if self.best is None or clarity > self.best.certainty[self.walk.attribute]:
+            self.best, self.unclear = frame, 0
+        else:
+            self.unclear += 1
+        return (self.unclear >= self.config.settle_reads or clarity > self.config.clear
+                or self.walk.steps - self.best.step >= self.settle)
+
+    def restart(self, landed: Frame) -> None:
+        """After a jump: steps from the frame it landed on, at the first stride."""
+        self.scale, self.stalled = 1.0 / self.substeps, 0
+        self.progress = self.walk.sign * landed.expected[self.walk.attribute]
+        if self.walk.reaches(landed):
+            self.best, self.unclear = landed, 0
+
+    def too_far(self, w: torch.Tensor) -> bool:
+        return float(self.walk.backend.latent_distance(w)) > self.limit
+
+    def hold(self, w: torch.Tensor, last: Frame) -> torch.Tensor:
+        """What a field walk adds to each step to hold the other attributes: for each one ``last``
+        reads more than ``hold_from`` of a degree off its start, its own field step back, in
+        proportion to the drift (up to a degree). Zero for the linear baseline, which stays one
+        direction. Fields keep the other attributes only on average."""
+        walk, config = self.walk, self.config
+        change = torch.zeros_like(w)
+        if walk.method != "field":
+            return change
+        for b, name in enumerate(walk.backend.attributes):
+            drift = last.expected[name] - walk.start.expected[name]
+            if name != walk.attribute and abs(drift) > config.hold_from:
+                step = walk.backend.step(walk.method, b, w, -1 if drift > 0 else 1)
+                change = change + config.hold_gain * min(abs(drift), 1.0) * step
+        return change
+
+    def jump(self) -> Frame | None:
+        """A jump from the frame that reads most clearly the degree furthest towards the goal (not
+        past it), landing on a degree nearer the goal without passing it, or None.
+
+        A degree scale need not be a line in the face's look: eyeglasses go thick frame (3),
+        thin-frame sunglasses (4), thick-frame sunglasses (5), so the way between 3 and 4 looks
+        like 5, and small field steps read the wrong degree there. A field walk first tries the
+        backend's degree offsets (the average change from the anchor's degree straight to the
+        goal); the linear baseline does not, so it stays one direction per attribute. Then whole
+        field steps, which cross such a gap where its substeps cannot."""
+        walk, attribute, sign, goal = self.walk, self.walk.attribute, self.walk.sign, self.walk.goal
+        if len(self.tried) >= self.config.max_jumps:
+            return None
+        on_path = [f for f in walk.frames if sign * (f.degrees[attribute] - goal) < 0]
+        anchor = max(on_path, key=lambda f: (sign * f.degrees[attribute],
+                                             -abs(f.expected[attribute] - f.degrees[attribute])))
+        if anchor.step in self.tried:
+            return None
+        self.tried.add(anchor.step)
+
+        def changes() -> Iterator[torch.Tensor]:
+            if walk.method == "field" and walk.capabilities.degree_offsets:
+                offset = walk.backend.degree_offset(walk.a, anchor.latent, anchor.degrees[attribute], goal)
+                yield from (k * offset for k in self.config.offset_jumps)
+            step = walk.backend.step(walk.method, walk.a, anchor.latent, int(sign))
+            yield from (k * step for k in self.config.jumps)
+
+        for change in changes():
+            candidate = anchor.latent + change
+            if self.too_far(candidate):
+                continue
+            frame = walk.draw(candidate)
+            moved = sign * (frame.degrees[attribute] - anchor.degrees[attribute])
+            if moved > 0 and sign * (frame.degrees[attribute] - goal) <= 0:
+                return frame
+        return None
+
+
+class Phase(Protocol):
+    """A step of the walk after the approach: from the kept frame, it draws and records frames in
+    the walk, yields each, and returns the frame to keep (``kept`` itself when nothing helped).
+    A kept frame reads the goal exactly when the walk reached it."""
+
+    on_reached: bool  # True: refines a walk that reached its goal; False: rescues one that did not
+    sharpens: bool  # it makes the goal read more clearly, so the approach settles for less first
+
+    def applies(self, walk: WalkContext) -> bool: ...  # whether the walk's backend can run it
+
+    def __call__(self, walk: WalkContext, kept: Frame) -> Generator[Frame, None, Frame]: ...
+
+
+class _Moves:
+    """Moves from the kept frame by the backend's degree offsets: each is tried whole and in part
+    (``tries``) and kept only when it still reads the goal and is ``better``; at most ``rounds``
+    moves, and none after one that helped neither way."""
+
+    on_reached, sharpens = True, False
+
+    def applies(self, walk: WalkContext) -> bool:
+        return walk.capabilities.degree_offsets
+
+    def rounds(self, config: WalkConfig) -> int: ...
+    def move(self, walk: WalkContext, frame: Frame) -> torch.Tensor | None: ...
+    def better(self, walk: WalkContext, frame: Frame, than: Frame) -> bool: ...
+
+    def __call__(self, walk: WalkContext, kept: Frame) -> Generator[Frame, None, Frame]:
+        for _ in range(self.rounds(walk.config)):
+            change = self.move(walk, kept)
+            if change is None:
+                break
+            for k in walk.config.tries:
+                frame = walk.record(walk.draw(kept.latent + k * change))
+                yield frame
+                if walk.reaches(frame) and self.better(walk, frame, kept):
+                    kept = frame
+                    break
+            else:
+                break
+        return kept
+
+
+class Repair(_Moves):
+    """Puts back the other attributes the kept frame reads off their start, each by its degree
+    offset back to its start degree; better is fewer attributes off."""
+
+    def rounds(self, config: WalkConfig) -> int:
+        return config.repairs
+
+    def move(self, walk: WalkContext, frame: Frame) -> torch.Tensor | None:
+        wrong, names = walk.off(frame), walk.backend.attributes
+        if not wrong:
+            return None
+        return sum(walk.backend.degree_offset(b, frame.latent, frame.degrees[names[b]], walk.start.degrees[names[b]])
+                   for b in wrong)
+
+    def better(self, walk: WalkContext, frame: Frame, than: Frame) -> bool:
+        return len(walk.off(frame)) < len(walk.off(than))
+
+
+class Nudge(_Moves):
+    """Moves a target degree read unclearly (no more than ``clear``) towards its middle: by where
+    the target degree sits on average less where the expected reading sits (between two degrees,
+    interpolated). A degree read unclearly is one an independent reader often reads as a
+    neighbour. Better is a clearer reading with no more attributes off."""
+
+    def rounds(self, config: WalkConfig) -> int:
+        return config.nudge_rounds
+
+    def move(self, walk: WalkContext, frame: Frame) -> torch.Tensor | None:
+        if frame.certainty[walk.attribute] > walk.config.clear:
+            return None
+        e = min(max(frame.expected[walk.attribute], 0.0), float(MAX_DEGREE))
+        low = int(e)
+        high, frac = min(low + 1, MAX_DEGREE), e - low
+        offset = walk.backend.degree_offset
+        return (1 - frac) * offset(walk.a, frame.latent, low, walk.goal) + \
+            frac * offset(walk.a, frame.latent, high, walk.goal)
+
+    def better(self, walk: WalkContext, frame: Frame, than: Frame) -> bool:
+        return (frame.certainty[walk.attribute] > than.certainty[walk.attribute]
+                and len(walk.off(frame)) <= len(walk.off(than)))
+
+
+class Polish:
+    """The backend's gradient polish of the kept frame's code: surer of the goal degree, the other
+    attributes pulled back to their readings at the start and the face towards the session's
+    original. Walk steps end where the steering reading just reaches the target; the field knows
+    directions, not where a degree's middle is for this face, and the predictors' gradient does.
+
+    The polished frame is kept when it reads the goal with no more attributes off and still looks
+    like the original: a similarity of ``same_person`` or more, or at most ``identity_slack`` below
+    the frame it polished (the pull towards the original is one term of several)."""
+
+    on_reached, sharpens = True, True
+
+    def steps(self, config: WalkConfig) -> int | None:
+        return None  # the backend's own number
+
+    def applies(self, walk: WalkContext) -> bool:
+        return walk.capabilities.polish
+
+    def __call__(self, walk: WalkContext, kept: Frame) -> Generator[Frame, None, Frame]:
+        start, config = walk.start, walk.config
+        if start.probs is None:
+            return kept
+        identity = walk.state.original_identity
+        w = walk.backend.polish(kept.latent, walk.a, walk.goal, start.probs, identity, self.steps(config))
+        frame = walk.record(walk.draw(w))
+        yield frame
+        keep = walk.reaches(frame) and len(walk.off(frame)) <= len(walk.off(kept))
+        if keep and identity is not None:
+            alike = walk.similarity(frame)
+            keep = alike >= config.same_person or alike >= walk.similarity(kept) - config.identity_slack
+        return frame if keep else kept
+
+
+class Rescue(Polish):
+    """A longer polish (``rescue_steps``) of the closest frame of a walk that missed its goal: the
+    gradient finds codes the field's steps and jumps did not. The walk reaches its goal when the
+    polished frame is kept."""
+
+    on_reached, sharpens = False, False
+
+    def steps(self, config: WalkConfig) -> int | None:
+        return config.rescue_steps
+
+
+FIELD_PHASES: tuple[Phase, ...] = (Repair(), Nudge(), Polish(), Rescue())  # the order they run in
+
+
+def default_phases(method: Method) -> tuple[Phase, ...]:
+    """A field walk's phases; the linear baseline takes none (it stays one direction)."""
+    return FIELD_PHASES if method == "field" else ()
+
+
 def walk(
-    backend: WalkBackend,
+    backend: Backend,
     state: FaceState,
     attribute: str,
     target: int | None = None,
     change: int | None = None,
     method: Method = "field",
-    max_steps: int = 64,
-    on_preview=None,
-    polish: bool = True,
-) -> Iterator[Frame]:
+    *,
+    phases: Sequence[Phase] | None = None,
+    config: WalkConfig = WalkConfig(),
+    max_steps: int | None = None,
+    on_preview: Callable[[torch.Tensor], None] | None = None,
+) -> Generator[Frame, None, EditResult]:
     """Yields each frame of the edit; the generator's return value is the ``EditResult``.
 
-    Use ``edit(...)`` to get the result directly, with an optional per-frame callback.
-    ``polish=False`` leaves out a field walk's closing polish (for comparing with and without it).
-    """
+    ``phases`` run after the approach, in order (None: ``default_phases(method)``); those the
+    backend's capabilities do not allow are left out. ``max_steps`` bounds the approach (None: the
+    backend's ``capabilities.max_steps``). Use ``edit(...)`` to get the result directly."""
     names = backend.attributes
     if attribute not in names:
         raise ValueError(f"unknown attribute {attribute!r}; known attributes are {', '.join(names)}")
-    a = names.index(attribute)
 
     # 1. read where the face is now and resolve the request to a target degree
-    start = _frame(backend, 0, state.latent)
-    current = start.degrees[attribute]
-    goal = resolve_target(current, target, change)
-    frames = [start]
+    start = _draw(backend, 0, state.latent)
+    goal = resolve_target(start.degrees[attribute], target, change)
+    budget = backend.capabilities.max_steps if max_steps is None else max_steps
+    context = WalkContext(backend, state, attribute, goal, method, config, budget, [start], on_preview)
+    if context.current == goal:
+        return context.result(start, True, "already_at_target")
 
-    likeness: dict[int, float] = {}  # frame step → identity similarity to the original, read once
+    # 2. the approach; it settles for less when a phase follows that sharpens the reading
+    usable = [p for p in (default_phases(method) if phases is None else phases) if p.applies(context)]
+    settle = config.settle_before_polish if any(p.sharpens for p in usable) else config.settle
+    kept, reason = yield from Approach(context, settle).run()
 
-    def similarity(frame: Frame) -> float:
-        if frame.step not in likeness:
-            embedding = backend.identity(frame.image[None])
-            likeness[frame.step] = float((embedding * state.original_identity).sum(-1).clamp(0, 1))
-        return likeness[frame.step]
-
-    def finish(best: Frame, reached: bool, reason: Reason | None) -> EditResult:
-        return EditResult(attribute, current, goal, reached, reason, best.latent, best.image, best.degrees,
-                          None if state.original_identity is None else similarity(best),
-                          len(frames) - 1, best.step, frames)
-
-    polish = polish and method == "field" and hasattr(backend, "polish")
-
-    def give_up(reason: Reason) -> Iterator[Frame]:
-        # the closest frame, unless a longer polish from it reads the goal (the gradient finds
-        # codes the field's steps and jumps did not)
-        closest = _closest(frames, attribute, goal, current)
-        if polish:
-            rescued = yield from _polish(backend, a, frames, start, closest, goal, state.original_identity,
-                                         similarity, RESCUE_STEPS)
-            if rescued is not closest:
-                return finish(rescued, True, None)
-        return finish(closest, False, reason)
-
-    if current == goal:
-        return finish(start, True, "already_at_target")
-
-    # 2. step along the field, towards the goal, re-reading after every step
-    sign = 1.0 if goal > current else -1.0
-    substeps = getattr(backend, "substeps", SUBSTEPS)
-    scale = 1.0 / substeps
-    distance_limit = max(float(backend.latent_distance(state.latent)) * 1.5, 2.0)
-    w = state.latent
-    settle = SETTLE_BEFORE_POLISH if polish else SETTLE
-    best: Frame | None = None
-    progress, stalled, settling = -float("inf"), 0, 0
-    tried: set[int] = set()  # frames a whole field step was tried from
-    last = start  # the frame drawn at ``w``
-    while len(frames) - 1 < max_steps:
-        candidate = w + scale * (backend.step(method, a, w, int(sign)) + _hold(backend, method, a, w, start, last))
-        frame = _frame(backend, len(frames), candidate, on_preview)
-        overshoot = sign * (frame.degrees[attribute] - goal) > 0
-        if overshoot and best is None and scale > 1 / (substeps * 8):
-            scale /= 2  # stepped over the whole target degree: go back and take smaller steps
-            continue
-        if not overshoot or best is not None:
-            frames.append(frame)
-            yield frame
-            w, last = candidate, frame
-        if frame.degrees[attribute] == goal:
-            clarity = frame.certainty[attribute]
-            if best is None or clarity > best.certainty[attribute]:
-                best, settling = frame, 0
-            else:
-                settling += 1
-            if settling >= 2 or clarity > CLEAR or len(frames) - 1 - best.step >= settle * substeps // SUBSTEPS:
-                break
-            continue
-        if best is not None:
-            break  # left the target degree
-        moved = sign * frame.expected[attribute]
-        if moved > progress + 0.02:
-            stalled = 0
-        else:  # a flat stretch of the field: lengthen the stride until the reading moves again
-            stalled += 1
-            if stalled >= 2:
-                scale = min(scale * 2, MAX_STRIDE / substeps)
-        progress = max(progress, moved)
-        # 3. the next degree may not be on the path of small steps: even the smallest step jumps
-        #    over it, the walk stops making progress or leaves the space of real faces, or it
-        #    reads a degree behind where it started. Then try a whole field step from the frame
-        #    that reads the furthest degree most clearly, and give up when that lands no nearer.
-        stuck = overshoot or stalled >= STALL or float(backend.latent_distance(candidate)) > distance_limit
-        if stuck or sign * (frame.degrees[attribute] - current) < 0:
-            landed = _jump(backend, method, a, frames, sign, goal, distance_limit, tried) if len(tried) < MAX_JUMPS else None
-            if landed is not None:
-                frames.append(landed)
-                yield landed
-                w, last, scale, stalled = landed.latent, landed, 1.0 / substeps, 0
-                progress = sign * landed.expected[attribute]
-                if landed.degrees[attribute] == goal:
-                    best, settling = landed, 0
-                continue
-        if stuck:
-            return (yield from give_up("unreachable"))
-
-    if best is not None:
-        best = yield from _refine(backend, method, a, frames, start, best)
-        if polish:
-            best = yield from _polish(backend, a, frames, start, best, goal, state.original_identity, similarity)
-        return finish(best, True, None)
-    return (yield from give_up("max_steps"))
+    # 3. the phases: refinements of a walk that reached its goal, rescues of one that did not
+    for phase in usable:
+        if phase.on_reached == context.reaches(kept):
+            kept = yield from phase(context, kept)
+    reached = context.reaches(kept)
+    return context.result(kept, reached, None if reached else reason)
 
 
-def _jump(backend: WalkBackend, method: Method, a: int, frames: list[Frame], sign: float, goal: int,
-          distance_limit: float, tried: set[int]) -> Frame | None:
-    """A jump from the frame that reads most clearly the degree furthest towards the goal (not
-    past it), landing on a degree nearer the goal without passing it, or None.
-
-    A degree scale need not be a line in the face's look: eyeglasses go thick frame (3), thin-frame
-    sunglasses (4), thick-frame sunglasses (5), so the way between 3 and 4 looks like 5, and small
-    field steps read the wrong degree there. A field walk first tries the backend's degree offsets,
-    when it has them: the average change from the anchor's degree straight to the goal (the linear
-    baseline does not, so it stays one direction per attribute). Then whole steps of the field,
-    which cross such a gap where its substeps cannot."""
-    attribute = backend.attributes[a]
-    on_path = [f for f in frames if sign * (f.degrees[attribute] - goal) < 0]
-    anchor = max(on_path, key=lambda f: (sign * f.degrees[attribute], -abs(f.expected[attribute] - f.degrees[attribute])))
-    if anchor.step in tried:
-        return None
-    tried.add(anchor.step)
-
-    def changes():
-        if method == "field" and hasattr(backend, "degree_offset"):  # where the goal degree sits on average
-            offset = backend.degree_offset(a, anchor.latent, anchor.degrees[attribute], goal)
-            yield from (k * offset for k in OFFSET_JUMPS)
-        step = backend.step(method, a, anchor.latent, int(sign))
-        yield from (k * step for k in JUMPS)
-
-    for change in changes():
-        candidate = anchor.latent + change
-        if float(backend.latent_distance(candidate)) > distance_limit:
-            continue
-        frame = _frame(backend, len(frames), candidate)
-        moved = sign * (frame.degrees[attribute] - anchor.degrees[attribute])
-        if moved > 0 and sign * (frame.degrees[attribute] - goal) <= 0:
-            return frame
-    return None
-
-
-def _hold(backend: WalkBackend, method: Method, a: int, w: torch.Tensor, start: Frame, last: Frame) -> torch.Tensor:
-    """What a field walk adds to each step to hold the other attributes: for each one the last frame
-    reads more than ``HOLD_FROM`` of a degree off its start, its own field step back, in proportion
-    to the drift (up to a degree). Zero for the linear baseline, which stays one direction.
-
-    Fields are trained to keep the other attributes, but only on average: on the built-in backend
-    an age walk still moved the steering predictor's reading of bangs in a third of its edits."""
-    change = torch.zeros_like(w)
-    if method != "field":
-        return change
-    for b, name in enumerate(backend.attributes):
-        drift = last.expected[name] - start.expected[name]
-        if b != a and abs(drift) > HOLD_FROM:
-            change = change + HOLD_GAIN * min(abs(drift), 1.0) * backend.step(method, b, w, -1 if drift > 0 else 1)
-    return change
-
-
-def _refine(backend: WalkBackend, method: Method, a: int, frames: list[Frame], start: Frame,
-            best: Frame) -> Iterator[Frame]:
-    """After a field walk reached its target, on a backend with degree offsets: puts back the other
-    attributes the chosen frame reads off their start, then nudges towards the middle of the target
-    degree while it is read unclearly. Each move is tried whole and half, and kept only if it still
-    reads the target degree and is better (fewer attributes off; a clearer reading, none more off);
-    returns the frame kept last.
-
-    - The repair moves each attribute that is off by its degree offset back to its start degree.
-    - The nudge moves by where the target degree sits on average less where the expected reading
-      sits (between two degrees, interpolated). A degree read unclearly is one an independent
-      reader often reads as a neighbour: on the built-in backend, edits the grader read a degree
-      off had stopped at frames read at about 70% (median), against 96-98% for the rest."""
-    if method != "field" or not hasattr(backend, "degree_offset"):
-        return best
-    attribute, names = backend.attributes[a], backend.attributes
-    goal = best.degrees[attribute]
-
-    def off(frame: Frame) -> list[int]:
-        return _off(names, a, frame, start)
-
-    def repair(frame: Frame) -> torch.Tensor | None:
-        wrong = off(frame)
-        if not wrong:
-            return None
-        return sum(backend.degree_offset(b, frame.latent, frame.degrees[names[b]], start.degrees[names[b]])
-                   for b in wrong)
-
-    def nudge(frame: Frame) -> torch.Tensor | None:
-        if frame.certainty[attribute] > CLEAR:
-            return None
-        e = min(max(frame.expected[attribute], 0.0), 5.0)
-        low = int(e)
-        high, frac = min(low + 1, 5), e - low
-        return (1 - frac) * backend.degree_offset(a, frame.latent, low, goal) + \
-            frac * backend.degree_offset(a, frame.latent, high, goal)
-
-    def repaired(frame: Frame, than: Frame) -> bool:
-        return len(off(frame)) < len(off(than))
-
-    def clearer(frame: Frame, than: Frame) -> bool:
-        return frame.certainty[attribute] > than.certainty[attribute] and len(off(frame)) <= len(off(than))
-
-    for move, better, rounds in ((repair, repaired, REPAIRS), (nudge, clearer, NUDGE_ROUNDS)):
-        for _ in range(rounds):
-            change = move(best)
-            if change is None:
-                break
-            for k in (1.0, 0.5):
-                frame = _frame(backend, len(frames), best.latent + k * change)
-                frames.append(frame)
-                yield frame
-                if frame.degrees[attribute] == goal and better(frame, best):
-                    best = frame
-                    break
-            else:
-                break  # neither whole nor half helped
-    return best
-
-
-def _polish(backend: WalkBackend, a: int, frames: list[Frame], start: Frame, best: Frame, goal: int,
-            identity: torch.Tensor | None, similarity: Callable[[Frame], float],
-            steps: int | None = None) -> Iterator[Frame]:
-    """At the end of a field walk, on a backend with ``polish``: a few gradient steps on the code
-    that make the steering reading of the ``goal`` degree surer, pull the other attributes'
-    readings back to their distributions at the start and the face towards the session's original.
-    The polished frame is kept when it reads the goal degree with no more attributes off than
-    ``best`` and it still looks like the original (``similarity``, of a frame to the session's
-    original face): an identity similarity of ``SAME_PERSON`` or more, or at most
-    ``IDENTITY_SLACK`` below ``best``'s (the pull towards the original is one term of several:
-    polishing a walk to age 5 once took it from 0.83 to 0.68). After a walk that reached its
-    target, ``best`` is its chosen frame; after one that did not, the closest frame, polished
-    ``RESCUE_STEPS`` steps (on the built-in bench 8 of 11 glasses edits that had ended
-    ``unreachable`` then read the goal to the grader, against none).
-
-    Walk steps end on a frame the steering predictors read as the target, often only just: an
-    independent reader then sees a neighbour. The field knows directions, not where a degree's
-    middle is for this face; the predictors' gradient does. On the built-in backend's bench the
-    independent grader read the target exactly 10 points more often for bangs, 6 for beard and
-    smiling, and age edits kept the other attributes 6 points more often (``docs/bench_edit.json``:
-    ``field`` against ``field_unpolished``)."""
-    if start.probs is None:
-        return best
-    names = backend.attributes
-    frame = _frame(backend, len(frames), backend.polish(best.latent, a, goal, start.probs, identity, steps))
-    frames.append(frame)
-    yield frame
-    kept = frame.degrees[names[a]] == goal and len(_off(names, a, frame, start)) <= len(_off(names, a, best, start))
-    if kept and identity is not None:
-        alike = similarity(frame)
-        kept = alike >= SAME_PERSON or alike >= similarity(best) - IDENTITY_SLACK
-    return frame if kept else best
-
-
-def _off(names: tuple[str, ...], a: int, frame: Frame, start: Frame) -> list[int]:
-    """The attributes other than ``a`` that ``frame`` reads at another degree than ``start``."""
-    return [b for b, n in enumerate(names) if b != a and frame.degrees[n] != start.degrees[n]]
-
-
-def _closest(frames: list[Frame], attribute: str, goal: int, start: int) -> Frame:
-    """The frame nearest the goal degree; between equally near ones, a frame that changed the face."""
-    return min(frames, key=lambda f: (abs(f.degrees[attribute] - goal), f.degrees[attribute] == start,
-                                      abs(f.expected[attribute] - goal)))
-
-
-def edit(backend: WalkBackend, state: FaceState, attribute: str, target: int | None = None,
-         change: int | None = None, method: Method = "field", max_steps: int = 64, on_frame=None,
-         on_preview=None, polish: bool = True) -> EditResult:
+def edit(backend: Backend, state: FaceState, attribute: str, target: int | None = None,
+         change: int | None = None, method: Method = "field", *, phases: Sequence[Phase] | None = None,
+         config: WalkConfig = WalkConfig(), max_steps: int | None = None, on_frame=None,
+         on_preview=None) -> EditResult:
     """Runs ``walk`` to the end, calling ``on_frame(frame)`` for every intermediate frame and
     ``on_preview(image)`` for images a backend draws on the way to a frame."""
-    frames = walk(backend, state, attribute, target=target, change=change, method=method, max_steps=max_steps,
-                  on_preview=on_preview, polish=polish)
+    frames = walk(backend, state, attribute, target=target, change=change, method=method, phases=phases,
+                  config=config, max_steps=max_steps, on_preview=on_preview)
     while True:
         try:
             frame = next(frames)
@@ -456,3 +568,8 @@ def edit(backend: WalkBackend, state: FaceState, attribute: str, target: int | N
             return done.value
         if on_frame is not None:
             on_frame(frame)
+
+
+__all__ = ["Approach", "BackendError", "EditResult", "FIELD_PHASES", "FaceState", "Frame", "Method", "Nudge",
+           "Phase", "Polish", "PredictorReading", "Reading", "Repair", "Rescue", "WalkConfig", "WalkContext",
+           "default_phases", "edit", "resolve_target", "walk"]

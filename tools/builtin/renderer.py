@@ -59,14 +59,6 @@ def _column(name: str) -> int:
     return attribute_columns().index(name)
 
 
-def __getattr__(name: str):
-    # ``ATTRIBUTES``, the former hard-coded column tuple, for code that still imports it
-    # (chatedit/sheet.py): now the vocabulary's order, read when asked.
-    if name == "ATTRIBUTES":
-        return attribute_columns()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass
 class Portraits:
     identity: torch.Tensor  # (B, len(IDENTITY)) in [0, 1]
