@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -35,9 +37,11 @@ from typing import Iterable, Iterator, TypeVar
 import torch
 from PIL import Image
 
+from chatedit import memory
 from chatedit.agent import Agent, Event, FrameEvent, Reply, ToolEvent
 from chatedit.edit_path import EditPathFrames, path_key
 from chatedit.editor import EditError
+from chatedit.images import to_pil
 from chatedit.intake import check_text, read_photo
 from chatedit.state import DialogState
 from chatedit.store import SavedSession, SessionStore, StoreError, valid_session_id
@@ -95,8 +99,8 @@ class View:
     chat: tuple[Line, ...]
     image: Path  # the face shown, as a PNG: the "Download PNG" file
     degrees: dict[str, int]
-    before: Path  # the original face and the face shown (``after`` is ``image``), for a side-by-side comparison
-    after: Path
+    before: Image.Image  # the original face and the face shown, for a side-by-side comparison
+    after: Image.Image
     identity: float | None  # how much the face shown is still the original person; None: no identity model
     undo: int
     redo: int
@@ -111,8 +115,6 @@ class _Open:
     used: float  # when it was last asked for
     owner: str | None  # the login that created it; None without logins
     turns: TurnQueue
-    gif_key: tuple | None = None  # the path the edit-path GIF on disk shows
-    before_key: tuple | None = None  # the original face the "before" PNG on disk shows
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ class SessionService:
             return session.id
 
     def _opened(self, session_id: str, chat: list[dict], created: float, owner: str | None) -> _Open:
-        turns = TurnQueue(session_id, lambda job: self._run(session_id, job), self._slots)
+        turns = TurnQueue(session_id, lambda job: self._run(session_id, job), self._slots, idle=memory.release)
         return _Open(chat, created, time.time(), owner, turns)
 
     def _evict_idle(self) -> None:
@@ -253,11 +255,15 @@ class SessionService:
         """A photo as this backend's face; ``EditError`` with a sentence for the person if refused."""
         return read_photo(self.agent.editor.backend, source)
 
-    def upload(self, session_id: str, file: str | Path) -> Iterator[Event | Said | Queued | Notice]:
+    def upload(self, session_id: str, file: str | Path, name: str | None = None,
+               remove: bool = False) -> Iterator[Event | Said | Queued | Notice]:
         """A photo from the person, queued: the inversion's frames while the backend redraws it, then
-        the face and the assistant's words; or a sentence saying why it was refused, the session as it was."""
+        the face and the assistant's words; or a sentence saying why it was refused, the session as it was.
+        ``name`` is the file's name as the person knows it; ``remove``: the file is a temporary copy
+        (an upload), removed once read."""
         file = Path(file)
-        return self._submit(session_id, Job(f"[uploaded {file.name}]", lambda: self._upload(session_id, file),
+        name = name or file.name
+        return self._submit(session_id, Job(f"[uploaded {name}]", lambda: self._upload(session_id, file, name, remove),
                                             failed=UPLOAD_FAILED))
 
     def chat(self, session_id: str, text: str) -> Iterator[Event | Said | Queued | Notice]:
@@ -313,10 +319,14 @@ class SessionService:
             if line["image"]:
                 self.store.absolute(line["image"]).unlink(missing_ok=True)
 
-    def _upload(self, session_id: str, file: Path) -> Iterator[Event | Said]:
-        yield self._say(session_id, "user", f"[uploaded {file.name}]")
+    def _upload(self, session_id: str, file: Path, name: str, remove: bool) -> Iterator[Event | Said]:
+        yield self._say(session_id, "user", f"[uploaded {name}]")
         try:
-            image = self.intake(file)
+            try:
+                image = self.intake(file)
+            finally:
+                if remove:
+                    file.unlink(missing_ok=True)
             reply = None
             for event in self.agent.upload_events(session_id, image):  # the model hears of a photo, not a file name
                 if isinstance(event, Reply):
@@ -347,20 +357,16 @@ class SessionService:
     # ----------------------------------------------------------------- what a front end shows
 
     def view(self, session_id: str) -> View:
-        """The session as a front end shows it. Writes the face shown as a PNG (the "after" of the
-        before/after pair) and, when it changed, the original: constant work, whatever the history."""
+        """The session as a front end shows it: the face shown and the original in memory, and the
+        face shown written once as a PNG to download (named by what it shows): constant work,
+        whatever the history."""
         state = self.agent.session(session_id).state
-        editor, opened = self.agent.editor, self._open[session_id]
-        image = editor.image(state)
-        current = self.store.save_image(session_id, image, "current")
-        original = editor.original_image(state)
-        before_key = path_key([state.original.latent])
-        before = self.store.images_dir / session_id / "before.png"
-        if opened.before_key != before_key or not before.exists():  # the same file while the original is
-            before = self.store.save_image(session_id, original, "before")
-            opened.before_key = before_key
-        return View(session_id, self.chat_log(session_id), current, dict(state.current.degrees), before, current,
-                    editor.identity_similarity(state, image, original), state.can_undo(), state.can_redo())
+        editor = self.agent.editor
+        image, original = editor.image(state), editor.original_image(state)
+        png = self.store.save_image(session_id, image, "face", version=path_key([state.current.latent])[0])
+        return View(session_id, self.chat_log(session_id), png, dict(state.current.degrees), to_pil(original),
+                    to_pil(image), editor.identity_similarity(state, image, original), state.can_undo(),
+                    state.can_redo())
 
     def edit_path_gif(self, session_id: str) -> Path:
         """The face shown's history up to it, as an animated GIF (interpolated in latent space).
@@ -369,11 +375,12 @@ class SessionService:
         index = state.index  # read first: ``entries[:index + 1]`` is then a history even if a turn pushes now
         shown = state.entries[: index + 1]
         latents = [e.latent for e in shown if e.face == shown[-1].face]
-        out = self.store.images_dir / session_id / "edit-path.gif"
-        opened, key = self._open[session_id], path_key(latents)
-        if opened.gif_key != key or not out.exists():
+        version = hashlib.blake2b("".join(path_key(latents)).encode(), digest_size=12).hexdigest()
+        out = self.store.images_dir / session_id / f"edit-path-{version}.gif"
+        if not out.exists():
             self.frames.write_gif(latents, out)
-            opened.gif_key = key
+        os.utime(out)
+        self.store.prune_versions(session_id, "edit-path", ".gif")
         return out
 
 

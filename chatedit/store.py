@@ -44,6 +44,9 @@ from chatedit.state import DialogState, Entry, Turn
 logger = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+KEPT_VERSIONS = 3  # versions of a download kept: the newest, and those an open tab may still link to
+WAL_PAGES = 128  # pages (4 KiB each) the write-ahead log holds before they are folded into the database
+WAL_BYTES = 512 * 1024  # the log's size left after folding
 CHAT_IMAGE = re.compile(r"^chat-(\d+)\.(?:png|webp)$")
 SCHEMA_VERSION = 1  # 0: one row per session, the state as JSON with its latents as lists of numbers
 CHAT_IMAGE_QUALITY = 90  # WebP: ~2 KB for a 128-px face (a PNG is ~20 KB); the downloads stay PNG
@@ -179,6 +182,10 @@ class SessionStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # the write-ahead log folded back every WAL_PAGES pages and cut back to WAL_BYTES after: a
+            # bounded file, where SQLite's default leaves it at its largest size (about 4 MB) for good
+            self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
+            self._db.execute(f"PRAGMA journal_size_limit = {WAL_BYTES}")
             _migrate(self._db, path)
         except BaseException:
             self.close()
@@ -321,16 +328,36 @@ class SessionStore:
 
     # ----------------------------------------------------------------- images
 
-    def save_image(self, session_id: str, image: torch.Tensor, name: str) -> Path:
-        """Writes ``image`` (3, H, W) as ``images/<session>/<name>.png``; returns the absolute path."""
+    def save_image(self, session_id: str, image: torch.Tensor, name: str, version: str | None = None,
+                   keep: int = KEPT_VERSIONS) -> Path:
+        """Writes ``image`` (3, H, W) as ``images/<session>/<name>.png``, or, given a ``version`` (what
+        the picture shows, e.g. a digest of its latent), as ``<name>-<version>.png``: a new name for
+        new content, so a page never shows a cached older picture under the same address. Of a
+        name's versions the ``keep`` newest stay. Returns the absolute path."""
         self._check(session_id)
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-            raise ValueError(f"bad image name {name!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) or (version and not re.fullmatch(r"[A-Za-z0-9]{1,64}", version)):
+            raise ValueError(f"bad image name {name!r} (version {version!r})")
         folder = self.images_dir / session_id
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.png"
-        to_pil(image).save(path)
+        path = folder / (f"{name}-{version}.png" if version else f"{name}.png")
+        if not path.exists():  # a version's content never changes
+            to_pil(image).save(path)
+        os.utime(path)  # the newest version, for the pruning below
+        if version:
+            self.prune_versions(session_id, name, ".png", keep)
         return path
+
+    def prune_versions(self, session_id: str, name: str, suffix: str, keep: int = KEPT_VERSIONS) -> None:
+        """Removes all but the ``keep`` newest ``<name>-<version><suffix>`` files of the session."""
+        folder = self.images_dir / session_id
+        pattern = re.compile(rf"^{re.escape(name)}-[A-Za-z0-9]+{re.escape(suffix)}$")
+        try:
+            versions = sorted((p for p in folder.iterdir() if pattern.match(p.name)),
+                              key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        except OSError:
+            return
+        for old in versions[keep:]:
+            old.unlink(missing_ok=True)
 
     def save_chat_image(self, session_id: str, image: torch.Tensor) -> Path:
         """Writes a face ``image`` (3, H, W) the chat shows as ``images/<session>/chat-NNNN.webp``,

@@ -80,10 +80,12 @@ class Job:
 class TurnQueue:
     """A session's turns, run one at a time in submission order by ``run(job)`` in a worker thread."""
 
-    def __init__(self, name: str, run: Callable[[Job], None], slots: threading.Semaphore):
+    def __init__(self, name: str, run: Callable[[Job], None], slots: threading.Semaphore,
+                 idle: Callable[[], None] | None = None):
         self.name = name
         self._run = run
         self._slots = slots  # turns running at once over all sessions
+        self._idle = idle  # called in the worker once the queue is empty, after its turns were answered
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
         self._worker: threading.Thread | None = None
@@ -122,6 +124,10 @@ class TurnQueue:
 
     def _drain(self) -> None:
         while True:
+            with self._changed:
+                empty = not self._waiting
+            if empty and self._idle is not None:
+                self._idle()
             with self._changed:
                 if not self._waiting:
                     self._worker = None

@@ -14,7 +14,7 @@ from chatedit.feedback import load_feedback
 from chatedit.images import to_pil
 from chatedit.rules_model import RulesChatModel
 from chatedit.sessions import Said, SessionService, read_photo, throttle
-from chatedit.store import SessionStore
+from chatedit.store import KEPT_VERSIONS, SessionStore
 from chatedit.tools.align import NoFaceFound
 from chatedit.tools.backend import Capabilities
 from chatedit.tools.builtin.backend import BuiltinBackend
@@ -224,7 +224,7 @@ def test_the_downloads_are_the_face_shown_and_its_edit_path(tmp_path):
     view = sessions.view(sid)
     face = sessions.agent.editor.image(sessions.agent.session(sid).state)
     assert np.array_equal(np.asarray(Image.open(view.image)), np.asarray(to_pil(face)))
-    assert view.after == view.image and Image.open(view.before).size == Image.open(view.after).size
+    assert np.array_equal(np.asarray(view.after), np.asarray(to_pil(face))) and view.before.size == view.after.size
     assert view.identity == 1.0 and (view.undo, view.redo) == (1, 0) and view.degrees == sessions.degrees(sid)
     assert [line.text for line in view.chat] == [line.text for line in sessions.chat_log(sid)]
     # asked for: one history step, drawn at the backend's declared frames per step (2), plus the start
@@ -236,11 +236,26 @@ def test_the_edit_path_gif_is_drawn_again_only_when_the_history_changed(tmp_path
     sid = sessions.ensure(None)
     list(sessions.chat(sid, "add thick glasses"))
     gif = sessions.edit_path_gif(sid)
-    drawn = gif.stat().st_mtime_ns
+    drawn = sessions.frames.drawn
     sessions.view(sid)
-    assert sessions.edit_path_gif(sid) == gif and gif.stat().st_mtime_ns == drawn  # asked again: nothing new
+    assert sessions.edit_path_gif(sid) == gif and sessions.frames.drawn == drawn  # asked again: nothing new
     list(sessions.chat(sid, "make them smile a lot"))
-    assert Image.open(sessions.edit_path_gif(sid)).n_frames == 1 + 2 * 2
+    longer = sessions.edit_path_gif(sid)
+    assert longer != gif, "a new history is a new file: a page never gets the older GIF from its cache"
+    assert Image.open(longer).n_frames == 1 + 2 * 2
+
+
+def test_the_downloads_of_a_long_session_stay_a_few_files(tmp_path):
+    sessions = service(tmp_path)
+    sid = sessions.ensure(None)
+    shown = []
+    for text in ["add thick glasses", "make them smile a lot", "no glasses", "no smile", "add glasses"] * 2:
+        list(sessions.chat(sid, text))
+        shown.append(sessions.view(sid).image)
+        sessions.edit_path_gif(sid)
+    folder = sessions.store.images_dir / sid
+    assert len(list(folder.glob("face-*.png"))) <= KEPT_VERSIONS and shown[-1].exists()
+    assert len(list(folder.glob("edit-path-*.gif"))) <= KEPT_VERSIONS
 
 
 def test_the_builtin_gif_uses_its_declared_frames_per_step(tmp_path):

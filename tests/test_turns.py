@@ -265,3 +265,15 @@ def test_ensure_gives_a_new_session_for_an_unknown_id(tmp_path, user):
     sessions = service(tmp_path)
     sid = sessions.ensure("0" * 32, user=user)
     assert sid != "0" * 32 and not lines(sessions, sid)[0].startswith(NOT_YOURS)
+
+
+def test_memory_is_given_back_once_a_sessions_turns_are_answered(tmp_path, monkeypatch):
+    """The allocator's freed memory goes back to the system when a session's queue empties (after
+    its listeners have their answers, so no turn waits for it)."""
+    calls = []
+    monkeypatch.setattr("chatedit.memory.release", lambda: calls.append("released"))
+    sessions = service(tmp_path)
+    sid = sessions.ensure(None)
+    for turn, text in enumerate(("add thick glasses", "make them smile a lot"), 1):
+        list(sessions.chat(sid, text))
+        assert sessions.idle(sid, timeout=30) and len(calls) == turn

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import signal
 import socket
@@ -21,6 +23,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from chatedit.images import to_pil  # noqa: E402
 from chatedit.tools.builtin.renderer import render, sample_portraits  # noqa: E402
+from chatedit.ui.images import DISPLAY_PX  # noqa: E402
 from chatedit.ui.server import ServeOptions, parse_auth, serve, share_warning  # noqa: E402
 
 
@@ -39,8 +42,16 @@ def images(chat) -> list[str]:
     return [part["file"] for m in chat for part in m["content"] if part.get("type") == "file"]
 
 
-def pixels(path) -> torch.Tensor:
-    return torch.from_numpy(__import__("numpy").asarray(Image.open(path).convert("RGB")).copy())
+def inline(value) -> bool:
+    """Whether ``value`` is a picture sent inside the response (the live preview, before/after)."""
+    return isinstance(value, dict) and str(value.get("url") or "").startswith("data:image/")
+
+
+def pixels(picture) -> torch.Tensor:
+    """A picture's pixels: a file the client downloaded, or one sent inline."""
+    if inline(picture):
+        picture = io.BytesIO(base64.b64decode(picture["url"].split(",", 1)[1]))
+    return torch.from_numpy(__import__("numpy").asarray(Image.open(picture).convert("RGB")).copy())
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +116,8 @@ def test_a_message_streams_frames_then_shows_the_edited_face_in_the_chat(server)
     ask = "make the person look older" if before["age"] < 5 else "make the person look younger"
 
     streamed, last = c.send(session, ask)
-    previews = [o[w.preview] for o in streamed[:-1] if isinstance(o[w.preview], str)]  # unchanged ones are dicts
+    previews = [o[w.preview] for o in streamed[:-1] if inline(o[w.preview])]  # unchanged ones are updates
+    assert all(pixels(p).shape == (DISPLAY_PX, DISPLAY_PX, 3) for p in previews), "drawn at display size"
     assert len(previews) >= 2, "the walk's frames should stream into the preview before the turn ends"
     assert len({pixels(p).float().mean().item() for p in previews}) >= 2, "streamed frames should differ"
     after = c.degrees(last)
@@ -233,7 +245,7 @@ def test_uploads_a_portrait_and_refuses_what_is_not_one(server, tmp_path):
 
     streamed, good = c.send(session, "describe", files=[handle_file(str(tmp_path / "me.png"))])
     assert texts(good[w.chatbot])[-3].startswith("Got it.")
-    previews = [o[w.preview] for o in streamed[:-1] if isinstance(o[w.preview], str)]  # describe draws no frames
+    previews = [o[w.preview] for o in streamed[:-1] if inline(o[w.preview])]  # describe draws no frames
     assert len(previews) >= 2, "the inversion's reconstructions should stream into the preview"
     assert not torch.equal(pixels(good[w.png]), pixels(shown[w.png]))
     error = (pixels(good[w.png]).float() / 255 - portrait.permute(1, 2, 0)).pow(2).mean()

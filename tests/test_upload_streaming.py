@@ -141,7 +141,7 @@ def test_the_page_shows_the_reconstruction_in_the_live_preview(builtin, portrait
     outputs = list(app.send({"text": "", "files": [str(tmp_path / "me.png")]}, session_id))
     previews = [o[preview] for o in outputs[:-1] if isinstance(o.get(preview), Image.Image)]
     assert len(previews) >= 2 and all(p.size == (128, 128) for p in previews)
-    assert not isinstance(outputs[-1][preview], Image.Image)  # then the full view, with the face pushed
+    assert app.widgets.chatbot in outputs[-1] and app.widgets.png in outputs[-1]  # then the full view
     assert state.current.action == "uploaded photo"
     chat = app.chat_messages(session_id)
     assert chat[-3]["content"] == "[uploaded me.png]" and chat[-2]["content"].startswith("Got it.")

@@ -34,6 +34,8 @@ from chatedit.limits import RateLimit
 from chatedit.sessions import Line, Notice, Queued, Said, SessionService, View, throttle
 from chatedit.store import SessionStore, valid_session_id
 
+from .images import DISPLAY_PX, InlineImage, InlineImageSlider
+
 # the faces are 128 px: let the browser scale them up to fill their frames instead of leaving a stamp
 CSS = """
 #preview img { width: 100%; height: 100%; object-fit: contain; }
@@ -107,7 +109,8 @@ class ChatEditApp:
         yield {self.widgets.box: gr.MultimodalTextbox(value=None)}
         session_id = self.sessions.ensure(session_id, _user(request))
         text, files = _message_parts(message)
-        turns = [self.sessions.upload(session_id, file) for file in files]  # all queued now, in order
+        # all queued now, in order; Gradio's copy of an upload is removed once read (the chat keeps the photo)
+        turns = [self.sessions.upload(session_id, file, remove=_uploaded(file)) for file in files]
         if text:
             turns.append(self.sessions.chat(session_id, text))
         notices: list[str] = []
@@ -157,9 +160,9 @@ class ChatEditApp:
         """The components a turn may change, once it is over (the GIF's download is hidden until
         asked for again)."""
         view, w = self.sessions.view(session_id), self.widgets
-        return {w.session: view.session_id, w.chatbot: _messages(view.chat, notices), w.preview: str(view.image),
+        return {w.session: view.session_id, w.chatbot: _messages(view.chat, notices), w.preview: view.after,
                 **{slider: view.degrees[name] for name, slider in w.sliders.items()},
-                w.before_after: (str(view.before), str(view.after)), w.png: str(view.image),
+                w.before_after: (view.before, view.after), w.png: str(view.image),
                 w.gif: gr.DownloadButton(value=None, visible=False), w.status: self._status(view)}
 
     def chat_messages(self, session_id: str, notices: list[str] = ()) -> list[dict]:
@@ -193,6 +196,11 @@ def _user(request: gr.Request | None) -> str | None:
     return request.username if request is not None else None
 
 
+def _uploaded(file: str) -> bool:
+    """Whether ``file`` is Gradio's temporary copy of an upload."""
+    return gr.utils.is_in_or_equal(file, gr.utils.get_upload_folder())
+
+
 def _message_parts(message: dict | str | None) -> tuple[str, list[str]]:
     if message is None:
         return "", []
@@ -205,6 +213,9 @@ def _message_parts(message: dict | str | None) -> tuple[str, list[str]]:
 def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) -> tuple[gr.Blocks, ChatEditApp]:
     """The page and its handlers over ``sessions``."""
     attributes = load_attributes()
+    # the session's files (chat faces, downloads) are served where they are, not copied to Gradio's
+    # temp folder first: each is named after what it shows, so a page never sees an older picture
+    gr.set_static_paths([sessions.store.images_dir])
     with gr.Blocks(title="ChatEdit", delete_cache=(3600, 3600)) as page:
         session = gr.BrowserState("", storage_key="chatedit-session", secret=_browser_secret(sessions.store))
         gr.Markdown(f"## ChatEdit\nTalk to the face: *\"make her smile a little\"*, *\"a bit more\"*, "
@@ -217,8 +228,8 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
                                            file_types=["image"], file_count="single", show_label=False,
                                            elem_id="message", sources=["upload"])
             with gr.Column(scale=2):
-                preview = gr.Image(label="Live preview", type="filepath", height=384, interactive=False,
-                                   elem_id="preview", format="jpeg", buttons=["fullscreen"])
+                preview = InlineImage(label="Live preview", height=DISPLAY_PX, interactive=False, elem_id="preview",
+                                      buttons=["fullscreen"])
                 sliders = {a.name: gr.Slider(0, MAX_DEGREE, step=1, value=0, label=f"{a.label} (0–{MAX_DEGREE})",
                                              info=" · ".join(f"{i} {d}" for i, d in enumerate(a.degrees)),
                                              elem_id=f"slider-{a.name}") for a in attributes}
@@ -229,8 +240,7 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
                     png = gr.DownloadButton("Download PNG", elem_id="download-png")
                     make_gif = gr.Button("Edit path (GIF)", elem_id="make-gif")
                     gif = gr.DownloadButton("Download GIF", elem_id="download-gif", visible=False)
-                before_after = gr.ImageSlider(label="Before / after", type="filepath",
-                                              interactive=False, elem_id="before-after")
+                before_after = InlineImageSlider(label="Before / after", interactive=False, elem_id="before-after")
                 status = gr.Markdown(elem_id="status")
 
         widgets = Widgets(session, chatbot, box, preview, sliders, buttons, png, gif, make_gif, before_after, status)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from chatedit import memory
 from chatedit.limits import RateLimit
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Gradio keeps a copy of the page's settings for every page session it has seen (10,000 by default,
+# each a few hundred KB: memory that only grows); ours live in the session service, so Gradio's are
+# kept for this many recent page sessions only (an older tab's next request starts a fresh one)
+PAGE_STATES = 64
 SHARE_WITHOUT_AUTH = ("WARNING: --share makes this page public on the internet with no password. Anyone with the "
                       "link can use it. Add --auth USER:PASS (or --auth-file) to protect it.")
 
@@ -265,6 +270,7 @@ def launch_kwargs(options: ServeOptions, app) -> dict:
         auth=LoginThrottle(options.auth).check if options.auth else None,
         max_file_size=f"{int(options.max_upload_mb * 1024)}kb",
         allowed_paths=[str(app.sessions.store.images_dir)], show_error=False, quiet=False,
+        state_session_capacity=PAGE_STATES,
         css=CSS, theme="default",
         app_kwargs={"middleware": [Middleware(HideServerPaths, folders=_hidden_folders(options))]},
     )
@@ -287,6 +293,7 @@ def serve(options: ServeOptions, block: bool = True):
     warning = share_warning(options)
     if warning:
         print(warning, file=sys.stderr)
+    memory.limit_arenas()  # a server's many threads would each keep memory of their own
     page, app = prepare(options)
     page.queue(default_concurrency_limit=options.concurrency, max_size=256)
     page.launch(prevent_thread_lock=not block, **launch_kwargs(options, app))

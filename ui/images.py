@@ -1,0 +1,76 @@
+"""Faces sent inside the page's responses, drawn at the size they are shown.
+
+Gradio's image components write every picture they send to a file in its temp folder, and a
+live preview sends a dozen frames an edit: over a long session that folder, not the sessions,
+was most of what the server kept on disk. These components send the picture itself instead (a
+WebP ``data:`` URL in the event stream): nothing is written, nothing is left to clean up.
+
+A face is drawn at its display size with a Lanczos filter here, once, rather than stretched by
+the browser (a soft, blurry scale-up of a 128-px face).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from gradio.data_classes import ImageData
+from gradio.components.imageslider import SliderData
+from PIL import Image
+
+DISPLAY_PX = 384  # the longer side of a face as the page shows it
+QUALITY = 90  # WebP quality of a face sent inline
+
+
+def display_size(image: Image.Image, longer: int = DISPLAY_PX) -> Image.Image:
+    """``image`` with its longer side ``longer`` px, resampled with a Lanczos filter."""
+    scale = longer / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def data_url(image: Image.Image, longer: int = DISPLAY_PX) -> str:
+    buffer = io.BytesIO()
+    display_size(image.convert("RGB"), longer).save(buffer, "WEBP", quality=QUALITY)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def inline(value: Image.Image | np.ndarray | str | Path | None, longer: int = DISPLAY_PX) -> ImageData | None:
+    """A picture (PIL image, array or file) as an image payload that carries its own pixels."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        value = Image.fromarray(value)
+    elif not isinstance(value, Image.Image):
+        with Image.open(value) as opened:
+            value = opened.convert("RGB")
+    return ImageData(url=data_url(value, longer), mime_type="image/webp")
+
+
+class InlineImage(gr.Image):
+    """``gr.Image`` (read-only) whose pictures travel inline, drawn at ``display_px``."""
+
+    display_px = DISPLAY_PX  # (no constructor of its own: Gradio reads a component's props from its signature)
+
+    def get_block_name(self) -> str:
+        return "image"  # the browser side is Gradio's own image component
+
+    def postprocess(self, value) -> ImageData | None:
+        return inline(value, self.display_px)
+
+
+class InlineImageSlider(gr.ImageSlider):
+    """``gr.ImageSlider`` (read-only) whose two pictures travel inline, drawn at ``display_px``."""
+
+    display_px = DISPLAY_PX
+
+    def get_block_name(self) -> str:
+        return "imageslider"
+
+    def postprocess(self, value) -> SliderData | None:
+        if value is None:
+            return None
+        return SliderData(root=(inline(value[0], self.display_px), inline(value[1], self.display_px)))
