@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 # Gradio keeps a copy of the page's settings for every page session it has seen (10,000 by default,
 # each a few hundred KB: memory that only grows); ours live in the session service, so Gradio's are
 # kept for this many recent page sessions only (an older tab's next request starts a fresh one)
-PAGE_STATES = 64
+PAGE_STATES = 256
 SHARE_WITHOUT_AUTH = ("WARNING: --share makes this page public on the internet with no password. Anyone with the "
                       "link can use it. Add --auth USER:PASS (or --auth-file) to protect it.")
 
