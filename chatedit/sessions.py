@@ -42,7 +42,9 @@ from chatedit.agent import Agent, Event, FrameEvent, Reply, ToolEvent
 from chatedit.edit_path import EditPathFrames, path_key
 from chatedit.editor import EditError
 from chatedit.images import to_pil
+from chatedit.feedback import load_feedback
 from chatedit.intake import check_text, read_photo
+from chatedit.limits import RateLimit
 from chatedit.state import DialogState
 from chatedit.store import SavedSession, SessionStore, StoreError, valid_session_id
 from chatedit.turns import Job, TurnQueue
@@ -89,6 +91,10 @@ class Notice:
     """A sentence for the person that is not part of the conversation: the turn was undone."""
 
     text: str
+
+
+class TooManySessions(Exception):
+    """A client asked for more new sessions than it may open; the message is a sentence for it."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +155,10 @@ class SessionService:
     """Every open session of one process over its shared ``Agent``, written to ``store`` after every turn."""
 
     def __init__(self, agent: Agent, store: SessionStore, backend: str, max_open: int = MAX_OPEN_SESSIONS,
-                 max_running: int = MAX_RUNNING):
+                 max_running: int = MAX_RUNNING, new_sessions_per_minute: float | None = None):
         self.agent = agent
+        # sessions one client (an address) may create a minute, whatever asks: the page, MCP, an API call
+        self.new_sessions = RateLimit(new_sessions_per_minute) if new_sessions_per_minute else None
         self.store = store
         self.backend_name = backend  # stored with each session
         self.max_open = max_open
@@ -161,11 +169,12 @@ class SessionService:
 
     # ----------------------------------------------------------------- open, restore, evict, save
 
-    def ensure(self, session_id: str | None, user: str | None = None) -> str:
+    def ensure(self, session_id: str | None, user: str | None = None, client: str | None = None) -> str:
         """The id of an open session: this one (brought back from the store if needed) or a new one.
 
         With logins (``user`` given), only the login that created a session opens it: another
-        login asking for it gets a new session of its own, which says so."""
+        login asking for it gets a new session of its own, which says so. A new session counts
+        against ``client``'s allowance (``TooManySessions`` when it is spent)."""
         with self._lock:
             self._evict_idle()
             refused = False
@@ -185,6 +194,8 @@ class SessionService:
                     refused = saved is not None
             if refused:
                 logger.warning("login %r asked for session %s of another login", user, session_id)
+            if self.new_sessions is not None and not self.new_sessions.allow(client or "local"):
+                raise TooManySessions(load_feedback().say("limits.new_sessions"))
             session, outcome = self.agent.open()  # a random built-in face
             self._open[session.id] = self._opened(session.id, [], time.time(), user)
             self._say(session.id, "assistant", (NOT_YOURS + " " if refused else "") + outcome.text + WELCOME)
@@ -402,4 +413,5 @@ def _copy_state(state: DialogState) -> DialogState:
     return out
 
 
-__all__ = ["FRAME_INTERVAL_S", "Line", "Notice", "Queued", "Said", "SessionService", "View", "read_photo", "throttle"]
+__all__ = ["FRAME_INTERVAL_S", "Line", "Notice", "Queued", "Said", "SessionService", "TooManySessions", "View",
+           "read_photo", "throttle"]

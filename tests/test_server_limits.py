@@ -196,8 +196,8 @@ def test_new_sessions_per_client_are_rate_limited(tmp_path):
     from fakes import OpenWorld
 
     sessions = SessionService(Agent(Editor(OpenWorld()), RulesChatModel()), SessionStore(tmp_path / "data"),
-                              "open-world")
-    _, app = build_page(sessions, ServeConfig(new_sessions_per_minute=3))
+                              "open-world", new_sessions_per_minute=3)
+    _, app = build_page(sessions, ServeConfig())
 
     def request(host):
         return SimpleNamespace(client=SimpleNamespace(host=host), query_params={}, username=None)
@@ -209,6 +209,9 @@ def test_new_sessions_per_client_are_rate_limited(tmp_path):
     assert refusal.value.message == load_feedback().say("limits.new_sessions")
     assert sorted(sessions.store.ids()) == sorted(opened)  # the refused page load stored nothing
     assert app.start(opened[0], request("10.0.0.1"))[app.widgets.session] == opened[0]  # its own come back
+    with pytest.raises(gr.Error):  # nor does a message naming a session that does not exist open one
+        list(app.send("hello", "f" * 32, request("10.0.0.1")))
+    assert sorted(sessions.store.ids()) == sorted(opened)
     assert app.start("", request("10.0.0.2"))[app.widgets.session] not in opened  # another client is not held up
 
 

@@ -30,8 +30,7 @@ from chatedit.agent import FrameEvent
 from chatedit.attributes import MAX_DEGREE, load_attributes
 from chatedit.feedback import load_feedback
 from chatedit.images import to_pil
-from chatedit.limits import RateLimit
-from chatedit.sessions import Line, Notice, Queued, Said, SessionService, View, throttle
+from chatedit.sessions import Line, Notice, Queued, Said, SessionService, TooManySessions, View, throttle
 from chatedit.store import SessionStore, valid_session_id
 
 from .images import DISPLAY_PX, InlineImage, InlineImageSlider
@@ -54,7 +53,6 @@ class ServeConfig:
     llm: str = "rules"
     concurrency: int = 2  # edits running at once on the backend; page loads never wait for them
     max_upload_mb: float = 10.0
-    new_sessions_per_minute: float = 20.0  # sessions one client address may open a minute
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,6 @@ class ChatEditApp:
         self.config = config
         self.widgets = widgets
         self.labels = {a.name: a.label for a in load_attributes()}
-        self.new_sessions = RateLimit(config.new_sessions_per_minute)  # by client address
 
     # ----------------------------------------------------------------- handlers
 
@@ -96,18 +93,21 @@ class ChatEditApp:
         """Page load: the session in the link, else the one the browser remembers, else a new one."""
         linked = request.query_params.get("session") if request is not None else None
         wanted = linked if valid_session_id(linked) else session_id
-        client = request.client.host if request is not None and request.client is not None else "local"
-        if wanted not in self.sessions.agent.sessions and self.sessions.store.load(wanted) is None \
-                and not self.new_sessions.allow(client):  # a new session: at most so many a minute per client
-            raise gr.Error(load_feedback().say("limits.new_sessions"), print_exception=False)
-        return self.view(self.sessions.ensure(wanted, _user(request)))
+        return self.view(self.ensure(wanted, request))
+
+    def ensure(self, session_id: str | None, request: gr.Request | None) -> str:
+        """The session a request names, opened for its login; a new one within its address's allowance."""
+        try:
+            return self.sessions.ensure(session_id, _user(request), _client(request))
+        except TooManySessions as refused:
+            raise gr.Error(str(refused), print_exception=False) from None
 
     def send(self, message: dict | str | None, session_id: str | None,
              request: gr.Request | None = None) -> Iterator[dict]:
         """A message from the box: text, an image, or both (the image first). The box is emptied as
         the message is taken (not when its turn ends: that would wipe what is typed meanwhile)."""
         yield {self.widgets.box: gr.MultimodalTextbox(value=None)}
-        session_id = self.sessions.ensure(session_id, _user(request))
+        session_id = self.ensure(session_id, request)
         text, files = _message_parts(message)
         # all queued now, in order; Gradio's copy of an upload is removed once read (the chat keeps the photo)
         turns = [self.sessions.upload(session_id, file, remove=_uploaded(file)) for file in files]
@@ -120,7 +120,7 @@ class ChatEditApp:
 
     def slider(self, attribute: str, value: float, session_id: str | None,
                request: gr.Request | None = None) -> Iterator[dict]:
-        session_id = self.sessions.ensure(session_id, _user(request))
+        session_id = self.ensure(session_id, request)
         target = int(round(float(value)))
         notices: list[str] = []
         if target != self.sessions.degrees(session_id)[attribute]:
@@ -130,7 +130,7 @@ class ChatEditApp:
         yield self.view(session_id, notices)
 
     def button(self, name: str, session_id: str | None, request: gr.Request | None = None) -> Iterator[dict]:
-        session_id = self.sessions.ensure(session_id, _user(request))
+        session_id = self.ensure(session_id, request)
         said = f"[{name.replace('_', ' ')}]"
         notices: list[str] = []
         yield from self._stream(session_id, self.sessions.act(session_id, name, BUTTONS[name], said), notices)
@@ -138,7 +138,7 @@ class ChatEditApp:
 
     def edit_path(self, session_id: str | None, request: gr.Request | None = None) -> dict:
         """The edit-path GIF, drawn now (only the frames not drawn before), ready to download."""
-        session_id = self.sessions.ensure(session_id, _user(request))
+        session_id = self.ensure(session_id, request)
         gif = self.sessions.edit_path_gif(session_id)
         return {self.widgets.gif: gr.DownloadButton(value=str(gif), visible=True)}
 
@@ -189,6 +189,11 @@ def _message(line: Line) -> dict:
     if line.waiting:
         return {"role": line.role, "content": f"{line.text}  \n*(waiting for the edit before it)*"}
     return {"role": line.role, "content": line.text}
+
+
+def _client(request: gr.Request | None) -> str:
+    """The address a request came from ("local" when called in-process)."""
+    return request.client.host if request is not None and request.client is not None else "local"
 
 
 def _user(request: gr.Request | None) -> str | None:
@@ -247,18 +252,20 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
         app = ChatEditApp(sessions, config, widgets)
         # handlers only listen to the turns the session service runs (it bounds how many edits run at
         # once); every message and control is taken, even while an edit runs
+        # the page's handlers take component payloads: in Gradio's API, not listed (nor as MCP tools)
+        hidden = dict(api_visibility="undocumented")
         edits = dict(outputs=widgets.outputs, concurrency_id="edits", concurrency_limit=LISTENERS,
-                     show_progress="hidden", trigger_mode="multiple")
+                     show_progress="hidden", trigger_mode="multiple", **hidden)
 
         page.load(app.start, inputs=[session], outputs=widgets.outputs, api_name="start", concurrency_id="pages",
-                  concurrency_limit=None)
+                  concurrency_limit=None, **hidden)
         box.submit(app.send, inputs=[box, session], api_name="send", **{**edits, "outputs": [*widgets.outputs, box]})
         for name, slider in sliders.items():
             slider.release(_slider_handler(app, name), inputs=[slider, session], api_name=f"slider_{name}", **edits)
         for name, button in buttons.items():
             button.click(_button_handler(app, name), inputs=[session], api_name=name, **edits)
         make_gif.click(app.edit_path, inputs=[session], outputs=[gif], api_name="edit_path_gif",
-                       concurrency_id="gifs", concurrency_limit=1).then(None, js=CLICK_GIF, api_name=False)
+                       concurrency_id="gifs", concurrency_limit=1, **hidden).then(None, js=CLICK_GIF, api_name=False)
     return page, app
 
 

@@ -57,6 +57,7 @@ class ServeOptions:
     max_age_days: float = 30.0
     max_sessions: int = 1000
     new_sessions_per_minute: float = 20.0  # sessions one client address may open a minute
+    mcp: bool = False  # the session's tools also served to other agents over MCP (ui/mcp.py)
 
 
 def parse_auth(pairs: list[str], auth_file: Path | None = None) -> list[tuple[str, str]]:
@@ -254,9 +255,15 @@ def _build(options: ServeOptions, store, data_dir: Path):
         backend_options.setdefault("photo_dir", data_dir / "photos")
     agent = build_agent(options.backend, options.llm, **backend_options)
     llm_name = options.llm if isinstance(options.llm, str) else options.llm.name
-    sessions = SessionService(agent, store, options.backend, max_running=options.concurrency)
-    return build_page(sessions, ServeConfig(options.backend, llm_name, options.concurrency, options.max_upload_mb,
-                                            options.new_sessions_per_minute))
+    sessions = SessionService(agent, store, options.backend, max_running=options.concurrency,
+                              new_sessions_per_minute=options.new_sessions_per_minute)
+    page, app = build_page(sessions, ServeConfig(options.backend, llm_name, options.concurrency, options.max_upload_mb))
+    if options.mcp:
+        from .mcp import add_mcp_tools
+
+        with page:  # the tools join the page as API endpoints, which Gradio's MCP server lists
+            add_mcp_tools(sessions, page, app.config)
+    return page, app
 
 
 def launch_kwargs(options: ServeOptions, app) -> dict:
@@ -270,7 +277,7 @@ def launch_kwargs(options: ServeOptions, app) -> dict:
         auth=LoginThrottle(options.auth).check if options.auth else None,
         max_file_size=f"{int(options.max_upload_mb * 1024)}kb",
         allowed_paths=[str(app.sessions.store.images_dir)], show_error=False, quiet=False,
-        state_session_capacity=PAGE_STATES,
+        state_session_capacity=PAGE_STATES, mcp_server=options.mcp,
         css=CSS, theme="default",
         app_kwargs={"middleware": [Middleware(HideServerPaths, folders=_hidden_folders(options))]},
     )
