@@ -16,6 +16,7 @@ import time
 import torch
 
 from chatedit.attributes import attribute_names
+from chatedit.progress import bar
 from chatedit.tools.builtin.backend import BuiltinBackend
 from chatedit.tools.builtin.data import render_set
 
@@ -54,14 +55,25 @@ def batched(fn, images: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     return torch.cat([fn(images[s : s + chunk]) for s in range(0, len(images), chunk)])
 
 
-def run(backend: BuiltinBackend, people: int = 300, variants: int = 4, refine: int = 48, refine_steps: int = 40) -> dict:
+def _next_stage(stages, name: str) -> None:
+    """Counts the stage under way as done and shows ``name`` as the next."""
+    stages.update()
+    stages.set_postfix_str(name)
+
+
+def run(backend: BuiltinBackend, people: int = 300, variants: int = 4, refine: int = 48, refine_steps: int = 40,
+        progress: bool = False) -> dict:
+    """Every measure on fresh renders (``progress``: a bar over the stages on stderr)."""
     t0 = time.perf_counter()
-    data = render_set(people, variants, seed=BENCH_SEED)
+    stages = bar(None, "bench builtin", show=progress, total=5, unit="stage")
+    stages.set_postfix_str("rendering")
+    data = render_set(people, variants, seed=BENCH_SEED, progress=progress)
     images = data.images.float() / 255
     labels = data.degrees()
     models = backend.models
 
     # 1. reconstruction
+    _next_stage(stages, "reconstruction")
     codes = batched(models.encoder, images)
     recon = batched(models.generator, codes)
     psnr = -10 * torch.log10(((recon - images) ** 2).mean(dim=(1, 2, 3)))
@@ -69,19 +81,24 @@ def run(backend: BuiltinBackend, people: int = 300, variants: int = 4, refine: i
     psnr_refined = -10 * torch.log10(((refined - images[:refine]) ** 2).mean(dim=(1, 2, 3)))
 
     # 2. steering predictor on renders
+    _next_stage(stages, "steering predictor")
     predicted = batched(lambda x: models.predictor(x).argmax(-1), images)
     error = (predicted - labels).abs()
 
     # 3. evaluation predictor on reconstructions
+    _next_stage(stages, "evaluation predictor")
     eval_on_recon = batched(lambda x: models.eval_predictor(x).argmax(-1), recon)
     eval_on_render = batched(lambda x: models.eval_predictor(x).argmax(-1), images)
 
     # 4. identity verification: every same-person pair against every different-person pair
+    _next_stage(stages, "identity")
     emb = batched(models.identity, images)
     sim = emb @ emb.T
     same = data.person[:, None] == data.person[None, :]
     upper = torch.triu(torch.ones_like(same), diagonal=1)
     auc = roc_auc(sim[same & upper], sim[~same & upper])
+    _next_stage(stages, "done")
+    stages.close()
 
     return {
         "faces": len(data),

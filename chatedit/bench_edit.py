@@ -33,6 +33,7 @@ import torch
 
 from chatedit.attributes import attribute_names
 from chatedit.bench_builtin import batched
+from chatedit.progress import bar
 from chatedit.tools.builtin.backend import BuiltinBackend
 from chatedit.tools.builtin.renderer import Portraits, is_plausible, render, sample_portraits
 from chatedit.tools.walk import FIELD_PHASES, FaceState, Nudge, Repair, edit
@@ -88,17 +89,22 @@ def sampled_faces(backend, faces: int, eval_read: Callable[[torch.Tensor], torch
 
 
 def inverted_faces(backend, faces: int, eval_read: Callable[[torch.Tensor], torch.Tensor],
-                   refine_steps: int = 200) -> BenchFaces:
+                   refine_steps: int = 200, progress: bool = False) -> BenchFaces:
     """``sampled_faces`` drawn and inverted as uploaded photos are (the StyleGAN2 backend's W+ inversion,
-    and its Pivotal Tuning when on), so edits start from what an upload gives; one face at a time."""
+    and its Pivotal Tuning when on), so edits start from what an upload gives; one face at a time
+    (``progress``: a bar over them on stderr)."""
     sampled = sampled_faces(backend, faces, eval_read)
     with torch.no_grad():
         images = torch.cat([backend.generate(code[None]) for code in sampled.codes])
-    codes = torch.cat([backend.encode(image[None], refine_steps=refine_steps) for image in images])
+    codes = torch.cat([backend.encode(image[None], refine_steps=refine_steps)
+                       for image in bar(images, "inverting faces", show=progress, unit="face")])
     return BenchFaces(codes, sampled.reachable, eval_read, sampled.methods)
 
 
-def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | None = None) -> dict:
+def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | None = None,
+        progress: bool = False) -> dict:
+    """Every method's edits of ``bench`` (default: held-out built-in faces) graded, and their speed
+    (``progress``: a bar per method on stderr)."""
     names = attribute_names()
     bench = bench or builtin_faces(backend, faces)
     codes, reachable, eval_read = bench.codes, bench.reachable, bench.eval_read
@@ -127,7 +133,7 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
     step_ms: list[float] = []
     for method in bench.methods:
         tallies = {n: {"exact": [], "within1": [], "preserved": [], "identity": [], "reasons": {}} for n in names}
-        for i, a, target in jobs:
+        for i, a, target in bar(jobs, f"bench edit: {method}", show=progress, unit="edit"):
             state = FaceState(codes[i : i + 1], start_identity[i : i + 1])
             stamps = [time.perf_counter()]
             out = edit(backend, state, names[a], target=target, **METHODS[method],
@@ -143,7 +149,7 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
     # 3. the world's own answer to every job, encoded: what the reconstruction and the grader leave of it
     if bench.oracle is not None:
         tallies = {n: {"exact": [], "within1": [], "preserved": [], "identity": []} for n in names}
-        for i, a, target in jobs:
+        for i, a, target in bar(jobs, "bench edit: oracle", show=progress, unit="edit"):
             image = bench.oracle(i, a, target)
             with torch.no_grad():
                 similarity = float((backend.identity(image[None]) * start_identity[i : i + 1]).sum(-1).clamp(0, 1))
@@ -152,7 +158,7 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
 
     # 4. speed of a one-degree edit, the common request
     edit_ms = []
-    for k in range(timing_edits):
+    for k in bar(range(timing_edits), "bench edit: timing", show=progress, unit="edit"):
         i, a = k % faces, k % len(names)
         change = 1 if int(start_steer[i, a]) < 5 else -1
         if not reachable(i, a, int(start_steer[i, a]) + change):

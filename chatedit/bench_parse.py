@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from chatedit.attributes import MAX_DEGREE
+from chatedit.progress import bar
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +99,16 @@ def _accuracy(hits: list[bool]) -> float:
     return round(sum(hits) / len(hits), 4) if hits else 0.0
 
 
-def run(parse_calls: Callable[[str], list[dict]], path: Path | str | None = None) -> dict:
-    """Grade ``parse_calls`` (text -> tool calls for a fresh session) on every benchmark item."""
+def run(parse_calls: Callable[[str], list[dict]], path: Path | str | None = None, progress: bool = False) -> dict:
+    """Grade ``parse_calls`` (text -> tool calls for a fresh session) on every benchmark item
+    (``progress``: a bar over them on stderr)."""
     path = Path(path) if path is not None else DEFAULT_PATH
     if path is None or not Path(path).is_file():
         raise FileNotFoundError(f"benchmark file not found: {path or BENCHMARK} (looked from {Path.cwd()})")
     items = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     by_attr, by_kind, by_both = defaultdict(list), defaultdict(list), defaultdict(lambda: defaultdict(list))
     failures = []
-    for item in items:
+    for item in bar(items, "bench parse", show=progress, unit="request"):
         calls = parse_calls(item["text"])
         ok, why = grade(item, calls)
         by_attr[item["attribute"]].append(ok)

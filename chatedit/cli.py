@@ -43,6 +43,11 @@ def _add_llm(parser: argparse.ArgumentParser, default: str | None = "rules") -> 
                         help="answer with this chat model when --llm fails (e.g. rules)")
 
 
+def _add_quiet(parser: argparse.ArgumentParser, shows: str = "progress bars") -> None:
+    """``--quiet``: the long commands show progress on stderr (stdout carries only their results)."""
+    parser.add_argument("-q", "--quiet", action="store_true", help=f"hide the {shows} on stderr")
+
+
 def _llm(args: argparse.Namespace):
     """The chat model settings from ``--llm`` and its options (None when ``--llm`` was not given)."""
     from chatedit.llms import LLMSettings
@@ -59,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from chatedit.tools.builtin.loading import WEIGHTS_DIR
     from chatedit.tools.builtin.train import TrainConfig, train_builtin, train_fields_only, train_second_predictor_only
 
-    cfg = TrainConfig.quick(seed=args.seed) if args.quick else TrainConfig(seed=args.seed)
+    cfg = (TrainConfig.quick if args.quick else TrainConfig)(seed=args.seed, progress=not args.quiet)
     out = args.out or WEIGHTS_DIR
     if args.what == "field":
         times = train_fields_only(args.weights or WEIGHTS_DIR, out, cfg)
@@ -81,10 +86,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         path = args.file or bench_parse.find_benchmark()
         if path is None:
             raise FileNotFoundError("benchmark file shared/benchmarks/talk_to_edit_requests.jsonl not found; pass --file")
-        result = bench_parse.run(bench_parse.chat_model_parse_calls(_llm(args)), path)
+        result = bench_parse.run(bench_parse.chat_model_parse_calls(_llm(args)), path, progress=not args.quiet)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
-    if args.what == "serve":
+    if args.what == "serve":  # --quiet is accepted; the load test shows no bar yet
         from chatedit import bench_serve
 
         result = bench_serve.run(users=args.users, turns=args.turns, faults=args.faults, backend=args.backend,
@@ -98,7 +103,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "builtin":
         from chatedit import bench_builtin as bench
 
-        result = bench.run(registry.load("builtin", **options), people=args.people)
+        result = bench.run(registry.load("builtin", **options), people=args.people, progress=not args.quiet)
     elif args.backend == "stylegan2":
         from chatedit import bench_edit as bench
 
@@ -108,12 +113,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backend = registry.load("stylegan2", **options)
         if backend.eval_predictor is None:  # fail now, not after the edits
             raise FileNotFoundError(f"grading edits needs Talk-to-Edit's eval_predictor.pth.tar in {args.weights}")
-        faces = bench.inverted_faces if photos else bench.sampled_faces
-        result = bench.run(backend, faces=args.faces, bench=faces(backend, args.faces, backend.eval_read))
+        if photos:
+            faces = bench.inverted_faces(backend, args.faces, backend.eval_read, progress=not args.quiet)
+        else:
+            faces = bench.sampled_faces(backend, args.faces, backend.eval_read)
+        result = bench.run(backend, faces=args.faces, bench=faces, progress=not args.quiet)
     else:
         from chatedit import bench_edit as bench
 
-        result = bench.run(registry.load("builtin", **options), faces=args.faces)
+        result = bench.run(registry.load("builtin", **options), faces=args.faces, progress=not args.quiet)
     print(json.dumps(result) if args.json else bench.markdown(result))
     return 0
 
@@ -194,9 +202,11 @@ def _prompt_lines():
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from chatedit.progress import echo
     from chatedit.replay import replay
 
-    passed, failed, broken = replay(args.scripts, args.out, backend=args.backend, llm=_llm(args))
+    passed, failed, broken = replay(args.scripts, args.out, backend=args.backend, llm=_llm(args), echo=echo,
+                                    progress=not args.quiet)
     return 1 if args.check and (failed or broken) else 0
 
 
@@ -242,7 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         backend=args.backend, backend_options=_backend_options(args), llm=_llm(args),
         data_dir=args.data_dir, host=args.host, port=args.port,
         share=args.share, auth=parse_auth(args.auth, args.auth_file), max_upload_mb=args.max_upload_mb,
-        concurrency=args.concurrency, max_age_days=args.max_age_days, max_sessions=args.max_sessions,
+        concurrency=args.concurrency, max_age_days=args.max_age_days, max_sessions=args.max_sessions, mcp=args.mcp,
     )
     serve(options)
     return 0
@@ -263,12 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true", help="a few minutes, for smoke tests (weights are not good)")
     t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--seed", type=int, default=0)
+    _add_quiet(t, "bars of each training stage")
     t.set_defaults(func=cmd_train)
     t = tsub.add_parser("field", help="semantic fields, the linear baseline and the degree offsets, over existing "
                                       "built-in models")
     t.add_argument("--quick", action="store_true", help="a few steps, for smoke tests")
     t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--seed", type=int, default=0)
+    _add_quiet(t, "bars of each training stage")
     t.add_argument("--weights", type=Path, default=None, metavar="DIR",
                    help="the built-in models to start from (default: the shipped ones)")
     t.set_defaults(func=cmd_train)
@@ -276,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true", help="a few steps, for smoke tests")
     t.add_argument("--out", type=Path, default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--seed", type=int, default=0)
+    _add_quiet(t, "bars of each training stage")
     t.add_argument("--weights", type=Path, default=None, metavar="DIR",
                    help="the built-in models to start from (default: the shipped ones)")
     t.set_defaults(func=cmd_train)
@@ -285,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("builtin", help="reconstruction, predictors and identity of the built-in backend")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--people", type=int, default=300, help="held-out people (4 renders each)")
+    _add_quiet(b, "bar over the benchmark's stages")
     registry.add_arguments(b, ("builtin",))
     b.set_defaults(func=cmd_bench)
     b = bsub.add_parser("edit", help="field walks against the linear baseline, graded by the evaluation predictor")
@@ -294,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the backends with an evaluation predictor to grade by (stylegan2: with --weights, eval_predictor.pth.tar
     # included; --pti-steps N edits the sampled faces drawn, inverted and tuned as uploads are)
     _add_backend(b, backends=("builtin", "stylegan2"))
+    _add_quiet(b, "bars over the edits")
     b.set_defaults(func=cmd_bench)
 
     b = bsub.add_parser("parse", help="the built-in language understanding on labelled single-turn requests")
@@ -301,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--file", type=Path, default=None,
                    help="requests JSONL (default: shared/benchmarks/talk_to_edit_requests.jsonl, searched upwards)")
     _add_llm(b)
+    _add_quiet(b, "bar over the requests")
     b.set_defaults(func=cmd_bench)
 
     b = bsub.add_parser("serve", help="the chat page under load and faults: simulated users over HTTP on a loopback "
@@ -313,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "server mid-turn (0: none)")
     b.add_argument("--backend", default="builtin", choices=registry.names(), help="the server's editing backend")
     b.add_argument("--time-limit", type=float, default=3600.0, help="seconds the whole benchmark may take")
+    b.add_argument("-q", "--quiet", action="store_true",
+                   help="accepted like every long command's --quiet; this benchmark shows no progress bar yet")
     b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("parse", help="show the tool calls the chat model makes for a request, in a fresh session")
@@ -339,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--edits", action="store_true",
                    help="instead: field and linear walks of the built-in models across each attribute's degrees")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="accepted like every long command's --quiet; the sheet shows no progress bar yet")
     registry.add_arguments(p, ("builtin",))
     p.set_defaults(func=cmd_sheet)
 
@@ -348,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit non-zero when any expectation failed")
     p.add_argument("--backend", default=None, choices=registry.names(), help="override every script's backend")
     _add_llm(p, default=None)  # None: each script's own chat model
+    _add_quiet(p, "bars over the scripts and the turns of each")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("backends", help="the editing backends: what each needs, its options, whether it runs here")
@@ -371,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="edits running at once (others queue); page loads never wait for edits")
     p.add_argument("--max-age-days", type=float, default=30.0, help="sessions unused this long are deleted at start")
     p.add_argument("--max-sessions", type=int, default=1000, help="at most this many sessions are kept")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve the session's tools to other agents over MCP at /gradio_api/mcp/ "
+                        "(with --auth, MCP clients send the same login as HTTP Basic credentials)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from chatedit.llms import LLMSettings
 
 from chatedit.attributes import MAX_DEGREE, attribute_names
+from chatedit.progress import bar, short
 
 logger = logging.getLogger(__name__)
 
@@ -210,8 +211,9 @@ def check(expect: dict, before: dict, after: dict, start: dict, calls: list[str]
 # --------------------------------------------------------------------------- running
 
 
-def run_script(script: Script, agent, out_dir: Path) -> dict:
-    """Plays one script through ``agent`` and writes its transcript, images, GIF and sheet."""
+def run_script(script: Script, agent, out_dir: Path, progress: bool = False) -> dict:
+    """Plays one script through ``agent`` and writes its transcript, images, GIF and sheet.
+    ``progress``: a bar on stderr over the turns, showing the words of the turn under way."""
     from chatedit.agent import FrameEvent, Reply
     from chatedit.editor import EditError
     from chatedit.images import to_pil
@@ -227,6 +229,7 @@ def run_script(script: Script, agent, out_dir: Path) -> dict:
             raise ScriptError(f"{script.path}: start image {script.start['image']}: {refusal}") from None
     session, opened = agent.open(f"replay-{script.name}-{time.monotonic_ns()}", seed=script.start.get("seed"),
                                  image=image)
+    turn_bar = bar(None, script.name, show=progress, total=len(script.turns), unit="turn", leave=False)
     try:
         state = session.state
         start = dict(state.current.degrees)
@@ -234,6 +237,7 @@ def run_script(script: Script, agent, out_dir: Path) -> dict:
         stills, movie = [(to_pil(opened.image), "(start)")], [to_pil(opened.image)]
         turns = []
         for number, turn in enumerate(script.turns, 1):
+            turn_bar.set_postfix_str(short(turn.user))
             before = dict(state.current.degrees)
             t0 = time.perf_counter()
             steps, reply = 0, None
@@ -260,7 +264,9 @@ def run_script(script: Script, agent, out_dir: Path) -> dict:
                 "image": png, "ms": round(ms, 1), "expect": turn.expect, "passed": not failures,
                 "failures": failures, "line": turn.line,
             })
+            turn_bar.update()
     finally:
+        turn_bar.close()
         agent.close(session.id)
     transcript = {"name": script.name, "backend": script.backend, "llm": script.llm, "start_degrees": start,
                   "turns": turns}
@@ -290,24 +296,26 @@ def conversation_sheet(stills: list, cell: int = 128, per_row: int = 6):
 
 
 def replay(paths: list[str | Path], out: str | Path, backend: str | None = None,
-           llm: "str | LLMSettings | None" = None, echo=print) -> tuple[int, int, int]:
+           llm: "str | LLMSettings | None" = None, echo=print, progress: bool = False) -> tuple[int, int, int]:
     """Replays every script; returns (turns passed, turns failed, scripts that could not run).
 
-    ``backend`` and ``llm`` override every script's own (``llm`` may carry a server address)."""
+    ``backend`` and ``llm`` override every script's own (``llm`` may carry a server address).
+    ``progress``: bars on stderr, one over the scripts and one over the turns of the script under way
+    (pass ``echo=chatedit.progress.echo`` so that result lines do not break them)."""
     from chatedit.agent import build_agent
     from chatedit.llms import LLMSettings
 
     settings = LLMSettings(llm) if isinstance(llm, str) else llm
     agents: dict[tuple[str, str], object] = {}
     passed = failed = broken = 0
-    for path in find_scripts(paths):
+    for path in bar(find_scripts(paths), "replay", show=progress, unit="script"):
         try:
             script = load_script(path)
             key = (backend or script.backend, settings.name if settings else script.llm)
             if key not in agents:
                 agents[key] = build_agent(backend=key[0], llm=settings or LLMSettings(key[1]))
             script = Script(script.path, script.name, key[0], key[1], script.start, script.turns)
-            transcript = run_script(script, agents[key], Path(out))
+            transcript = run_script(script, agents[key], Path(out), progress)
         except (ScriptError, ValueError) as err:
             echo(f"ERROR {err}")
             broken += 1

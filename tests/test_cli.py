@@ -59,3 +59,55 @@ def test_parse_rejects_bad_input_with_a_message(tmp_path, capsys):
     assert "bad.jsonl:2" in capsys.readouterr().err
     assert cli.main(["parse", "smile", "--llm", "gpt-99"]) == 1
     assert "unknown chat model 'gpt-99'" in capsys.readouterr().err
+
+
+REPLAY_SCRIPT = """
+name: glasses
+start: {seed: 4}
+turns:
+  - user: add thick glasses
+    expect: {degrees: {eyeglasses: 3}}
+  - user: remove the glasses
+    expect: {degrees: {eyeglasses: 5}}
+"""
+
+
+@pytest.fixture
+def replay_script(tmp_path, monkeypatch):
+    """A two-turn script (the second turn fails its expectation) replayed on the fake world."""
+    from fakes import OpenWorld
+
+    import chatedit.agent
+    from chatedit.agent import Agent
+    from chatedit.editor import Editor
+    from chatedit.rules_model import RulesChatModel
+
+    monkeypatch.setattr(chatedit.agent, "build_agent",
+                        lambda backend, llm: Agent(Editor(OpenWorld()), RulesChatModel()))
+    script = tmp_path / "glasses.yaml"
+    script.write_text(REPLAY_SCRIPT)
+    return script
+
+
+def test_replay_shows_progress_on_stderr_and_keeps_stdout_the_result(replay_script, tmp_path, capsys):
+    assert cli.main(["replay", str(replay_script), "--out", str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"FAIL {replay_script}:7 'remove the glasses': eyeglasses is 0, expected 5",
+                                "1 passed, 1 failed"]
+    assert "replay: 100%" in err and "1/1" in err and "script" in err
+    assert "glasses:" in err and "1/2" in err and "turn" in err and "remove the glasses" in err  # turn 2 under way
+    assert "FAIL" not in err and "passed" not in err
+
+
+def test_replay_quiet_leaves_stderr_empty(replay_script, tmp_path, capsys):
+    assert cli.main(["replay", str(replay_script), "--out", str(tmp_path / "out"), "--quiet", "--check"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == "1 passed, 1 failed" and err == ""
+
+
+@pytest.mark.parametrize("words", [["replay", "x", "--out", "o"], ["train", "builtin"], ["train", "field"],
+                                   ["train", "second-predictor"], ["bench", "builtin"], ["bench", "edit"],
+                                   ["bench", "parse"], ["bench", "serve"], ["sheet"]], ids=lambda w: " ".join(w))
+def test_every_long_command_takes_quiet(words):
+    parser = cli.build_parser()
+    assert parser.parse_args([*words, "--quiet"]).quiet and not parser.parse_args(words).quiet

@@ -109,3 +109,21 @@ def test_replay_reports_failures_and_keeps_going_past_a_broken_script(tmp_path, 
     assert any(line.startswith("ERROR") and "b.yaml:3" in line for line in lines)
     assert any(line.startswith("FAIL") and "c.yaml:2" in line and "eyeglasses is 0, expected 5" in line for line in lines)
     assert lines[-1] == "4 passed, 1 failed (1 script could not run)"
+
+
+def test_progress_shows_each_script_and_the_words_of_each_turn_on_stderr_only(tmp_path, monkeypatch, capsys):
+    import chatedit.agent
+
+    monkeypatch.setattr(chatedit.agent, "build_agent", lambda backend, llm: replay_agent())
+    long_words = "add thick glasses to this face and leave everything else exactly as it was"
+    write(tmp_path, SCRIPT.replace("add thick glasses", long_words), "a.yaml")
+    quiet_lines, lines = [], []
+    counts = replay([tmp_path], tmp_path / "quiet", echo=quiet_lines.append)
+    assert capsys.readouterr().err == ""  # the library is silent unless asked
+
+    assert replay([tmp_path], tmp_path / "out", echo=lines.append, progress=True) == counts
+    captured = capsys.readouterr()
+    assert captured.out == "" and lines == quiet_lines and lines[-1].endswith(" failed")
+    assert "replay: 100%" in captured.err and "1/1" in captured.err  # the bar over scripts, finished
+    assert "glasses-and-undo:" in captured.err and "turn" in captured.err and "3/4" in captured.err
+    assert long_words[:39] + "…" in captured.err and long_words not in captured.err  # the turn's words, cut
