@@ -110,7 +110,9 @@ class Editor:
         except BackendError as error:
             raise EditError(str(error)) from error
         if fit < self.min_fit_psnr:  # the model cannot draw it: not a portrait it knows how to edit
-            raise EditError(self.feedback.say("upload.no_face", psnr=f"{fit:.1f}"))
+            logger.info("upload refused: redrawn at %.1f dB, under %.1f", fit, self.min_fit_psnr)
+            reason = "upload.no_face" if self.backend.capabilities.photos else "upload.not_drawn"
+            raise EditError(self.feedback.say(reason))
         shown = self._push(state, latent, "uploaded photo", state.next_face_id())
         self._forget_dialog(state)
         return Outcome("Got it. " + self.feedback.describe(state.current.degrees), True, shown)

@@ -49,6 +49,12 @@ def read_photo(backend: Backend, source: str | Path | Image.Image,
     Raises ``EditError`` with a sentence for the person when it is not an image, too large, blank
     or shows no face; the backend sees nothing of a picture refused before its face is looked for.
     """
+    return face_of(backend, read_picture(source, limits))
+
+
+def read_picture(source: str | Path | Image.Image, limits: IntakeLimits = DEFAULT_LIMITS) -> Image.Image:
+    """A photo (a file or an open picture) checked and decoded: upright, RGB, at most
+    ``limits.max_side`` a side. ``EditError`` with a sentence when it is not an image, too large or blank."""
     feedback = load_feedback()
     name = "the picture" if isinstance(source, Image.Image) else Path(source).name
     # Pillow's own check agrees: a picture over twice the limit fails in ``Image.open`` itself
@@ -56,10 +62,9 @@ def read_photo(backend: Backend, source: str | Path | Image.Image,
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
     try:
         if isinstance(source, Image.Image):
-            picture = prepare_picture(source.copy() if max(source.size) > limits.max_side else source, limits)
-        else:
-            with Image.open(source) as opened:  # reads the header only
-                picture = prepare_picture(opened, limits)
+            return prepare_picture(source.copy() if max(source.size) > limits.max_side else source, limits)
+        with Image.open(source) as opened:  # reads the header only
+            return prepare_picture(opened, limits)
     except EditError:
         raise
     except Image.DecompressionBombError:
@@ -67,12 +72,16 @@ def read_photo(backend: Backend, source: str | Path | Image.Image,
                                      limit=f"{limits.max_pixels / 1e6:.0f}")) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise EditError(feedback.say("upload.not_image", name=name)) from error
+
+
+def face_of(backend: Backend, picture: Image.Image) -> torch.Tensor:
+    """The backend's aligned face (3, H, W) in a picture ``read_picture`` gave; ``EditError`` if none."""
     try:
         return backend.intake(picture)
     except NoFaceFound:
-        raise EditError(feedback.say("upload.face_not_found")) from None
+        raise EditError(load_feedback().say("upload.face_not_found")) from None
     except (OSError, ValueError) as error:
-        raise EditError(feedback.say("upload.not_image", name=name)) from error
+        raise EditError(load_feedback().say("upload.not_image", name="the picture")) from error
 
 
 def prepare_picture(picture: Image.Image, limits: IntakeLimits = DEFAULT_LIMITS) -> Image.Image:
@@ -124,4 +133,5 @@ def check_text(text: str, limits: IntakeLimits = DEFAULT_LIMITS) -> Message:
     return Message(excerpt, refusal)
 
 
-__all__ = ["DEFAULT_LIMITS", "IntakeLimits", "Message", "check_text", "prepare_picture", "read_photo"]
+__all__ = ["DEFAULT_LIMITS", "IntakeLimits", "Message", "check_text", "face_of", "prepare_picture", "read_photo",
+           "read_picture"]

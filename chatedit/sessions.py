@@ -43,7 +43,7 @@ from chatedit.edit_path import EditPathFrames, path_key
 from chatedit.editor import EditError
 from chatedit.images import to_pil
 from chatedit.feedback import load_feedback
-from chatedit.intake import check_text, read_photo
+from chatedit.intake import check_text, face_of, read_photo, read_picture
 from chatedit.limits import RateLimit
 from chatedit.state import DialogState
 from chatedit.store import SavedSession, SessionStore, StoreError, valid_session_id
@@ -250,11 +250,12 @@ class SessionService:
     def _say(self, session_id: str, role: str, text: str) -> Said:
         return self._append(session_id, {"role": role, "text": text, "image": None})
 
-    def _show_face(self, session_id: str, image: torch.Tensor | None) -> Said | None:
+    def _show_face(self, session_id: str, image: torch.Tensor | Image.Image | None,
+                   role: str = "assistant") -> Said | None:
         if image is None:
             return None
         path = self.store.save_chat_image(session_id, image)
-        return self._append(session_id, {"role": "assistant", "text": None, "image": self.store.relative(path)})
+        return self._append(session_id, {"role": role, "text": None, "image": self.store.relative(path)})
 
     def _append(self, session_id: str, stored: dict) -> Said:
         self._open[session_id].chat.append(stored)
@@ -334,10 +335,12 @@ class SessionService:
         yield self._say(session_id, "user", f"[uploaded {name}]")
         try:
             try:
-                image = self.intake(file)
+                picture = read_picture(file)  # checked from its header before it is decoded
             finally:
                 if remove:
                     file.unlink(missing_ok=True)
+            yield self._show_face(session_id, picture, role="user")  # the photo as sent
+            image = face_of(self.agent.editor.backend, picture)
             reply = None
             for event in self.agent.upload_events(session_id, image):  # the model hears of a photo, not a file name
                 if isinstance(event, Reply):

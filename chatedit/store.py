@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from PIL import Image
 
 from chatedit.images import to_pil
 from chatedit.state import DialogState, Entry, Turn
@@ -49,6 +50,7 @@ WAL_PAGES = 128  # pages (4 KiB each) the write-ahead log holds before they are 
 WAL_BYTES = 512 * 1024  # the log's size left after folding
 CHAT_IMAGE = re.compile(r"^chat-(\d+)\.(?:png|webp)$")
 SCHEMA_VERSION = 1  # 0: one row per session, the state as JSON with its latents as lists of numbers
+CHAT_PHOTO_PX = 384  # a photo shown in the chat is kept at most this large a side
 CHAT_IMAGE_QUALITY = 90  # WebP: ~2 KB for a 128-px face (a PNG is ~20 KB); the downloads stay PNG
 MAX_CHAT_IMAGES = 200  # faces kept in a session's chat; earlier ones become RETIRED_FACE
 RETIRED_FACE = "(an earlier face, no longer kept)"
@@ -359,7 +361,7 @@ class SessionStore:
         for old in versions[keep:]:
             old.unlink(missing_ok=True)
 
-    def save_chat_image(self, session_id: str, image: torch.Tensor) -> Path:
+    def save_chat_image(self, session_id: str, image: torch.Tensor | Image.Image) -> Path:
         """Writes a face ``image`` (3, H, W) the chat shows as ``images/<session>/chat-NNNN.webp``,
         numbered after the session's last one (so a retired face's number is never reused);
         returns the absolute path."""
@@ -368,7 +370,11 @@ class SessionStore:
         folder.mkdir(parents=True, exist_ok=True)
         numbers = [int(m.group(1)) for m in map(CHAT_IMAGE.match, os.listdir(folder)) if m]
         path = folder / f"chat-{max(numbers, default=0) + 1:04d}.webp"
-        to_pil(image).save(path, "WEBP", quality=CHAT_IMAGE_QUALITY)
+        picture = image if isinstance(image, Image.Image) else to_pil(image)
+        if max(picture.size) > CHAT_PHOTO_PX:  # a photo as sent, at the size the chat shows it
+            picture = picture.copy()
+            picture.thumbnail((CHAT_PHOTO_PX, CHAT_PHOTO_PX), Image.Resampling.LANCZOS)
+        picture.save(path, "WEBP", quality=CHAT_IMAGE_QUALITY)
         return path
 
     def _retire_faces(self, chat: list[dict]) -> tuple[list[dict], list[int]]:

@@ -3,6 +3,8 @@ after every turn; photos are taken in once for every front end; the downloads ar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -187,13 +189,14 @@ def test_an_upload_starts_a_new_face_and_a_refused_one_changes_nothing(tmp_path)
     entries = len(state.entries)
     faceless(tmp_path / "faceless.png")
     list(sessions.upload(sid, tmp_path / "faceless.png"))
-    assert lines(sessions, sid)[-2:] == ["[uploaded faceless.png]", FEEDBACK.say("upload.face_not_found")]
+    assert lines(sessions, sid)[-3:] == ["[uploaded faceless.png]", "<face>", FEEDBACK.say("upload.face_not_found")]
+    assert sessions.chat_log(sid)[-2].role == "user"  # the photo as sent, in the person's own line
     assert len(state.entries) == entries and sessions.store.load(sid).chat[-1]["text"].startswith("I couldn't")
 
     photo_of([1, 2, 3, 4, 0], tmp_path / "me.png")
     list(sessions.upload(sid, str(tmp_path / "me.png")))
     assert state.current.action == "uploaded photo" and sessions.degrees(sid)["smiling"] == 4
-    assert lines(sessions, sid)[-3] == "[uploaded me.png]" and lines(sessions, sid)[-2].startswith("Got it.")
+    assert lines(sessions, sid)[-4:-2] == ["[uploaded me.png]", "<face>"] and lines(sessions, sid)[-2].startswith("Got it.")
     assert lines(sessions, sid)[-1] == "<face>"
     assert "me.png" not in "".join(m.text for m in sessions.agent.session(sid).messages)  # the model hears of a photo
 
@@ -277,3 +280,21 @@ def test_throttle_holds_back_fast_frames_and_never_loses_the_last():
     shown = list(throttle([*frames[:3], reply, *frames[3:]], interval_s=60.0))
     assert shown == [frames[0], frames[2], reply, frames[4]]  # each flushed frame starts the interval again
     assert list(throttle(frames, interval_s=0.0)) == frames
+
+
+def test_a_real_photograph_on_the_builtin_backend_gets_a_plain_refusal_and_is_shown(tmp_path):
+    """The built-in backend draws its own portraits: a real photograph (scikit-image's astronaut) is
+    refused in a sentence that says so and names the backend that edits photos; no jargon."""
+    skimage = pytest.importorskip("skimage")
+    photo = Path(skimage.__file__).parent / "data" / "astronaut.png"
+    sessions = service(tmp_path, backend=BuiltinBackend.load(device="cpu"))
+    sid = sessions.ensure(None)
+    state = sessions.agent.session(sid).state
+    before = (len(state.entries), state.current.latent.clone())
+    list(sessions.upload(sid, photo))
+    said = lines(sessions, sid)
+    assert said[-3:-1] == ["[uploaded astronaut.png]", "<face>"]  # the photo, as sent
+    assert Image.open(sessions.chat_log(sid)[-2].image).size == (384, 384)  # shown at the chat's size
+    refusal = said[-1]
+    assert "--backend diffusion" in refusal and "draws its own portraits" in refusal and "dB" not in refusal
+    assert len(state.entries) == before[0] and torch.equal(state.current.latent, before[1])

@@ -100,7 +100,7 @@ def test_refused_photos_change_nothing(builtin):
     assert events == [] and same(snapshot(agent, "refused"), before)
     # noise: refused once inverted (it cannot be redrawn as a face); its frames were only shown
     noise = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(EditError, match="dB"):
+    with pytest.raises(EditError, match="draws its own portraits|redraw the face"):
         for event in agent.upload_events("refused", noise):
             events.append(event)
     assert len(events) == 2 and all(e.inversion for e in events)
@@ -144,7 +144,8 @@ def test_the_page_shows_the_reconstruction_in_the_live_preview(builtin, portrait
     assert app.widgets.chatbot in outputs[-1] and app.widgets.png in outputs[-1]  # then the full view
     assert state.current.action == "uploaded photo"
     chat = app.chat_messages(session_id)
-    assert chat[-3]["content"] == "[uploaded me.png]" and chat[-2]["content"].startswith("Got it.")
+    assert chat[-4]["content"] == "[uploaded me.png]" and chat[-2]["content"].startswith("Got it.")
+    assert chat[-3]["role"] == "user" and "path" in chat[-3]["content"]  # the photo as sent
 
     before = (len(state.entries), state.current.latent.clone())
     Image.new("RGB", (200, 200), (120, 120, 120)).save(tmp_path / "grey.png")
