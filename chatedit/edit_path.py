@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import textwrap
 import threading
 import uuid
 from fractions import Fraction
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import torch
 from cachetools import LRUCache
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from chatedit.images import to_pil
+from chatedit.images import display_size, to_pil
 from chatedit.tools.backend import Backend
 
 GIF_MAX_FRAMES = 150
@@ -30,21 +31,23 @@ CACHE_BYTES = 96 * 2**20  # frames kept over all sessions, as RGB bytes
 FrameKey = tuple  # (face digest,) for a face itself, (from digest, to digest, fraction) between two
 
 
-def plan(latents: list[torch.Tensor], per_step: int,
-         max_frames: int = GIF_MAX_FRAMES) -> list[tuple[FrameKey, torch.Tensor]]:
-    """The frames of a path through ``latents`` (each (1, w_dim)) as (cache key, latent to draw)."""
+def plan(latents: list[torch.Tensor], per_step: int, max_frames: int = GIF_MAX_FRAMES,
+         cuts: frozenset[int] = frozenset()) -> list[tuple[FrameKey, torch.Tensor, int]]:
+    """The frames of a path through ``latents`` (each (1, w_dim)) as (cache key, latent to draw,
+    index of the face the frame is on its way to). A step in ``cuts`` (``i``: from face ``i`` to
+    ``i + 1``, another person) is a cut, not interpolated."""
     digests = [_digest(w) for w in latents]
     steps = len(latents) - 1
     per = max((d for d in range(1, per_step + 1) if per_step % d == 0 and 1 + steps * d <= max_frames), default=1)
-    frames = [((digests[0],), latents[0])]
+    frames = [((digests[0],), latents[0], 0)]
     for i in range(steps):
         a, b = latents[i], latents[i + 1]
-        for j in range(1, per + 1):
+        for j in range(1, per + 1) if i not in cuts else (per,):
             t = Fraction(j, per)
             if t == 1:
-                frames.append(((digests[i + 1],), b))
+                frames.append(((digests[i + 1],), b, i + 1))
             else:
-                frames.append(((digests[i], digests[i + 1], t), torch.lerp(a, b, float(t))))
+                frames.append(((digests[i], digests[i + 1], t), torch.lerp(a, b, float(t)), i + 1))
     if len(frames) > max_frames:  # one frame per step is still too many: show some of the faces
         keep = torch.linspace(0, len(frames) - 1, max_frames).round().long().tolist()
         frames = [frames[i] for i in keep]
@@ -60,11 +63,14 @@ class EditPathFrames:
         self._lock = threading.Lock()
         self.drawn = 0  # frames drawn so far (the others came from the cache)
 
-    def frames(self, latents: list[torch.Tensor]) -> list[Image.Image]:
+    def frames(self, latents: list[torch.Tensor], cuts: frozenset[int] = frozenset()) -> list[Image.Image]:
         """The path through ``latents`` as pictures, drawing only those not drawn before."""
+        return [image for image, _ in self._frames_to(latents, cuts)]
+
+    def _frames_to(self, latents: list[torch.Tensor], cuts: frozenset[int]) -> list[tuple[Image.Image, int]]:
         per_step = self.backend.capabilities.gif_frames_per_step
         out = []
-        for key, latent in plan(latents, per_step):
+        for key, latent, target in plan(latents, per_step, cuts=cuts):
             with self._lock:
                 image = self._frames.get(key)
             if image is None:
@@ -73,12 +79,19 @@ class EditPathFrames:
                 self.drawn += 1
                 with self._lock:
                     self._frames[key] = image
-            out.append(image)
+            out.append((image, target))
         return out
 
-    def write_gif(self, latents: list[torch.Tensor], out: Path) -> Path:
-        """The path through ``latents`` as an animated GIF at ``out`` (written whole, then moved in place)."""
-        frames = self.frames(latents)
+    def write_gif(self, latents: list[torch.Tensor], out: Path, captions: list[str] | None = None,
+                  cuts: frozenset[int] = frozenset(), size: int | None = None) -> Path:
+        """The path through ``latents`` as an animated GIF at ``out`` (written whole, then moved in
+        place); with ``captions`` (one per face), each frame shows its face's caption under it;
+        ``size``: the frames drawn at that size (Lanczos)."""
+        frames = []
+        for image, target in self._frames_to(latents, cuts):
+            if size is not None:
+                image = display_size(image, size)
+            frames.append(captioned(image, captions[target]) if captions is not None else image)
         per_step = self.backend.capabilities.gif_frames_per_step
         durations = [60 if per_step > 1 else 500] * len(frames)
         durations[0] = durations[-1] = 800  # linger on the start and the end
@@ -87,6 +100,17 @@ class EditPathFrames:
         frames[0].save(partial, save_all=True, append_images=frames[1:], duration=durations, loop=0)
         os.replace(partial, out)
         return out
+
+
+def captioned(image: Image.Image, caption: str, band: int = 40) -> Image.Image:
+    """``image`` with ``caption`` (up to two lines) in a white band under it."""
+    out = Image.new("RGB", (image.width, image.height + band), "white")
+    out.paste(image, (0, 0))
+    lines = textwrap.wrap(caption.replace("→", " to "), max(12, image.width // 8)) or [""]
+    text = "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
+    font = ImageFont.load_default(size=max(10, band // 3))
+    ImageDraw.Draw(out).multiline_text((6, image.height + 3), text, fill="black", spacing=2, font=font)
+    return out
 
 
 def path_key(latents: list[torch.Tensor]) -> tuple[str, ...]:
@@ -99,4 +123,4 @@ def _digest(latent: torch.Tensor) -> str:
     return hashlib.blake2b(w.numpy().tobytes() + str(tuple(w.shape)).encode(), digest_size=16).hexdigest()
 
 
-__all__ = ["EditPathFrames", "GIF_MAX_FRAMES", "path_key", "plan"]
+__all__ = ["EditPathFrames", "GIF_MAX_FRAMES", "captioned", "path_key", "plan"]

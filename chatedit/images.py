@@ -6,6 +6,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+DISPLAY_PX = 384  # the longer side of a face as the page shows it
+
+
+def display_size(image: Image.Image, longer: int = DISPLAY_PX) -> Image.Image:
+    """``image`` with its longer side ``longer`` px, resampled with a Lanczos filter."""
+    scale = longer / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """A (3, H, W) tensor in [0, 1] as an RGB image."""

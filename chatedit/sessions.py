@@ -41,10 +41,11 @@ from chatedit import memory
 from chatedit.agent import Agent, Event, FrameEvent, Reply, ToolEvent
 from chatedit.edit_path import EditPathFrames, path_key
 from chatedit.editor import EditError
-from chatedit.images import to_pil
+from chatedit.images import DISPLAY_PX, display_size, to_pil
 from chatedit.feedback import load_feedback
 from chatedit.intake import check_text, face_of, read_photo, read_picture
 from chatedit.limits import RateLimit
+from chatedit.replay import conversation_sheet
 from chatedit.state import DialogState
 from chatedit.store import SavedSession, SessionStore, StoreError, valid_session_id
 from chatedit.turns import Job, TurnQueue
@@ -397,10 +398,56 @@ class SessionService:
         self.store.prune_versions(session_id, "edit-path", ".gif")
         return out
 
+    def face_png(self, session_id: str, display: bool = False) -> Path:
+        """The face shown as a PNG: at the backend's own resolution, or drawn at display size."""
+        state = self.agent.session(session_id).state
+        image = self.agent.editor.image(state)
+        version = path_key([state.current.latent])[0]
+        if not display:
+            return self.store.save_image(session_id, image, "face", version=version)
+        return self.store.save_image(session_id, display_size(to_pil(image)), "face_display",
+                                     version=version)
+
+    def session_gif(self, session_id: str) -> Path:
+        """The whole session as an animated GIF at display size: every face in order (interpolated
+        within a person, a cut between people), what made each step written under it. Drawn on
+        request; frames drawn before are not drawn again."""
+        state = self.agent.session(session_id).state
+        shown = state.entries[: state.index + 1]
+        latents = [e.latent for e in shown]
+        cuts = frozenset(i for i in range(len(shown) - 1) if shown[i].face != shown[i + 1].face)
+        captions = [_caption(e, k) for k, e in enumerate(shown)]
+        version = hashlib.blake2b(("".join(path_key(latents)) + "|".join(captions)).encode(), digest_size=12).hexdigest()
+        out = self.store.images_dir / session_id / f"session-{version}.gif"
+        if not out.exists():
+            self.frames.write_gif(latents, out, captions=captions, cuts=cuts, size=DISPLAY_PX)
+        os.utime(out)
+        self.store.prune_versions(session_id, "session", ".gif")
+        return out
+
+    def contact_sheet(self, session_id: str) -> Path:
+        """The conversation as a contact sheet (a PNG): each face the chat shows, with the words that
+        asked for it under it (as ``chatedit replay`` draws a script's)."""
+        stills, asked = [], "start"
+        for line in self.chat_log(session_id):
+            if line.image is None and line.role == "user" and line.text:
+                asked = line.text
+            elif line.image is not None and line.role == "assistant":
+                with Image.open(line.image) as face:
+                    stills.append((face.convert("RGB"), asked))
+        sheet = conversation_sheet(stills, cell=192, per_row=min(6, max(1, len(stills))))
+        version = hashlib.blake2b(sheet.tobytes(), digest_size=12).hexdigest()
+        return self.store.save_image(session_id, sheet, "sheet", version=version)
+
 
 def _may_open(owner: str | None, user: str | None) -> bool:
     """Without logins the session id is the credential; with them, a session is its creator's."""
     return user is None or owner == user
+
+
+def _caption(entry, k: int) -> str:
+    """What made a face of the history, for the session GIF: "3. smiling 1→3"."""
+    return f"{k + 1}. {entry.action}"
 
 
 def _copy_state(state: DialogState) -> DialogState:

@@ -330,9 +330,9 @@ class SessionStore:
 
     # ----------------------------------------------------------------- images
 
-    def save_image(self, session_id: str, image: torch.Tensor, name: str, version: str | None = None,
+    def save_image(self, session_id: str, image: torch.Tensor | Image.Image, name: str, version: str | None = None,
                    keep: int = KEPT_VERSIONS) -> Path:
-        """Writes ``image`` (3, H, W) as ``images/<session>/<name>.png``, or, given a ``version`` (what
+        """Writes ``image`` ((3, H, W), or a picture) as ``images/<session>/<name>.png``, or, given a ``version`` (what
         the picture shows, e.g. a digest of its latent), as ``<name>-<version>.png``: a new name for
         new content, so a page never shows a cached older picture under the same address. Of a
         name's versions the ``keep`` newest stay. Returns the absolute path."""
@@ -342,8 +342,8 @@ class SessionStore:
         folder = self.images_dir / session_id
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / (f"{name}-{version}.png" if version else f"{name}.png")
-        if not path.exists():  # a version's content never changes
-            to_pil(image).save(path)
+        if not path.exists() or not version:  # a version's content never changes
+            (image if isinstance(image, Image.Image) else to_pil(image)).save(path)
         os.utime(path)  # the newest version, for the pruning below
         if version:
             self.prune_versions(session_id, name, ".png", keep)

@@ -298,3 +298,28 @@ def test_a_real_photograph_on_the_builtin_backend_gets_a_plain_refusal_and_is_sh
     refusal = said[-1]
     assert "--backend diffusion" in refusal and "draws its own portraits" in refusal and "dB" not in refusal
     assert len(state.entries) == before[0] and torch.equal(state.current.latent, before[1])
+
+
+def test_the_session_downloads_cover_the_whole_session_at_display_size(tmp_path):
+    """The PNG at the backend's resolution and at display size; the GIF of every face in order with
+    what made each step under it; the contact sheet with the words that asked for each face."""
+    sessions = service(tmp_path, backend=BuiltinBackend.load(device="cpu"))
+    sid = sessions.ensure(None)
+    target = 0 if sessions.degrees(sid)["eyeglasses"] >= 2 else 4
+    list(sessions.act(sid, "edit_attribute", {"attribute": "eyeglasses", "target": target}, "[slider]"))
+    list(sessions.act(sid, "new_face", {}, "[new face]"))
+    list(sessions.chat(sid, "make them smile a lot"))
+    state = sessions.agent.session(sid).state
+    assert Image.open(sessions.face_png(sid)).size == (128, 128)
+    assert Image.open(sessions.face_png(sid, display=True)).size == (384, 384)
+    gif = Image.open(sessions.session_gif(sid))
+    assert gif.size == (384, 384 + 40) and gif.n_frames >= len(state.entries)
+    assert len({e.face for e in state.entries}) == 2  # both people, in the one GIF
+    first, last = np.asarray(gif.convert("RGB")), None
+    gif.seek(gif.n_frames - 1)
+    last = np.asarray(gif.convert("RGB"))
+    assert np.abs(first[:384].astype(int) - last[:384].astype(int)).mean() > 5  # another face by the end
+    assert (last[384:] < 128).any(), "a caption is written under the face"
+    sheet = Image.open(sessions.contact_sheet(sid))
+    faces = sum(line.image is not None and line.role == "assistant" for line in sessions.chat_log(sid))
+    assert faces >= 3 and sheet.width == min(6, faces) * 192

@@ -235,7 +235,7 @@ def test_a_long_history_keeps_the_gif_bounded_and_reuses_drawn_frames():
     assert len(full) == 1 + 19 * 6
     longer = plan(latents, per_step=6)  # 39 steps: 3 frames a step, a subset of the 6 drawn before
     assert len(longer) <= GIF_MAX_FRAMES and len(longer) == 1 + 39 * 3
-    assert {key for key, _ in longer[: 1 + 19 * 3]} <= {key for key, _ in full}
+    assert {key for key, _, _ in longer[: 1 + 19 * 3]} <= {key for key, _, _ in full}
     assert len(plan([torch.full((1, 5), float(i)) for i in range(400)], per_step=6)) == GIF_MAX_FRAMES
 
 
