@@ -45,10 +45,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Callable, Self
 
 import httpx
 import psutil
+
+from chatedit.progress import bar
 
 logger = logging.getLogger(__name__)
 
@@ -418,8 +420,9 @@ def _check_answer(user: User, outputs: list, endpoint: str, session: str, expect
     user.degrees = tab.degrees(outputs, endpoint)
 
 
-def run_user(user: User, turns: int, deadline: float) -> None:
-    """The user's session: an upload, then text edits, slider edits, undo and redo in turn."""
+def run_user(user: User, turns: int, deadline: float, done: Callable[[], object] = lambda: None) -> None:
+    """The user's session: an upload, then text edits, slider edits, undo and redo in turn;
+    ``done()`` after each turn."""
     for i in range(turns):
         if time.monotonic() > deadline:
             user.errors.append(f"stopped by the time limit after {i} turns")
@@ -432,6 +435,7 @@ def run_user(user: User, turns: int, deadline: float) -> None:
         user.turns.append(Turn(user.index, i, kind, answer.latency_s, answer.first_frame_s, answer.error))
         if answer.error:
             user.errors.append(answer.error)
+        done()
 
 
 def final_check(user: User, others: list[str]) -> None:
@@ -681,7 +685,7 @@ class FaultRound:
 
 
 def run(users: int = 8, turns: int = 40, faults: int = 5, backend: str = "builtin",
-        time_limit_s: float = 3600.0) -> dict:
+        time_limit_s: float = 3600.0, progress: bool = False) -> dict:
     """Starts a server, runs the load and the fault round, and returns the measurements."""
     if users < 1 or turns < 1 or faults < 0 or time_limit_s <= 0:
         raise ValueError(f"users and turns must be at least 1, faults at least 0 and the time limit positive; "
@@ -694,12 +698,14 @@ def run(users: int = 8, turns: int = 40, faults: int = 5, backend: str = "builti
         started = time.perf_counter()
         server.start()
         try:
-            return _run(server, users, turns, faults, deadline, startup_s=time.perf_counter() - started)
+            return _run(server, users, turns, faults, deadline, startup_s=time.perf_counter() - started,
+                        progress=progress)
         finally:
             server.stop()
 
 
-def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float, startup_s: float) -> dict:
+def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float, startup_s: float,
+         progress: bool = False) -> dict:
     # 1. the page's API, and a warm-up turn that loads what the first turns would otherwise pay for
     page = Page.read(server.url)
     rss_start = server.rss_mb()
@@ -719,8 +725,9 @@ def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float,
         user.open()
     logger.info("warm-up done; %d users × %d turns", n_users, turns)
     began = time.perf_counter()
-    with RssSampler(server) as sampler, ThreadPoolExecutor(n_users, thread_name_prefix="bench-user") as pool:
-        for future in [pool.submit(run_user, user, turns, deadline) for user in users]:
+    with RssSampler(server) as sampler, ThreadPoolExecutor(n_users, thread_name_prefix="bench-user") as pool, \
+            bar(total=n_users * turns, desc="bench serve: load", unit="turn", show=progress) as turns_done:
+        for future in [pool.submit(run_user, user, turns, deadline, turns_done.update) for user in users]:
             future.result()
     wall_s = time.perf_counter() - began
     for user in users:

@@ -89,11 +89,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_parse.run(bench_parse.chat_model_parse_calls(_llm(args)), path, progress=not args.quiet)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
-    if args.what == "serve":  # --quiet is accepted; the load test shows no bar yet
+    if args.what == "serve":
         from chatedit import bench_serve
 
         result = bench_serve.run(users=args.users, turns=args.turns, faults=args.faults, backend=args.backend,
-                                 time_limit_s=args.time_limit)
+                                 time_limit_s=args.time_limit, progress=not args.quiet)
         print(json.dumps(result) if args.json else bench_serve.markdown(result))
         return 0
 
@@ -329,8 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "server mid-turn (0: none)")
     b.add_argument("--backend", default="builtin", choices=registry.names(), help="the server's editing backend")
     b.add_argument("--time-limit", type=float, default=3600.0, help="seconds the whole benchmark may take")
-    b.add_argument("-q", "--quiet", action="store_true",
-                   help="accepted like every long command's --quiet; this benchmark shows no progress bar yet")
+    _add_quiet(b, "bar over the simulated turns")
     b.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("parse", help="show the tool calls the chat model makes for a request, in a fresh session")
