@@ -117,21 +117,29 @@ class Agent:
         self.max_rounds = max_rounds  # model calls per turn
         self.max_tool_calls = max_tool_calls  # tool calls run per turn; more are refused
         self.max_repairs = max_repairs  # failed tool calls the model may repair before the turn ends
-        self.turn_timeout_s = turn_timeout_s  # no new model call starts after this
+        # the language model's own time per turn (tools' time does not count: a long edit is shown by its
+        # frames and reported by its result); no new model call starts once it is spent
+        self.turn_timeout_s = turn_timeout_s
         self.memory_turns = memory_turns
         self.sessions: dict[str, Session] = {}
 
     # ----------------------------------------------------------------- sessions
 
     def open(self, session_id: str | None = None, seed: int | None = None,
-             image: torch.Tensor | None = None) -> tuple[Session, Outcome]:
-        """A new session with its first face: ``image`` (3, H, W) if given, else a generated one."""
+             image: torch.Tensor | None = None, draw: bool = True) -> tuple[Session, Outcome]:
+        """A new session with its first face: ``image`` (3, H, W) if given, else a generated one. With
+        ``draw`` off and no ``image`` it starts with no face and nothing is drawn: its outcome asks for a
+        photo (a new face is drawn when asked for)."""
         session = Session(session_id or uuid.uuid4().hex)
         if session.id in self.sessions:
             raise ValueError(f"session {session.id!r} is already open")
         session.state.seed = seed if seed is not None else secrets.randbelow(2**31)
-        outcome = self.editor.upload(session.state, image) if image is not None \
-            else self.editor.new_face(session.state, seed)
+        if image is not None:
+            outcome = self.editor.upload(session.state, image)
+        elif draw:
+            outcome = self.editor.new_face(session.state, seed)
+        else:
+            outcome = Outcome(load_feedback().say("greeting_photo"), False, None)
         self.sessions[session.id] = session
         return session, outcome
 
@@ -245,17 +253,20 @@ class Agent:
         calls: list[dict] = []
         answer: str | None = None
 
-        # 3. the tool-calling loop, with guard rails for real models: a time limit for the turn, a
-        #    limit on tool calls, a few repairs of bad calls at most, a fallback model on failure
-        deadline = time.monotonic() + self.turn_timeout_s
+        # 3. the tool-calling loop, with guard rails for real models: a limit on the model's time in the
+        #    turn, a limit on tool calls, a few repairs of bad calls at most, a fallback model on failure
+        model_s = 0.0  # the model's own time this turn; the tools' is not counted
         failed_calls = 0
         notice = ""
         for round_ in range(self.max_rounds):
             if scripted is not None and round_ > 0:
                 break  # a control's call is answered by the tool's own words, not by the model
-            if time.monotonic() > deadline:
-                answer = f"The language model took longer than {self.turn_timeout_s:g} s for this turn, so I stopped."
+            if model_s > self.turn_timeout_s:
+                stopped = f"The language model took longer than {self.turn_timeout_s:g} s for this turn, so I stopped."
+                done = " ".join(m.text for m in new if isinstance(m, ToolMessage))  # what its calls did is still said
+                answer = f"{done} ({stopped})" if done else stopped
                 break
+            started = time.monotonic()
             try:
                 ai = AIMessage("", tool_calls=[scripted]) if scripted is not None else model.invoke(messages)
             except Exception as error:  # a real model's server can fail; the session must not
@@ -266,6 +277,8 @@ class Agent:
                     continue
                 answer = f"The language model failed ({_short(error)}); nothing was changed by it."
                 break
+            finally:
+                model_s += time.monotonic() - started
             messages.append(ai)
             new.append(ai)
             requested = [(c, True) for c in ai.tool_calls] + [(c, False) for c in ai.invalid_tool_calls]

@@ -13,6 +13,7 @@ only as a short excerpt, so a 5 MB message costs nothing to store or to show aga
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from chatedit.agent import MAX_MESSAGE_CHARS
 from chatedit.editor import EditError
 from chatedit.feedback import load_feedback
-from chatedit.tools.align import NoFaceFound
+from chatedit.tools.align import NoFaceDetector, NoFaceFound
 from chatedit.tools.backend import Backend
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ def face_of(backend: Backend, picture: Image.Image) -> torch.Tensor:
         return backend.intake(picture)
     except NoFaceFound:
         raise EditError(load_feedback().say("upload.face_not_found")) from None
+    except NoFaceDetector as error:  # the server's installation, not the photo: the log says what to install
+        logger.error("upload refused: %s", error)
+        raise EditError(load_feedback().say("upload.no_detector")) from None
     except (OSError, ValueError) as error:
         raise EditError(load_feedback().say("upload.not_image", name="the picture")) from error
 

@@ -104,10 +104,10 @@ class View:
 
     session_id: str
     chat: tuple[Line, ...]
-    image: Path  # the face shown, as a PNG: the "Download PNG" file
-    degrees: dict[str, int]
-    before: Image.Image  # the original face and the face shown, for a side-by-side comparison
-    after: Image.Image
+    image: Path | None  # the face shown, as a PNG: the "Download PNG" file (None: no face yet, as below)
+    degrees: dict[str, int]  # empty with no face yet
+    before: Image.Image | None  # the original face and the face shown, for a side-by-side comparison
+    after: Image.Image | None
     identity: float | None  # how much the face shown is still the original person; None: no identity model
     undo: int
     redo: int
@@ -197,9 +197,13 @@ class SessionService:
                 logger.warning("login %r asked for session %s of another login", user, session_id)
             if self.new_sessions is not None and not self.new_sessions.allow(client or "local"):
                 raise TooManySessions(load_feedback().say("limits.new_sessions"))
-            session, outcome = self.agent.open()  # a random built-in face
+            # a random face, except on a backend that edits photos: drawing one there costs a text-to-image
+            # pass and an inversion (minutes on a CPU) before the person has asked for anything, so it asks for a photo
+            photos = self.agent.editor.backend.capabilities.photos
+            session, outcome = self.agent.open(draw=not photos)
             self._open[session.id] = self._opened(session.id, [], time.time(), user)
-            self._say(session.id, "assistant", (NOT_YOURS + " " if refused else "") + outcome.text + WELCOME)
+            self._say(session.id, "assistant", (NOT_YOURS + " " if refused else "") + outcome.text
+                      + (WELCOME if outcome.image is not None else ""))
             self._show_face(session.id, outcome.image)
             self.save(session.id)
             return session.id
@@ -229,8 +233,9 @@ class SessionService:
                                      opened.created, owner=opened.owner))
 
     def degrees(self, session_id: str) -> dict[str, int]:
-        """The face's degrees as last read (nothing is drawn)."""
-        return dict(self.agent.session(session_id).state.current.degrees)
+        """The face's degrees as last read (nothing is drawn); empty with no face yet."""
+        state = self.agent.session(session_id).state
+        return dict(state.current.degrees) if state.has_face else {}
 
     def idle(self, session_id: str, timeout: float | None = None) -> bool:
         """Waits until the session has no turn running or waiting; False if ``timeout`` passed first."""
@@ -377,16 +382,25 @@ class SessionService:
         whatever the history."""
         state = self.agent.session(session_id).state
         editor = self.agent.editor
+        if not state.has_face:  # a new session on a photo backend, before a photo or a new face
+            return View(session_id, self.chat_log(session_id), None, {}, None, None, None, 0, 0)
         image, original = editor.image(state), editor.original_image(state)
         png = self.store.save_image(session_id, image, "face", version=path_key([state.current.latent])[0])
         return View(session_id, self.chat_log(session_id), png, dict(state.current.degrees), to_pil(original),
                     to_pil(image), editor.identity_similarity(state, image, original), state.can_undo(),
                     state.can_redo())
 
+    def _with_face(self, session_id: str) -> DialogState:
+        """The session's state; ``EditError`` with a sentence when it has no face yet (nothing to download)."""
+        state = self.agent.session(session_id).state
+        if not state.has_face:
+            raise EditError(load_feedback().say("no_face"))
+        return state
+
     def edit_path_gif(self, session_id: str) -> Path:
         """The face shown's history up to it, as an animated GIF (interpolated in latent space).
         Drawn on request; a frame drawn for an earlier request is not drawn again."""
-        state = self.agent.session(session_id).state
+        state = self._with_face(session_id)
         index = state.index  # read first: ``entries[:index + 1]`` is then a history even if a turn pushes now
         shown = state.entries[: index + 1]
         latents = [e.latent for e in shown if e.face == shown[-1].face]
@@ -400,7 +414,7 @@ class SessionService:
 
     def face_png(self, session_id: str, display: bool = False) -> Path:
         """The face shown as a PNG: at the backend's own resolution, or drawn at display size."""
-        state = self.agent.session(session_id).state
+        state = self._with_face(session_id)
         image = self.agent.editor.image(state)
         version = path_key([state.current.latent])[0]
         if not display:
@@ -412,7 +426,7 @@ class SessionService:
         """The whole session as an animated GIF at display size: every face in order (interpolated
         within a person, a cut between people), what made each step written under it. Drawn on
         request; frames drawn before are not drawn again."""
-        state = self.agent.session(session_id).state
+        state = self._with_face(session_id)
         shown = state.entries[: state.index + 1]
         latents = [e.latent for e in shown]
         cuts = frozenset(i for i in range(len(shown) - 1) if shown[i].face != shown[i + 1].face)

@@ -4,6 +4,8 @@
 request, the dialog and the walk's rules alone, not from trained weights.
 """
 
+import time
+
 import pytest
 import torch
 from langchain_core.messages import AIMessage, ToolMessage
@@ -84,6 +86,46 @@ def test_unknown_tool_and_failing_model_leave_the_session_usable():
     assert "server down" in reply.text and reply.degrees == START
     _, reply = turn(agent, "older")
     assert reply.degrees["age"] == 3 and len(session.state.turns) == 3
+
+
+class SlowWorld(OpenWorld):
+    """Every face takes ``seconds`` to draw: an edit runs far longer than the model's whole time limit."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def generate(self, w, on_preview=None):
+        time.sleep(self.seconds)
+        return super().generate(w, on_preview)
+
+
+def test_a_long_edit_is_reported_by_its_result_not_as_the_model_running_out_of_time():
+    llm = ScriptedChatModel(script=[call("edit_attribute", attribute="smiling", target=3), AIMessage("A broad smile.")])
+    world = SlowWorld(0.05)
+    agent = Agent(Editor(world), llm, turn_timeout_s=0.1)  # the model's own time; the edit alone takes longer
+    agent.open("s1", image=face(world, START))
+    started = time.monotonic()
+    events, reply = turn(agent, "smile broadly")
+    assert time.monotonic() - started > 0.1  # the edit took longer than the limit ...
+    assert sum(isinstance(e, FrameEvent) for e in events) >= 2  # ... shown as it ran ...
+    assert reply.text == "A broad smile." and reply.degrees["smiling"] == 3  # ... and answered by the model
+    assert "took longer" not in reply.text and len(llm.seen) == 2
+
+
+def test_a_slow_model_is_stopped_but_what_its_calls_did_is_still_said():
+    class SlowModel(ScriptedChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            time.sleep(0.15)
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+    llm = SlowModel(script=[call("edit_attribute", attribute="smiling", target=3), AIMessage("never asked")])
+    agent = Agent(Editor(OpenWorld()), llm, turn_timeout_s=0.1)
+    agent.open("s1", image=face(OpenWorld(), START))
+    _, reply = turn(agent, "smile broadly")
+    assert len(llm.seen) == 1 and reply.degrees["smiling"] == 3
+    tool_said = next(m.text for m in agent.session("s1").messages if isinstance(m, ToolMessage))
+    assert reply.text.startswith(tool_said) and "took longer than 0.1 s" in reply.text
 
 
 def test_sessions_do_not_share_state():

@@ -7,6 +7,7 @@ and their directions, adapters, previews, refusals), not how good an edit looks.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 import time
@@ -325,3 +326,96 @@ def test_a_photo_comes_in_aligned_at_the_pipelines_resolution_and_a_faceless_one
     assert face.shape == (3, SIZE, SIZE) and 0 <= float(face.min()) and float(face.max()) <= 1
     with pytest.raises(NoFaceFound):
         backend.intake(Image.new("RGB", (300, 300), (90, 90, 90)))
+
+
+# --------------------------------------------------------------------------- a real installation (issue #31, item 6)
+
+
+def test_an_upload_is_inverted_once_and_its_unedited_face_costs_no_pass(parts, monkeypatch):
+    backend = _backend(parts)
+    pipeline = type(backend.pipe)
+    runs = {"invert": 0, "pass": 0}
+    real_invert, real_call = pipeline.invert, pipeline.__call__
+
+    def invert(self, *args, **kwargs):
+        runs["invert"] += 1
+        return real_invert(self, *args, **kwargs)
+
+    def denoise(self, *args, **kwargs):
+        runs["pass"] += 1
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "invert", invert)
+    monkeypatch.setattr(pipeline, "__call__", denoise)
+    state = DialogState()
+    Editor(backend, min_fit_psnr=0.0).upload(state, _photo(20))  # the random VAE redraws poorly: no fit check
+    assert runs == {"invert": 1, "pass": 0}  # the unedited face is the VAE's reconstruction, from the inversion
+    backend.generate(_strengths(state.current.latent, smiling=1.0))
+    assert runs == {"invert": 1, "pass": 1}  # an edit is one pass
+
+
+def _from_command_line(parts, *flags: str) -> DiffusionBackend:
+    """The backend as ``chatedit serve --backend diffusion FLAGS`` makes it: the registry's flags, parsed."""
+    from chatedit.tools import registry
+
+    parser = argparse.ArgumentParser()
+    registry.add_arguments(parser)
+    args = parser.parse_args(["--model", str(parts["model"]), "--clip", str(parts["clip"]), *flags])
+    return registry.load("diffusion", **registry.given_options(args, ("diffusion",)))
+
+
+def test_steps_and_device_reach_the_backend_from_the_command_line(parts):
+    backend = _from_command_line(parts, "--steps", "3", "--new-face-steps", "2", "--device", "cpu")
+    assert backend.device.type == "cpu" and backend.reader.device.type == "cpu"
+    latent = backend.encode(_photo(21)[None])
+    key = DiffusionBackend._split(latent[0])[0]
+    assert len(backend.photos[key].timesteps) == 3  # the inversion, and so every edit pass, runs 3 steps
+    unet_calls = []
+    hook = backend.pipe.unet.register_forward_hook(lambda *_: unet_calls.append(1))
+    try:
+        backend.generate(_strengths(latent, eyeglasses=1.0))
+        edit_calls = len(unet_calls)
+        backend.sample(3)
+    finally:
+        hook.remove()
+    assert edit_calls == 3 and len(unet_calls) - edit_calls == 2 + 3  # 2 text-to-image steps, then its inversion
+
+
+def test_step_counts_and_devices_that_cannot_be_are_refused_by_name(parts):
+    with pytest.raises(ValueError, match="--steps must be at least 1, got 0"):
+        _from_command_line(parts, "--steps", "0")
+    with pytest.raises(PipelineLoadError, match="--device tpu9"):
+        _from_command_line(parts, "--device", "tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(PipelineLoadError, match="--device cuda asks for a CUDA GPU"):
+            _from_command_line(parts, "--device", "cuda")
+
+
+def test_loading_passes_no_deprecated_torch_dtype(parts, recwarn):
+    import warnings
+
+    warnings.simplefilter("always")
+    _backend(parts)
+    assert not [w for w in recwarn if "torch_dtype" in str(w.message)]
+
+
+def test_the_new_face_pipeline_keeps_the_shared_components_dtype(parts):
+    backend = _backend(parts)
+    backend.pipe.to(dtype=torch.bfloat16)  # as float16 on a GPU
+    backend._text2image()
+    assert backend.pipe.unet.dtype == backend.pipe.vae.dtype == torch.bfloat16
+
+
+def test_an_opencv_without_cascades_refuses_an_upload_in_a_sentence(backend, monkeypatch):
+    import cv2
+
+    import chatedit
+    from chatedit.feedback import load_feedback
+    from chatedit.intake import read_photo
+
+    monkeypatch.setitem(sys.modules, "chatedit.faces", None)  # no dlib either
+    monkeypatch.delattr(chatedit, "faces", raising=False)
+    monkeypatch.delattr(cv2, "CascadeClassifier")  # as opencv-python 5, which insightface pulls in
+    with pytest.raises(EditError) as refused:
+        read_photo(backend, Image.fromarray((_photo(22) * 255).byte().permute(1, 2, 0).numpy()).resize((300, 300)))
+    assert str(refused.value) == load_feedback().say("upload.no_detector")

@@ -204,7 +204,8 @@ def test_an_upload_starts_a_new_face_and_a_refused_one_changes_nothing(tmp_path)
 def test_a_stylegan2_session_refuses_a_faceless_photo_and_keeps_its_face(weights, portrait, tmp_path):  # noqa: F811
     agent = Agent(Editor(load(weights), refine_steps=5, max_steps=4), RulesChatModel())
     sessions = SessionService(agent, SessionStore(tmp_path / "data"), "stylegan2")
-    sid = sessions.ensure(None)
+    sid = sessions.ensure(None)  # a photo backend's session starts with no face: it asks for a photo
+    list(sessions.chat(sid, "new face"))
     state = agent.session(sid).state
     entries, latent = len(state.entries), state.current.latent.clone()
     noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)

@@ -1,9 +1,11 @@
 """Finding the face in a photo and cropping it the way FFHQ's faces were cropped.
 
-``detect_face`` returns five points of the largest face: the eyes and mouth corners, "left" and
+``detect_face`` returns five points of the largest face (dlib's: the most confident): the eyes and mouth corners, "left" and
 "right" as seen in the image. It uses insightface's detector when the package is installed and
 ``face_models`` is a folder holding its ONNX files (``pip install -e .[faces]``; nothing is ever
-downloaded), otherwise OpenCV's bundled Haar cascades. ``align_face`` cuts the FFHQ square from
+downloaded), else dlib's (``chatedit.faces``) when it can run, else OpenCV's bundled Haar cascades
+when the installed OpenCV has them (opencv-python 5, which insightface can pull in, does not); with
+none of these it raises ``NoFaceDetector``, never an error of OpenCV's. ``align_face`` cuts the FFHQ square from
 those points: eyes level, at the same place in every crop, whatever the photo's size and tilt.
 """
 
@@ -34,6 +36,10 @@ DETECT_SIDE = 1024  # OpenCV looks for faces in a copy at most this many pixels 
 
 class NoFaceFound(ValueError):
     """The photo shows no face the detector can find."""
+
+
+class NoFaceDetector(RuntimeError):
+    """No face detector can run here: the message says what to install (for the log, not the person)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,40 @@ def detect_face(picture: Image.Image, face_models: str | Path | None = None) -> 
         kps = [tuple(float(v) for v in p) for p in np.asarray(face.kps)]  # eyes, nose, mouth corners
         return FaceMarks(kps[0], kps[1], kps[3], kps[4], tuple(float(v) for v in face.bbox[:4]),
                          float(face.det_score))
+    dlib = _dlib_faces()
+    if dlib is not None:
+        faces = dlib.detect(picture)  # the most confident first
+        if not faces:
+            raise NoFaceFound("I couldn't find a face in that picture.")
+        return faces[0].marks()
+    missing = _missing_cascades()
+    if missing:
+        raise NoFaceDetector(f"no face detector can run here: the installed OpenCV ({getattr(cv2, '__version__', '?')}) "
+                             f"has no {missing}, dlib's detector is not available, and no --face-models folder "
+                             "was given; pip install -e '.[faces]' (dlib's detector), pass --face-models DIR "
+                             "with insightface's models, or reinstall 'opencv-python-headless<5'")
     return _opencv_face(picture)
+
+
+def _dlib_faces():
+    """``chatedit.faces`` (dlib's detector and landmarks) when it is installed and can run here, else None."""
+    try:
+        from chatedit import faces
+    except ImportError:
+        return None
+    return faces if faces.available() else None
+
+
+CASCADES = ("haarcascade_frontalface_alt2.xml", "haarcascade_frontalface_default.xml", "haarcascade_eye.xml")
+
+
+def _missing_cascades() -> str | None:
+    """What of OpenCV's Haar cascades this OpenCV lacks, in words (None: all there)."""
+    if not hasattr(cv2, "CascadeClassifier"):
+        return "CascadeClassifier"
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    absent = [n for n in CASCADES if folder is None or not (Path(folder) / n).is_file()]
+    return f"Haar cascade files ({', '.join(absent)})" if absent else None
 
 
 def insightface_app(face_models: str | Path | None):
@@ -229,5 +268,5 @@ def _cascade(name: str) -> cv2.CascadeClassifier:
     path = Path(cv2.data.haarcascades) / name
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
-        raise FileNotFoundError(f"OpenCV's cascade {path} is missing (opencv-python-headless 5 no longer ships them)")
+        raise NoFaceDetector(f"OpenCV's cascade {path} could not be read")
     return cascade

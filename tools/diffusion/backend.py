@@ -105,7 +105,11 @@ class DiffusionBackend(Backend):
                  adapters: dict[str, str | Path] | None = None, resolution: int | None = None,
                  inversion_steps: int = 30, skip: float = 0.15, preview_every: int = 5, seed: int = 0,
                  photo_dir: str | Path | None = None, max_photos: int = 32, face_models: str | Path | None = None,
-                 preview_vae=None, ip_adapter: str | Path | None = None, ip_adapter_scale: float | None = None):
+                 preview_vae=None, ip_adapter: str | Path | None = None, ip_adapter_scale: float | None = None,
+                 new_face_steps: int | None = None):
+        for flag, steps in (("--steps", inversion_steps), ("--new-face-steps", new_face_steps)):
+            if steps is not None and steps < 1:
+                raise ValueError(f"{flag} must be at least 1, got {steps}")
         self.pipe = pipe
         self.device = pipe.device
         self.unet_processors = dict(pipe.unet.attn_processors)  # the UNet's own attention, put back after each pass
@@ -114,6 +118,7 @@ class DiffusionBackend(Backend):
         self.attributes = attribute_names()
         self.resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.inversion_steps, self.skip, self.preview_every, self.seed = inversion_steps, skip, preview_every, seed
+        self.new_face_steps = int(self.texts["new_face"]["steps"]) if new_face_steps is None else new_face_steps
         self.photo_dir = Path(photo_dir) if photo_dir else None
         if max_photos < 1:
             raise ValueError(f"max_photos must be at least 1, got {max_photos}")
@@ -164,14 +169,15 @@ class DiffusionBackend(Backend):
         if preview_vae is not None:
             from diffusers import AutoencoderTiny
 
-            tiny = AutoencoderTiny.from_pretrained(preview_vae, torch_dtype=pipe.vae.dtype).to(pipe.device)
+            tiny = AutoencoderTiny.from_pretrained(preview_vae, dtype=pipe.vae.dtype).to(pipe.device)
         return cls(pipe, reader, texts, adapters=found, preview_vae=tiny, **options)
 
     @classmethod
     def from_options(cls, options) -> "DiffusionBackend":
         """The backend from its registry options (``plugin.DiffusionOptions``)."""
         extra = {k: v for k, v in (("ip_adapter", options.ip_adapter), ("ip_adapter_scale", options.ip_adapter_scale),
-                                   ("photo_dir", options.photo_dir)) if v is not None}
+                                   ("photo_dir", options.photo_dir), ("inversion_steps", options.steps),
+                                   ("new_face_steps", options.new_face_steps)) if v is not None}
         return cls.load(model=options.model, clip=options.clip or DEFAULT_CLIP, adapters=options.adapters,
                         preview_vae=options.preview_vae, device=options.device, face_models=options.face_models,
                         **extra)
@@ -282,12 +288,15 @@ class DiffusionBackend(Backend):
             for size in sizes:
                 try:
                     with self._ledits_pass(), self._face_prompt(identity):
-                        self.pipe.invert(image=picture.resize((size, size), Image.LANCZOS),
-                                         num_inversion_steps=self.inversion_steps, skip=self.skip,
-                                         generator=torch.Generator().manual_seed(self.seed),
-                                         source_prompt=self.texts.get("source_prompt", ""))
+                        out = self.pipe.invert(image=picture.resize((size, size), Image.LANCZOS),
+                                               num_inversion_steps=self.inversion_steps, skip=self.skip,
+                                               generator=torch.Generator().manual_seed(self.seed),
+                                               source_prompt=self.texts.get("source_prompt", ""))
                     inversion = Inversion.take(self.pipe, photo, identity)
-                    inversion.reconstruction = self._redraw(inversion, torch.zeros(len(self.attributes)), None)
+                    # the unedited picture is the VAE's own reconstruction, which a pass with no edit redraws
+                    # (LEDITS++'s inversion is exact up to the VAE): drawn by the inversion, no second pass
+                    inversion.reconstruction = self._full_size(
+                        from_pil(out.vae_reconstruction_images[0], size).float().clamp(0, 1))
                     break
                 except torch.cuda.OutOfMemoryError:
                     logger.warning("out of GPU memory inverting at %d px", size)
@@ -341,7 +350,7 @@ class DiffusionBackend(Backend):
             self._set_adapter_weights(torch.zeros(len(self.attributes)))
             text2image = self._text2image()
             image = self._run_out_of_memory_safe(lambda: text2image(
-                prompt=new["prompt"], negative_prompt=new["negative"], num_inference_steps=int(new["steps"]),
+                prompt=new["prompt"], negative_prompt=new["negative"], num_inference_steps=self.new_face_steps,
                 guidance_scale=float(new["guidance"]), height=self.resolution, width=self.resolution,
                 generator=torch.Generator().manual_seed(seed), output_type="pt").images[0])
         return self.encode(image[None])
@@ -352,7 +361,9 @@ class DiffusionBackend(Backend):
             from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
             xl = hasattr(self.pipe, "text_encoder_2")
-            self.text2image = (StableDiffusionXLPipeline if xl else StableDiffusionPipeline).from_pipe(self.pipe)
+            # at the pipeline's own dtype: ``from_pipe`` otherwise casts the shared components to float32
+            self.text2image = (StableDiffusionXLPipeline if xl else StableDiffusionPipeline).from_pipe(
+                self.pipe, dtype=self.pipe.dtype)
             self.text2image.set_progress_bar_config(disable=True)
         return self.text2image
 

@@ -57,11 +57,16 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None, dtype: 
     if "Pipeline" not in kind or "unet" not in index:
         raise PipelineLoadError(f"{model} holds a {kind or 'unknown'} model, "
                                 "not a Stable Diffusion pipeline with a UNet")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as error:
+        raise PipelineLoadError(f"--device {device} is not a torch device (e.g. cpu, cuda, cuda:1)") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineLoadError(f"--device {device} asks for a CUDA GPU, but torch sees none on this machine")
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     cls = LEditsPPPipelineStableDiffusionXL if "XL" in kind else LEditsPPPipelineStableDiffusion
     try:
-        pipe = cls.from_pretrained(model, torch_dtype=dtype)
+        pipe = cls.from_pretrained(model, dtype=dtype)
     except (OSError, ValueError) as error:
         raise PipelineLoadError(f"could not load the pipeline {model}: {error}") from error
     # LEDITS++'s inversion is defined for the multistep SDE solver (or DDIM); set it explicitly. The

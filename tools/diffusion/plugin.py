@@ -27,6 +27,11 @@ class DiffusionOptions:
     ip_adapter_scale: float | None = option(None, "--ip-adapter-scale", "how strongly the photo's identity steers "
                                             "each pass (default 0.6; 0 turns it off)", type=float, metavar="SCALE")
     device: str | None = option(None, "--device", "torch device (default: cuda when present, else cpu)")
+    steps: int | None = option(None, "--steps", "denoising steps of each photo's inversion and so of every edit pass "
+                               "(LEDITS++ edits over the inversion's own steps; default 30; fewer: faster, coarser)",
+                               type=int, metavar="N")
+    new_face_steps: int | None = option(None, "--new-face-steps", "text-to-image steps drawing a new face (default: "
+                                        "25, from prompts/diffusion.yaml)", type=int, metavar="N")
     face_models: Path | None = option(None, "--face-models", "insightface's ONNX models (a folder such as "
                                       "buffalo_l; needs pip install -e .[faces]): its detector aligns uploads and "
                                       "its ArcFace measures identity", type=Path, metavar="DIR")
