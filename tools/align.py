@@ -2,7 +2,7 @@
 
 ``detect_face`` returns five points of the largest face (dlib's: the most confident): the eyes and mouth corners, "left" and
 "right" as seen in the image. It uses insightface's detector when the package is installed and
-``face_models`` is a folder holding its ONNX files (``pip install -e .[faces]``; nothing is ever
+``face_models`` is a folder holding its ONNX files (``pip install -e .[insightface]``; nothing is ever
 downloaded), else dlib's (``chatedit.faces``) when it can run, else OpenCV's bundled Haar cascades
 when the installed OpenCV has them (opencv-python 5, which insightface can pull in, does not); with
 none of these it raises ``NoFaceDetector``, never an error of OpenCV's. ``align_face`` cuts the FFHQ square from
@@ -207,7 +207,7 @@ def _insightface_app(folder: str):
     try:
         from insightface.app import FaceAnalysis
     except ImportError:
-        logger.warning("insightface is not installed (pip install -e .[faces]); faces are found with OpenCV")
+        logger.warning("insightface is not installed (pip install -e .[insightface]); faces are found with OpenCV")
         return None
     try:
         app = FaceAnalysis(name=folder, allowed_modules=["detection", "recognition"])

@@ -33,7 +33,7 @@ class DiffusionOptions:
     new_face_steps: int | None = option(None, "--new-face-steps", "text-to-image steps drawing a new face (default: "
                                         "25, from prompts/diffusion.yaml)", type=int, metavar="N")
     face_models: Path | None = option(None, "--face-models", "insightface's ONNX models (a folder such as "
-                                      "buffalo_l; needs pip install -e .[faces]): its detector aligns uploads and "
+                                      "buffalo_l; needs pip install -e .[insightface]): its detector aligns uploads and "
                                       "its ArcFace measures identity", type=Path, metavar="DIR")
     photo_dir: Path | None = option(None)  # set by serve: photos kept to redo inversions after a restart
 

@@ -16,7 +16,7 @@ class StyleGAN2Options:
                              choices=(128, 1024))
     device: str | None = option(None, "--device", "torch device (default: cuda when present, else cpu)")
     face_models: Path | None = option(None, "--face-models", "insightface's ONNX models (a folder such as "
-                                      "buffalo_l; needs pip install -e .[faces]): its detector aligns uploads and "
+                                      "buffalo_l; needs pip install -e .[insightface]): its detector aligns uploads and "
                                       "its ArcFace measures identity", type=Path, metavar="DIR")
     half: bool | None = option(None, "--half", "draw faces in float16 on the GPU (default: on with CUDA, off on a "
                                "CPU; --half on a CPU is refused)", boolean=True)
