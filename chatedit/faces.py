@@ -262,9 +262,14 @@ def _similarity_fit(source: np.ndarray, target: np.ndarray):
 def describe(picture: Image.Image, crops: Path, detector: str = DEFAULT_DETECTOR, size: int = 256) -> list[dict]:
     """What ChatEdit sees of each face in ``picture``, as JSON-ready dicts, the most confident first.
 
-    Each face's aligned crop is saved as ``crops`` + ``_face{i}.png`` (a path prefix). Readers added
-    later (age, smile) add their own keys.
+    Each face's aligned crop is saved as ``crops`` + ``_face{i}.png`` (a path prefix). Where their
+    models are installed, ``chatedit.readers`` adds ``age`` (degree, years) and ``smiling`` (degree,
+    p_happy), each with its confidence and model.
     """
+    from chatedit import readers
+
+    age = readers.AgeReader() if readers.age_available() else None
+    smile = readers.SmileReader() if readers.smile_available() else None
     found = []
     for i, face in enumerate(detect(picture, detector)):
         path = crops.with_name(f"{crops.name}_face{i}.png")
@@ -280,4 +285,12 @@ def describe(picture: Image.Image, crops: Path, detector: str = DEFAULT_DETECTOR
             "embedding_norm": round(float(np.linalg.norm(identity(picture, face))), 4),
             "crop": str(path),
         })
+        if age is not None:
+            r = age.read(picture, face)
+            found[-1]["age"] = {"degree": r.degree, "years": round(r.value, 1), "confidence": round(r.confidence, 3),
+                                "model": age.name}
+        if smile is not None:
+            r = smile.read(picture, face)
+            found[-1]["smiling"] = {"degree": r.degree, "p": round(r.value, 4), "confidence": round(r.confidence, 3),
+                                    "model": smile.name}
     return found
