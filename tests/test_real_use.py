@@ -135,6 +135,20 @@ def test_a_new_session_on_a_photo_backend_asks_for_a_photo_and_draws_nothing_unt
     assert reply.image is not None and world.drawn["sample"] == 1 and again.view(sid).image is not None
 
 
+def test_the_page_opens_a_faceless_session_on_a_photo_backend(tmp_path):
+    """The page and MCP's start show the photo request and no face, the sliders at 0, nothing drawn."""
+    from chatedit.ui.app import build_page
+
+    world = CountingPhotoWorld()
+    sessions = SessionService(Agent(Editor(world), RulesChatModel()), SessionStore(tmp_path / "data"), "photos")
+    _, app = build_page(sessions)
+    shown, w = app.start(None), app.widgets
+    assert shown[w.png] is None and shown[w.before_after] is None
+    assert all(shown[slider] == 0 for slider in w.sliders.values())
+    assert FEEDBACK.say("greeting_photo") in [m["content"] for m in shown[w.chatbot]]
+    assert world.drawn == {"sample": 0, "encode": 0}
+
+
 def test_a_backend_that_draws_its_own_faces_still_opens_with_one(tmp_path):
     world = CountingPhotoWorld()
     world.capabilities = Capabilities(streams_inversion=False, photos=False)

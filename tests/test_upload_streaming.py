@@ -131,6 +131,7 @@ def test_the_page_shows_the_reconstruction_in_the_live_preview(builtin, portrait
     from chatedit.sessions import SessionService
     from chatedit.store import SessionStore
     from chatedit.ui.app import build_page
+    from test_ui import frame
 
     agent = Agent(Editor(builtin, refine_steps=40), RulesChatModel())
     _, app = build_page(SessionService(agent, SessionStore(tmp_path / "data"), "builtin"))
@@ -139,7 +140,7 @@ def test_the_page_shows_the_reconstruction_in_the_live_preview(builtin, portrait
     state = agent.session(session_id).state
     to_pil(portrait).save(tmp_path / "me.png")
     outputs = list(app.send({"text": "", "files": [str(tmp_path / "me.png")]}, session_id))
-    previews = [o[preview] for o in outputs[:-1] if isinstance(o.get(preview), Image.Image)]
+    previews = [frame(o.get(preview)) for o in outputs[:-1] if frame(o.get(preview)) is not None]
     assert len(previews) >= 2 and all(p.size == (128, 128) for p in previews)
     assert app.widgets.chatbot in outputs[-1] and app.widgets.png in outputs[-1]  # then the full view
     assert state.current.action == "uploaded photo"
@@ -150,6 +151,6 @@ def test_the_page_shows_the_reconstruction_in_the_live_preview(builtin, portrait
     before = (len(state.entries), state.current.latent.clone())
     Image.new("RGB", (200, 200), (120, 120, 120)).save(tmp_path / "grey.png")
     outputs = list(app.send({"text": "", "files": [str(tmp_path / "grey.png")]}, session_id))
-    assert not [o for o in outputs[:-1] if isinstance(o.get(preview), Image.Image)]  # a blank photo shows no frame
+    assert not [o for o in outputs[:-1] if frame(o.get(preview)) is not None]  # a blank photo shows no frame
     assert len(state.entries) == before[0] and torch.equal(state.current.latent, before[1])
     assert "blank" in app.chat_messages(session_id)[-1]["content"].lower()

@@ -28,23 +28,97 @@ import gradio as gr
 
 from chatedit.agent import FrameEvent
 from chatedit.attributes import MAX_DEGREE, load_attributes
-from chatedit.feedback import load_feedback
 from chatedit.images import to_pil
 from chatedit.sessions import Line, Notice, Queued, Said, SessionService, TooManySessions, View, throttle
 from chatedit.store import SessionStore, valid_session_id
 
-from .images import DISPLAY_PX, InlineImage, InlineImageSlider
+from .images import Frame, InlineImage, InlineImageSlider
 
-# the faces are 128 px: let the browser scale them up to fill their frames instead of leaving a stamp
+# Wide screens: chat | live preview and buttons | sliders and downloads, all above the fold at 1366×768.
+# Narrow screens: the preview and buttons come first and stay at the top while the chat scrolls.
+# The chat's per-message Share (Spaces only) and its trash icon (it empties the display, not the
+# session; Reset and New face start over, undoably) are hidden.
 CSS = """
+.gradio-container { overflow: clip !important; }  /* not hidden: a scroll box would unstick the preview */
+#title h2 { margin: 0; font-size: 1.25em; }
+#title p { margin: 0; font-size: 0.9em; }
+#chat { height: calc(100vh - 260px) !important; min-height: 300px; }
+#chat button[aria-label="Share"], #chat button[title="Share"], #chat button[aria-label="Clear"] { display: none !important; }
+#chat .message img { width: 192px; height: 192px; object-fit: contain; }
+#chat .message:has(img) { width: fit-content; max-width: 100%; }
+#preview { height: min(48vh, 400px) !important; }
 #preview img { width: 100%; height: 100%; object-fit: contain; }
-#chat .message img { min-width: 192px; }
-#status { font-size: 0.9em; }
+#controls .info-text { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }
+#controls .block { padding-top: 4px; padding-bottom: 4px; }
+#status { font-size: 0.85em; }
+@media (max-width: 760px) {
+  #stage { order: -1; position: sticky; top: 0; z-index: 20; background: var(--background-fill-primary); }
+  #preview { height: 26vh !important; }
+  #chat { height: 38vh !important; min-height: 200px; }
+}
 """
 BUTTONS = {"undo": {"steps": 1}, "redo": {"steps": 1}, "reset": {}, "new_face": {}}  # tool name → its arguments
+# the downloads drawn on request: name → the label of the button that asks for it
+DOWNLOADS = {"edit_path": "Edit path (GIF)", "session_gif": "Whole session (GIF)", "sheet": "Contact sheet",
+             "png_display": "PNG, display size"}
 LISTENERS = 32  # handlers listening to turns at once; the turns themselves are bounded by the session service
-# once the GIF is written, the hidden download button under it is pressed for the person
-CLICK_GIF = "() => { const b = document.querySelector('#download-gif'); if (b) { b.click(); } }"
+KEY_PAUSE_MS = 600  # a slider moved by keys runs its edit once the keys have rested this long
+
+
+def click_download(name: str) -> str:
+    """Once a download is written, the hidden download button under it is pressed for the person."""
+    return f"() => {{ const b = document.querySelector('#{_download_id('download', name)}'); if (b) {{ b.click(); }} }}"
+
+
+# Installed once on page load. Gradio runs a slider's edit when it is let go (``release``: the
+# range's pointerup, the number box's blur). Keys never let go: arrows, Home, End and Page keys on a
+# range release it once they rest (one edit, for the value where they stopped); Enter in a number
+# box leaves it (its edit). The server setting a value releases nothing, so nothing loops.
+KEYS = """() => {
+  if (window.chateditKeys) { return; }
+  window.chateditKeys = true;
+  const moves = new Set(['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'Home', 'End', 'PageUp', 'PageDown']);
+  const timers = new WeakMap();
+  document.addEventListener('keyup', (e) => {
+    const t = e.target;
+    if (!(t instanceof HTMLInputElement) || !t.closest('.chatedit-slider')) { return; }
+    if (t.type === 'range' && moves.has(e.key)) {
+      clearTimeout(timers.get(t));
+      timers.set(t, setTimeout(() => t.dispatchEvent(new PointerEvent('pointerup', {bubbles: true})), PAUSE));
+    }
+  }, true);
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    if (t instanceof HTMLInputElement && t.type === 'number' && e.key === 'Enter' && t.closest('.chatedit-slider')) {
+      e.preventDefault();
+      t.blur();
+    }
+  }, true);
+  // Gradio's chat drops a file message's alt text and leaves its image buttons unlabelled: the
+  // words come from the preview's alt text (the face now), set by the server with each turn
+  const label = () => {
+    const now = document.querySelector('#preview img')?.alt || '';
+    const faces = [...document.querySelectorAll('#chat .message-row img, #chat .message img')];
+    const bot = faces.filter(i => !i.closest('.user-row, .user'));
+    faces.forEach(i => {
+      const want = i.closest('.user-row, .user') ? 'The photo you sent'
+        : (i === bot[bot.length - 1] && now.startsWith('The face now') ? now.replace('The face now', 'The face')
+           : 'A face from earlier in this conversation');
+      if (i.alt !== want) { i.alt = want; }
+    });
+    const pair = document.querySelectorAll('#before-after img');
+    if (pair[0] && !pair[0].alt) { pair[0].alt = 'Before: the face at the start'; }
+    if (pair[1] && !pair[1].alt) { pair[1].alt = 'After: the face now'; }
+    document.querySelectorAll('button').forEach(b => {
+      if (b.getAttribute('aria-label') || b.innerText.trim()) { return; }
+      const img = b.querySelector('img');
+      if (img) { b.setAttribute('aria-label', 'Show larger: ' + (img.alt || 'the picture')); }
+    });
+  };
+  new MutationObserver(label).observe(document.body, {childList: true, subtree: true, attributes: true,
+                                                      attributeFilter: ['src', 'alt']});
+  label();
+}""".replace("PAUSE", str(KEY_PAUSE_MS))
 
 
 @dataclass(frozen=True)
@@ -65,17 +139,22 @@ class Widgets:
     preview: gr.Image
     sliders: dict[str, gr.Slider]  # by attribute name
     buttons: dict[str, gr.Button]  # by tool name (``BUTTONS``)
-    png: gr.DownloadButton
-    gif: gr.DownloadButton  # the edit-path GIF, once made (``make_gif``); hidden after every turn
-    make_gif: gr.Button
+    png: gr.DownloadButton  # the face at the backend's resolution, written every turn
+    downloads: dict[str, gr.DownloadButton]  # by name (``DOWNLOADS``), once made; hidden after every turn
+    makers: dict[str, gr.Button]  # the buttons that ask for them
     before_after: gr.ImageSlider
     status: gr.Markdown
+
+    @property
+    def gif(self) -> gr.DownloadButton:
+        """The edit-path GIF's download."""
+        return self.downloads["edit_path"]
 
     @property
     def outputs(self) -> list:
         """Every component a handler may change."""
         return [self.session, self.chatbot, self.preview, *self.sliders.values(), self.before_after, self.png,
-                self.gif, self.status]
+                *self.downloads.values(), self.status]
 
 
 class ChatEditApp:
@@ -85,7 +164,8 @@ class ChatEditApp:
         self.sessions = sessions
         self.config = config
         self.widgets = widgets
-        self.labels = {a.name: a.label for a in load_attributes()}
+        self.attributes = {a.name: a for a in load_attributes()}
+        self.labels = {a.name: a.label for a in self.attributes.values()}
 
     # ----------------------------------------------------------------- handlers
 
@@ -106,9 +186,15 @@ class ChatEditApp:
              request: gr.Request | None = None) -> Iterator[dict]:
         """A message from the box: text, an image, or both (the image first). The box is emptied as
         the message is taken (not when its turn ends: that would wipe what is typed meanwhile)."""
-        yield {self.widgets.box: gr.MultimodalTextbox(value=None)}
         session_id = self.ensure(session_id, request)
         text, files = _message_parts(message)
+        emptied = {self.widgets.box: gr.MultimodalTextbox(value=None)}
+        if self.sessions.idle(session_id, timeout=0) and (text or files):
+            # the person's words and the working line at once, before the turn's worker reports
+            said = text if not files else f"your photo{' and: ' + text if text else ''}"
+            emptied[self.widgets.chatbot] = self.chat_messages(session_id) + [
+                {"role": "user", "content": text or "[uploading a photo]"}, Work(said).message()]
+        yield emptied
         # all queued now, in order; Gradio's copy of an upload is removed once read (the chat keeps the photo)
         turns = [self.sessions.upload(session_id, file, remove=_uploaded(file)) for file in files]
         if text:
@@ -136,40 +222,67 @@ class ChatEditApp:
         yield from self._stream(session_id, self.sessions.act(session_id, name, BUTTONS[name], said), notices)
         yield self.view(session_id, notices)
 
+    def download(self, name: str, session_id: str | None, request: gr.Request | None = None) -> dict:
+        """A download (``DOWNLOADS``), drawn now (only what was not drawn before), ready to save."""
+        session_id = self.ensure(session_id, request)
+        make = {"edit_path": self.sessions.edit_path_gif, "session_gif": self.sessions.session_gif,
+                "sheet": self.sessions.contact_sheet,
+                "png_display": lambda s: self.sessions.face_png(s, display=True)}[name]
+        return {self.widgets.downloads[name]: gr.DownloadButton(value=str(make(session_id)), visible=True)}
+
     def edit_path(self, session_id: str | None, request: gr.Request | None = None) -> dict:
         """The edit-path GIF, drawn now (only the frames not drawn before), ready to download."""
-        session_id = self.ensure(session_id, request)
-        gif = self.sessions.edit_path_gif(session_id)
-        return {self.widgets.gif: gr.DownloadButton(value=str(gif), visible=True)}
+        return self.download("edit_path", session_id, request)
 
     # ----------------------------------------------------------------- translation
 
     def _stream(self, session_id: str, events: Iterator, notices: list[str]) -> Iterator[dict]:
         """Frames into the live preview while a photo is redrawn or an edit walks; the chat as it
-        grows (a message still waiting for its turn shows at once, marked); ``notices`` collects
-        what is said outside the conversation (a turn undone)."""
+        grows, with a working line under the person's words while their turn runs (a message still
+        waiting for its turn shows at once, marked); ``notices`` collects what is said outside the
+        conversation (a turn undone)."""
+        work: Work | None = None  # the turn's working line, from its first line of the chat to its reply
         for event in throttle(events):
             if isinstance(event, FrameEvent):
-                yield {self.widgets.preview: to_pil(event.image)}
+                if work is not None:
+                    work = work.on(event, self.attributes)
+                alt = "Live preview: " + (work.progress if work is not None else "the face being drawn")
+                out = {self.widgets.preview: gr.update(value=Frame(to_pil(event.image)), alt_text=alt)}
+                if work is not None and work.changed:
+                    out[self.widgets.chatbot] = self.chat_messages(session_id, notices, work)
+                yield out
             elif isinstance(event, (Said, Queued, Notice)):
                 if isinstance(event, Notice):
                     notices.append(event.text)
-                yield {self.widgets.chatbot: self.chat_messages(session_id, notices)}
+                elif isinstance(event, Said) and event.line.role == "user" and event.line.text and work is None:
+                    work = Work(event.line.text)  # the turn has started: its words are in the chat
+                elif isinstance(event, Said) and event.line.role == "assistant" and event.line.text:
+                    work = None  # the reply: the turn is over
+                yield {self.widgets.chatbot: self.chat_messages(session_id, notices, work)}
 
     def view(self, session_id: str, notices: list[str] = ()) -> dict:
-        """The components a turn may change, once it is over (the GIF's download is hidden until
-        asked for again)."""
+        """The components a turn may change, once it is over (the downloads drawn on request are
+        hidden until asked for again)."""
         view, w = self.sessions.view(session_id), self.widgets
-        return {w.session: view.session_id, w.chatbot: _messages(view.chat, notices), w.preview: view.after,
-                **{slider: view.degrees[name] for name, slider in w.sliders.items()},
-                w.before_after: (view.before, view.after), w.png: str(view.image),
-                w.gif: gr.DownloadButton(value=None, visible=False), w.status: self._status(view)}
+        words = self.describe(view.degrees) if view.after is not None else "no face yet: send a photo"
+        return {w.session: view.session_id, w.chatbot: _messages(view.chat, notices, last_face=words),
+                w.preview: gr.update(value=view.after, alt_text=f"The face now: {words}"),
+                **{slider: view.degrees.get(name, 0) for name, slider in w.sliders.items()},
+                w.before_after: (view.before, view.after) if view.after is not None else None,
+                w.png: str(view.image) if view.image is not None else None,
+                **{d: gr.DownloadButton(value=None, visible=False) for d in w.downloads.values()},
+                w.status: self._status(view)}
 
-    def chat_messages(self, session_id: str, notices: list[str] = ()) -> list[dict]:
-        return _messages(self.sessions.chat_log(session_id), notices)
+    def describe(self, degrees: dict[str, int]) -> str:
+        """A face's degrees in words: "a gentle smile, no glasses, …" (the alt text of its pictures)."""
+        return ", ".join(a.degrees[degrees[name]] for name, a in self.attributes.items() if name in degrees)
+
+    def chat_messages(self, session_id: str, notices: list[str] = (), work: Work | None = None) -> list[dict]:
+        return _messages(self.sessions.chat_log(session_id), notices, work=work)
 
     def _status(self, view: View) -> str:
-        identity = "identity: no model" if view.identity is None else f"identity kept {view.identity:.2f}"
+        identity = ("same person: not measured (no identity model)" if view.identity is None else
+                    f"looks like the same person: {view.identity:.2f} (1 = identical)")
         return (f"**Backend** `{self.config.backend}` · **language model** `{self.config.llm}` · "
                 f"{identity} · {view.undo} undo, {view.redo} redo · session `{view.session_id[:8]}`")
 
@@ -177,15 +290,60 @@ class ChatEditApp:
 # --------------------------------------------------------------------------- widgets
 
 
-def _messages(chat: tuple[Line, ...], notices: list[str] = ()) -> list[dict]:
-    """The chat as the Chatbot takes it; then ``notices``, shown once and not part of the conversation."""
-    return [_message(line) for line in chat] + [{"role": "assistant", "content": text} for text in notices]
+@dataclass(frozen=True)
+class Work:
+    """The working line under the person's words while their turn runs: what is being done, how far."""
+
+    said: str
+    progress: str = "starting…"
+    frames: int = 0
+    changed: bool = True  # the line reads differently since the last frame
+
+    def on(self, frame: FrameEvent, attributes: dict) -> Work:
+        """The line after ``frame``."""
+        if frame.inversion:
+            progress = f"redrawing your photo, step {frame.step}"
+        elif frame.attribute in attributes and frame.attribute in frame.degrees:
+            attribute = attributes[frame.attribute]
+            degree = frame.degrees[frame.attribute]
+            progress = f"{attribute.label.lower()} now {degree} of {MAX_DEGREE} ({attribute.degrees[degree]})"
+        else:
+            progress = self.progress
+        frames = self.frames + 1
+        return Work(self.said, progress, frames, progress != self.progress or frames % 5 == 0)
+
+    def message(self) -> dict:
+        frames = f" · {self.frames} frame{'s' if self.frames != 1 else ''} so far" if self.frames else ""
+        return {"role": "assistant", "content": f"{self.progress}{frames}",
+                "metadata": {"title": f"Working on: {_short(self.said)}…", "status": "pending"}}
 
 
-def _message(line: Line) -> dict:
-    """Text (a message still waiting for its turn marked so), or a face's file."""
+def _short(text: str, words: int = 12) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+
+
+def _messages(chat: tuple[Line, ...], notices: list[str] = (), work: Work | None = None,
+              last_face: str | None = None) -> list[dict]:
+    """The chat as the Chatbot takes it, with the working line (``work``) after the lines of the
+    turn under way and before those still waiting; then ``notices``, shown once and not part of
+    the conversation. ``last_face``: the words for the last face's alt text."""
+    last = max((i for i, line in enumerate(chat) if line.image is not None and line.role == "assistant"), default=-1)
+    messages = [_message(line, last_face if i == last else None) for i, line in enumerate(chat)]
+    if work is not None:
+        waiting = next((i for i, line in enumerate(chat) if line.waiting), len(chat))
+        messages.insert(waiting, work.message())
+    return messages + [{"role": "assistant", "content": text} for text in notices]
+
+
+def _message(line: Line, words: str | None = None) -> dict:
+    """Text (a message still waiting for its turn marked so), or a picture's file with its alt text."""
     if line.image is not None:
-        return {"role": line.role, "content": {"path": str(line.image), "mime_type": "image/png"}}
+        if line.role == "user":
+            alt = "The photo you sent"
+        else:
+            alt = f"The face: {words}" if words else "A face from earlier in this conversation"
+        return {"role": line.role, "content": {"path": str(line.image), "mime_type": "image/png", "alt_text": alt}}
     if line.waiting:
         return {"role": line.role, "content": f"{line.text}  \n*(waiting for the edit before it)*"}
     return {"role": line.role, "content": line.text}
@@ -225,30 +383,37 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
         session = gr.BrowserState("", storage_key="chatedit-session", secret=_browser_secret(sessions.store))
         gr.Markdown(f"## ChatEdit\nTalk to the face: *\"make her smile a little\"*, *\"a bit more\"*, "
                     f"*\"add thin glasses\"*, *\"make him look forty\"*, *\"undo\"*. "
-                    f"Backend **{config.backend}**, language model **{config.llm}**.")
+                    f"Backend **{config.backend}**, language model **{config.llm}**.", elem_id="title")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Conversation", height=560, elem_id="chat", buttons=["copy", "copy_all"])
+            with gr.Column(scale=4, min_width=320):
+                chatbot = gr.Chatbot(label="Conversation", elem_id="chat", buttons=["copy", "copy_all"])
                 box = gr.MultimodalTextbox(placeholder="Tell me what to change, or drop a photo here…",
                                            file_types=["image"], file_count="single", show_label=False,
                                            elem_id="message", sources=["upload"])
-            with gr.Column(scale=2):
-                preview = InlineImage(label="Live preview", height=DISPLAY_PX, interactive=False, elem_id="preview",
-                                      buttons=["fullscreen"])
+                status = gr.Markdown(elem_id="status")
+            with gr.Column(scale=3, min_width=300, elem_id="stage"):
+                preview = InlineImage(label="Live preview", interactive=False, elem_id="preview",
+                                      buttons=["fullscreen"], alt_text="The face being edited")
+                with gr.Row():
+                    buttons = {name: gr.Button(label, elem_id=name.replace("_", "-"), size="sm", min_width=60)
+                               for name, label in (("undo", "Undo"), ("redo", "Redo"), ("reset", "Reset"),
+                                                   ("new_face", "New face"))}
+            with gr.Column(scale=3, min_width=300, elem_id="controls"):
                 sliders = {a.name: gr.Slider(0, MAX_DEGREE, step=1, value=0, label=f"{a.label} (0–{MAX_DEGREE})",
                                              info=" · ".join(f"{i} {d}" for i, d in enumerate(a.degrees)),
-                                             elem_id=f"slider-{a.name}") for a in attributes}
+                                             elem_id=f"slider-{a.name}", elem_classes=["chatedit-slider"],
+                                             buttons=[]) for a in attributes}
                 with gr.Row():
-                    buttons = {name: gr.Button(label, elem_id=name.replace("_", "-")) for name, label in
-                               (("undo", "Undo"), ("redo", "Redo"), ("reset", "Reset"), ("new_face", "New face"))}
-                with gr.Row():
-                    png = gr.DownloadButton("Download PNG", elem_id="download-png")
-                    make_gif = gr.Button("Edit path (GIF)", elem_id="make-gif")
-                    gif = gr.DownloadButton("Download GIF", elem_id="download-gif", visible=False)
-                before_after = InlineImageSlider(label="Before / after", interactive=False, elem_id="before-after")
-                status = gr.Markdown(elem_id="status")
+                    png = gr.DownloadButton("Download PNG", elem_id="download-png", size="sm")
+                    makers = {name: gr.Button(label, elem_id=_download_id("make", name), size="sm")
+                              for name, label in DOWNLOADS.items()}
+                    downloads = {name: gr.DownloadButton(f"Save {label}", elem_id=_download_id("download", name),
+                                                         visible=False, size="sm") for name, label in DOWNLOADS.items()}
+                before_after = InlineImageSlider(label="Before / after", interactive=False, elem_id="before-after",
+                                                 max_height=320)
 
-        widgets = Widgets(session, chatbot, box, preview, sliders, buttons, png, gif, make_gif, before_after, status)
+        widgets = Widgets(session, chatbot, box, preview, sliders, buttons, png, downloads, makers, before_after,
+                          status)
         app = ChatEditApp(sessions, config, widgets)
         # handlers only listen to the turns the session service runs (it bounds how many edits run at
         # once); every message and control is taken, even while an edit runs
@@ -259,13 +424,16 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
 
         page.load(app.start, inputs=[session], outputs=widgets.outputs, api_name="start", concurrency_id="pages",
                   concurrency_limit=None, **hidden)
+        page.load(None, js=KEYS, api_name=False)
         box.submit(app.send, inputs=[box, session], api_name="send", **{**edits, "outputs": [*widgets.outputs, box]})
         for name, slider in sliders.items():
             slider.release(_slider_handler(app, name), inputs=[slider, session], api_name=f"slider_{name}", **edits)
         for name, button in buttons.items():
             button.click(_button_handler(app, name), inputs=[session], api_name=name, **edits)
-        make_gif.click(app.edit_path, inputs=[session], outputs=[gif], api_name="edit_path_gif",
-                       concurrency_id="gifs", concurrency_limit=1, **hidden).then(None, js=CLICK_GIF, api_name=False)
+        for name, maker in makers.items():
+            maker.click(_download_handler(app, name), inputs=[session], outputs=[downloads[name]],
+                        api_name="edit_path_gif" if name == "edit_path" else name, concurrency_id="downloads",
+                        concurrency_limit=1, **hidden).then(None, js=click_download(name), api_name=False)
     return page, app
 
 
@@ -283,6 +451,19 @@ def _button_handler(app: ChatEditApp, name: str):
         yield from app.button(name, session_id, request)
     handler.__name__ = f"button_{name}"
     return handler
+
+
+def _download_handler(app: ChatEditApp, name: str):
+    """``app.download`` for one download (and hand the login)."""
+    def handler(session_id: str | None, request: gr.Request) -> dict:
+        return app.download(name, session_id, request)
+    handler.__name__ = f"download_{name}"
+    return handler
+
+
+def _download_id(kind: str, name: str) -> str:
+    """The element id of a download's button: ``make-gif`` and ``download-gif`` for the edit path."""
+    return f"{kind}-{'gif' if name == 'edit_path' else name.replace('_', '-')}"
 
 
 def _browser_secret(store: SessionStore) -> str:

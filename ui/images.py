@@ -6,42 +6,62 @@ was most of what the server kept on disk. These components send the picture itse
 WebP ``data:`` URL in the event stream): nothing is written, nothing is left to clean up.
 
 A face is drawn at its display size with a Lanczos filter here, once, rather than stretched by
-the browser (a soft, blurry scale-up of a 128-px face).
+the browser (a soft, blurry scale-up of a 128-px face). A frame of an edit in flight (``Frame``)
+is on screen for a tenth of a second: it is drawn with a bilinear filter and WebP's fastest
+method instead, a third of the cost (about 10 ms rather than 30 ms a 384-px frame on one core),
+so the preview keeps up with the walk.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from gradio.data_classes import ImageData
 from gradio.components.imageslider import SliderData
+from gradio.data_classes import ImageData
 from PIL import Image
 
 DISPLAY_PX = 384  # the longer side of a face as the page shows it
 QUALITY = 90  # WebP quality of a face sent inline
+FRAME_QUALITY = 80  # and of a frame of an edit in flight
 
 
-def display_size(image: Image.Image, longer: int = DISPLAY_PX) -> Image.Image:
-    """``image`` with its longer side ``longer`` px, resampled with a Lanczos filter."""
+@dataclass(frozen=True)
+class Frame:
+    """A picture on screen only while an edit walks: drawn fast rather than finely."""
+
+    image: Image.Image
+
+
+def display_size(image: Image.Image, longer: int = DISPLAY_PX,
+                 resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
+    """``image`` with its longer side ``longer`` px (Lanczos unless told otherwise)."""
     scale = longer / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+    return image if size == image.size else image.resize(size, resample)
 
 
-def data_url(image: Image.Image, longer: int = DISPLAY_PX) -> str:
+def data_url(image: Image.Image, longer: int = DISPLAY_PX, fast: bool = False) -> str:
+    """``image`` at display size as a WebP ``data:`` URL; ``fast``: bilinear and WebP's fastest method."""
     buffer = io.BytesIO()
-    display_size(image.convert("RGB"), longer).save(buffer, "WEBP", quality=QUALITY)
+    if fast:
+        display_size(image.convert("RGB"), longer, Image.Resampling.BILINEAR).save(
+            buffer, "WEBP", quality=FRAME_QUALITY, method=0)
+    else:
+        display_size(image.convert("RGB"), longer).save(buffer, "WEBP", quality=QUALITY)
     return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def inline(value: Image.Image | np.ndarray | str | Path | None, longer: int = DISPLAY_PX) -> ImageData | None:
-    """A picture (PIL image, array or file) as an image payload that carries its own pixels."""
+def inline(value: Frame | Image.Image | np.ndarray | str | Path | None, longer: int = DISPLAY_PX) -> ImageData | None:
+    """A picture (a frame in flight, PIL image, array or file) as an image payload that carries its own pixels."""
     if value is None:
         return None
+    if isinstance(value, Frame):
+        return ImageData(url=data_url(value.image, longer, fast=True), mime_type="image/webp")
     if isinstance(value, np.ndarray):
         value = Image.fromarray(value)
     elif not isinstance(value, Image.Image):

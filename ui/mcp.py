@@ -203,13 +203,14 @@ def add_mcp_tools(sessions: SessionService, page: gr.Blocks, config: ServeConfig
     (``launch(mcp_server=True)``). Call it inside ``with page:``, before ``launch``."""
     tools = McpTools(sessions, page, config)
     Attribute = Literal[tools.names]  # a type: the schema lists the names
-    FaceReply = tuple[str, FileData]
+    FaceReply = tuple[str, FileData | None]
 
-    async def start_session(request: gr.Request) -> tuple[str, str, FileData]:
+    async def start_session(request: gr.Request) -> tuple[str, str, FileData | None]:
         """Start a new face-editing session with a generated face. Call this first.
 
         Returns:
-            the session_id to pass to every other tool, the assistant's greeting, and the face.
+            the session_id to pass to every other tool, the assistant's greeting, and the face (none on a
+            backend that edits photos: it asks for one; upload_photo, or new_face for a generated one).
         """
         return await tools.start(request)
 
@@ -311,10 +312,11 @@ def _assistant_words(events: Iterator) -> Iterator[str]:
             yield event.text
 
 
-def _file(path: Path) -> dict:
+def _file(path: Path | None) -> dict | None:
     """A face's PNG as Gradio's file payload (``FileData``, as the JSON Gradio sends: ``gr.api``
-    endpoints skip postprocessing), which its MCP server sends as image content."""
-    return FileData(path=str(path), mime_type="image/png").model_dump()
+    endpoints skip postprocessing), which its MCP server sends as image content; None while the
+    session has no face (a photo backend's new session, before a photo)."""
+    return None if path is None else FileData(path=str(path), mime_type="image/png").model_dump()
 
 
 def _gradio_request(request) -> gr.Request:
