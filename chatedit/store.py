@@ -39,7 +39,7 @@ import torch
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 from PIL import Image
 
-from chatedit.images import to_pil
+from chatedit.images import display_size, to_pil
 from chatedit.state import DialogState, Entry, Turn
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ WAL_BYTES = 512 * 1024  # the log's size left after folding
 CHAT_IMAGE = re.compile(r"^chat-(\d+)\.(?:png|webp)$")
 SCHEMA_VERSION = 1  # 0: one row per session, the state as JSON with its latents as lists of numbers
 CHAT_PHOTO_PX = 384  # a photo shown in the chat is kept at most this large a side
-CHAT_IMAGE_QUALITY = 90  # WebP: ~2 KB for a 128-px face (a PNG is ~20 KB); the downloads stay PNG
+CHAT_FACE_PX = 256  # a smaller face is drawn this large (Lanczos): the chat shows faces at 192 px, crisp
+CHAT_IMAGE_QUALITY = 90  # WebP: ~6 KB for a face at 256 px (a PNG is ~60 KB); the downloads stay PNG
 MAX_CHAT_IMAGES = 200  # faces kept in a session's chat; earlier ones become RETIRED_FACE
 RETIRED_FACE = "(an earlier face, no longer kept)"
 CACHED_SESSIONS = 512  # sessions whose written rows the store remembers (to write only what changed)
@@ -372,8 +373,9 @@ class SessionStore:
         path = folder / f"chat-{max(numbers, default=0) + 1:04d}.webp"
         picture = image if isinstance(image, Image.Image) else to_pil(image)
         if max(picture.size) > CHAT_PHOTO_PX:  # a photo as sent, at the size the chat shows it
-            picture = picture.copy()
-            picture.thumbnail((CHAT_PHOTO_PX, CHAT_PHOTO_PX), Image.Resampling.LANCZOS)
+            picture = display_size(picture, CHAT_PHOTO_PX)
+        elif max(picture.size) < CHAT_FACE_PX:
+            picture = display_size(picture, CHAT_FACE_PX)
         picture.save(path, "WEBP", quality=CHAT_IMAGE_QUALITY)
         return path
 

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, messag
 from PIL import Image
 
 from chatedit.state import DialogState, Entry, Turn
-from chatedit.store import RETIRED_FACE, SCHEMA_VERSION, SavedSession, SessionStore, StoreError
+from chatedit.store import CHAT_FACE_PX, RETIRED_FACE, SCHEMA_VERSION, SavedSession, SessionStore, StoreError
 
 SID = "0123456789abcdef0123456789abcdef"
 
@@ -198,8 +198,8 @@ def test_an_edit_costs_a_few_kilobytes_on_disk(tmp_path):
         an_edit(store, saved, n)
     db_per_edit = (db_bytes(tmp_path) - db_before) / 20
     images_per_edit = (sum(f.stat().st_size for f in store.images_dir.rglob("*")) - images_before) / 20
-    # measured: 3.3 KB of database and 2.3 KB of WebP per edit (the built-in backend's faces: 3.0 and 2.3 KB)
-    assert db_per_edit < 6_000 and images_per_edit < 4_000, (db_per_edit, images_per_edit)
+    # measured: 3.3 KB of database and 5.1 KB of WebP per edit (faces drawn at 256 px for the chat)
+    assert db_per_edit < 6_000 and images_per_edit < 8_000, (db_per_edit, images_per_edit)
     assert store.load(SID).chat == saved.chat and len(store.load(SID).state.entries) == 1 + 25  # a_state's redo entry dropped
 
 
@@ -290,7 +290,7 @@ def test_a_session_keeps_its_last_chat_faces_and_retires_the_others(tmp_path):
     assert [line["text"] for line in saved.chat[1:6:3]] == [RETIRED_FACE] * 2  # the lines of faces 1 and 2
     assert store.load(SID).chat == saved.chat
     assert store.save_chat_image(SID, a_face(9)).name == "chat-0006.webp"  # numbers are never reused
-    assert Image.open(folder / "chat-0006.webp").size == (128, 128)
+    assert Image.open(folder / "chat-0006.webp").size == (CHAT_FACE_PX, CHAT_FACE_PX)  # a 128-px face drawn at the chat's size
 
 
 def test_a_face_written_for_a_turn_that_never_saved_is_removed_later(tmp_path):
