@@ -219,6 +219,9 @@ class Answer:
 
 
 def _is_image(value) -> bool:
+    """An image payload, or an update of a component whose value is one (an image with new alt text)."""
+    if isinstance(value, dict) and value.get("__type__") == "update":
+        value = value.get("value")
     return isinstance(value, dict) and "__type__" not in value and bool(value.get("path") or value.get("url"))
 
 
