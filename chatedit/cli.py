@@ -118,6 +118,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else:
             faces = bench.sampled_faces(backend, args.faces, backend.eval_read)
         result = bench.run(backend, faces=args.faces, bench=faces, progress=not args.quiet)
+    elif args.backend == "diffusion":
+        from chatedit import bench_photos as bench
+
+        photos = bench.photo_files(args.photos)
+        bench.require_graders()  # fail now, not after loading the pipeline
+        result = bench.run(registry.load("diffusion", **options), photos, edits=args.edits, progress=not args.quiet)
     else:
         from chatedit import bench_edit as bench
 
@@ -346,7 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "faces cannot change, as beard on women, takes further faces)")
     # the backends with an evaluation predictor to grade by (stylegan2: with --weights, eval_predictor.pth.tar
     # included; --pti-steps N edits the sampled faces drawn, inverted and tuned as uploads are)
-    _add_backend(b, backends=("builtin", "stylegan2"))
+    # diffusion: real photos (--photos), graded by the real readers, CLIP and dlib (pip install -e .[faces])
+    b.add_argument("--photos", type=Path, default=None, metavar="DIR",
+                   help="diffusion: a folder of photos to edit (default: scikit-image's astronaut and matplotlib's "
+                        "grace_hopper.jpg)")
+    b.add_argument("--edits", type=int, default=None, metavar="N",
+                   help="diffusion: edits per photo, attributes in turn (default: one per attribute)")
+    _add_backend(b, backends=("builtin", "stylegan2", "diffusion"))
     _add_quiet(b, "bars over the edits")
     b.set_defaults(func=cmd_bench)
 

@@ -39,3 +39,48 @@ def test_sampled_faces_have_no_oracle():
     assert bench.oracle is None
     result = bench_edit.run(backend, faces=2, timing_edits=1, bench=bench)
     assert "oracle" not in result and "oracle" not in bench_edit.markdown(result)
+
+
+def test_the_diffusion_bench_edits_real_photos_end_to_end_and_names_its_graders(tmp_path, capsys):
+    """On tiny random pipelines: the numbers are all there, and the table says their quality is unmeasured."""
+    import json
+    import shutil
+
+    import pytest
+
+    from chatedit import bench_photos, cli, readers
+
+    if not (readers.age_available() and readers.smile_available()):
+        pytest.skip('grading photo edits needs the faces extra: pip install -e ".[faces]"')
+    from diffusion_fixtures import build_open_clip, build_pipeline
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in bench_photos.default_photos():  # the astronaut and Grace Hopper
+        shutil.copy(path, photos / path.name)
+    model, clip = build_pipeline(tmp_path / "sd", resolution=64), build_open_clip(tmp_path / "clip")
+    args = ["bench", "edit", "--backend", "diffusion", "--model", str(model), "--clip", str(clip), "--device", "cpu",
+            "--steps", "2", "--photos", str(photos), "--edits", "1", "--quiet"]
+    assert cli.main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["edits"] == 2 and len(result["photos"]) == 2
+    assert sum(r["edits"] for r in result["field"].values()) == 2
+    for r in result["field"].values():
+        assert {"exact", "within1", "preserved", "identity", "outcomes"} <= set(r)
+        assert 0.0 <= r["identity"] <= 1.0
+    assert result["seconds_per_edit"] > 0 and "gpu_peak_memory_gib" in result
+    assert result["graders"]["age"] == readers.AGE_MODEL and result["graders"]["smiling"] == readers.SMILE_MODEL
+    assert "dlib" in result["graders"]["identity"] and "CLIP" in result["graders"]["others"]
+    assert result["steering"] == {"age": "clip", "smiling": "clip", "others": "clip"}
+    assert result["quality_measured"] is False
+    table = bench_photos.markdown(result)
+    assert "random weights: quality unmeasured" in table and "also steers" in table
+    assert readers.AGE_MODEL in table and "s per pass" in table
+
+
+def test_the_diffusion_bench_without_the_faces_extra_says_how_to_install_it_before_loading(monkeypatch, capsys):
+    from chatedit import cli, readers
+
+    monkeypatch.setattr(readers, "smile_available", lambda weights=None: False)
+    assert cli.main(["bench", "edit", "--backend", "diffusion", "--model", "/nowhere", "--quiet"]) == 1
+    assert 'pip install -e ".[faces]"' in capsys.readouterr().err

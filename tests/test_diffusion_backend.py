@@ -193,6 +193,8 @@ def test_two_sessions_editing_two_photos_at_once_through_a_one_photo_cache(parts
 
 
 def test_the_editor_walks_strength_and_streams_previews_between_frames(backend):
+    from chatedit import faces
+
     editor = Editor(backend, max_steps=4)
     agent = Agent(editor, RulesChatModel())
     session = agent.open(image=_photo(6))[0].id
@@ -204,7 +206,8 @@ def test_the_editor_walks_strength_and_streams_previews_between_frames(backend):
     moved = state.current.latent[0, :-2]
     if len(state.entries) > 1:  # a random reader may not read any change; when it does, only smiles moved
         assert moved[SMILING] > 0 and torch.count_nonzero(moved) == 1
-        assert agent.editor.identity_similarity(state) is None  # no identity model here: no number
+        # dlib's embedding is the identity model when the faces extra is there: then the page has a number
+        assert (agent.editor.identity_similarity(state) is None) == (not faces.available())
 
 
 def test_a_lora_slider_edits_its_attribute_and_weight_zero_is_the_photo(parts):
@@ -419,3 +422,81 @@ def test_an_opencv_without_cascades_refuses_an_upload_in_a_sentence(backend, mon
     with pytest.raises(EditError) as refused:
         read_photo(backend, Image.fromarray((_photo(22) * 255).byte().permute(1, 2, 0).numpy()).resize((300, 300)))
     assert str(refused.value) == load_feedback().say("upload.no_detector")
+
+
+# --------------------------------------------------------------------------- the real-photo readers and identity
+
+
+def _real_photo(name: str, size: int = 256) -> torch.Tensor:
+    """A (3, size, size) aligned face in [0, 1] from a real photograph (astronaut or grace_hopper)."""
+    from chatedit import faces
+    from chatedit.bench_photos import default_photos
+
+    picture = Image.open(next(p for p in default_photos() if p.stem == name)).convert("RGB")
+    crop = faces.align(picture, faces.detect(picture)[0], size)
+    return torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1).float() / 255
+
+
+def test_reader_real_reads_age_and_smiling_with_the_real_readers_and_the_rest_with_clip(parts):
+    from chatedit import faces, readers
+    from chatedit.tools.diffusion.real import RealDegreeReader, find_face
+
+    if not (readers.age_available() and readers.smile_available()):
+        pytest.skip('needs the faces extra: pip install -e ".[faces]"')
+    backend = _from_command_line(parts, "--reader", "real", "--device", "cpu")
+    assert isinstance(backend.reader, RealDegreeReader) and backend.degree_reader == "real"
+    # a real photograph: dlib finds the face, and the degrees are what the real readers say of it
+    noise = torch.nn.functional.interpolate(_photo(30)[None], size=256, mode="bilinear")[0]
+    image = torch.stack([_real_photo("astronaut"), noise])  # and no face: read where alignment would put one
+    reading = backend.predict(image)
+    clip = backend.clip_reader.read(image)
+    age, smiling = backend.attributes.index("age"), backend.attributes.index("smiling")
+    for b, one in enumerate(image):
+        picture = Image.fromarray((one * 255).round().byte().permute(1, 2, 0).numpy())
+        face = find_face(picture)
+        assert int(reading.degrees[b, age]) == readers.AgeReader().read(picture, face).degree
+        assert int(reading.degrees[b, smiling]) == readers.SmileReader().read(picture, face).degree
+        assert int(reading.expected[b, age]) == int(reading.degrees[b, age])  # its floor is the degree read
+    assert faces.detect(Image.fromarray((image[0] * 255).round().byte().permute(1, 2, 0).numpy()))
+    others = [a for a in range(len(backend.attributes)) if a not in (age, smiling)]
+    assert torch.equal(reading.degrees[:, others], clip.degrees[:, others])  # glasses, beard, bangs: CLIP's
+    assert torch.allclose(reading.probs.sum(-1), torch.ones(2, len(backend.attributes)), atol=1e-4)
+    # the walk steers by it: an edit of a photo runs through the real readers
+    latent = backend.encode(_photo(31)[None])
+    assert backend.predict(backend.generate(latent)).degrees.shape == (1, len(backend.attributes))
+
+
+def test_reader_real_without_the_faces_extra_is_refused_by_name_with_the_install_sentence(parts, monkeypatch):
+    from chatedit import readers
+    from chatedit.tools.diffusion.plugin import DiffusionOptions, check
+
+    monkeypatch.setattr(readers, "age_available", lambda: False)
+    refusal = r'--reader real needs .* pip install -e "\.\[faces\]"'
+    with pytest.raises(FileNotFoundError, match=refusal):  # the registry's check, before anything loads
+        _from_command_line(parts, "--reader", "real")
+    with pytest.raises(ValueError, match=refusal):  # and the backend itself, however it is made
+        _backend(parts, degree_reader="real")
+    why = check(DiffusionOptions(model=str(parts["model"]), clip=str(parts["clip"]), reader="real"))
+    assert why.startswith("--reader real needs") and 'pip install -e ".[faces]"' in why
+    with pytest.raises(SystemExit):  # a reader that does not exist is refused by argparse, by name
+        _from_command_line(parts, "--reader", "llava")
+
+
+def test_identity_is_dlibs_embedding_so_every_real_photo_edit_has_a_similarity(backend):
+    from chatedit import faces
+    from chatedit.editor import Editor
+
+    if not faces.available():
+        pytest.skip('needs the faces extra: pip install -e ".[faces]"')
+    astronaut, hopper = _real_photo("astronaut"), _real_photo("grace_hopper")
+    embeddings = backend.identity(torch.stack([astronaut, astronaut, hopper]))
+    assert embeddings.shape == (3, 128)
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(3), atol=1e-4)
+    same, other = float(embeddings[0] @ embeddings[1]), float(embeddings[0] @ embeddings[2])
+    assert same > 0.999 and other < same - 0.05  # two people read apart; one person alike
+    # the status line's number: the editor's similarity of an edited photo to its original is there
+    editor, state = Editor(backend), DialogState()
+    editor.upload(state, _photo(32))
+    edited = backend.generate(_strengths(state.current.latent, eyeglasses=1.0))[0]
+    similarity = editor.identity_similarity(state, image=edited)
+    assert similarity is not None and 0.0 <= similarity <= 1.0

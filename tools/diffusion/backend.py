@@ -9,8 +9,9 @@ Attributes with a LoRA slider adapter use the adapter, at a signed weight, inste
 
 The latent the walk moves is therefore small: (1, A + 2) = the strengths of the A attributes in
 degrees of change, then the 48-bit key of the photo in two 24-bit halves (exact in float32). The
-walk steps along one strength at a time and re-reads the CLIP degree reader after each step, so
-edits stop at the requested degree as on the other backends. Undo, redo and saved sessions keep
+walk steps along one strength at a time and re-reads the degree reader after each step (CLIP; with
+``--reader real`` age and smiling by ``chatedit.readers``, see ``real.py``), so edits stop at the
+requested degree as on the other backends. Undo, redo and saved sessions keep
 working because an entry of the history is just such a vector.
 
 Sessions share one pipeline. LEDITS++ keeps the last inversion on the pipeline object, so the
@@ -52,6 +53,7 @@ from ..keys import join_key, split_key
 from .faceid import DEFAULT_SCALE, FaceID, load_faceid
 from .plugin import DEFAULT_CLIP
 from .reader import ClipDegreeReader
+from .real import READERS, RealDegreeReader, dlib_identity
 
 logger = logging.getLogger(__name__)
 
@@ -106,16 +108,20 @@ class DiffusionBackend(Backend):
                  inversion_steps: int = 30, skip: float = 0.15, preview_every: int = 5, seed: int = 0,
                  photo_dir: str | Path | None = None, max_photos: int = 32, face_models: str | Path | None = None,
                  preview_vae=None, ip_adapter: str | Path | None = None, ip_adapter_scale: float | None = None,
-                 new_face_steps: int | None = None):
+                 new_face_steps: int | None = None, degree_reader: str = "clip"):
+        if degree_reader not in READERS:
+            raise ValueError(f"--reader must be one of {', '.join(READERS)}, got {degree_reader!r}")
         for flag, steps in (("--steps", inversion_steps), ("--new-face-steps", new_face_steps)):
             if steps is not None and steps < 1:
                 raise ValueError(f"{flag} must be at least 1, got {steps}")
         self.pipe = pipe
         self.device = pipe.device
         self.unet_processors = dict(pipe.unet.attn_processors)  # the UNet's own attention, put back after each pass
-        self.reader = reader
         self.texts = texts or load_texts()
         self.attributes = attribute_names()
+        self.clip_reader = reader  # glasses, beard and bangs always; age and smiling too unless --reader real
+        self.reader = RealDegreeReader(reader, self.attributes) if degree_reader == "real" else reader
+        self.degree_reader = degree_reader
         self.resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.inversion_steps, self.skip, self.preview_every, self.seed = inversion_steps, skip, preview_every, seed
         self.new_face_steps = int(self.texts["new_face"]["steps"]) if new_face_steps is None else new_face_steps
@@ -177,7 +183,8 @@ class DiffusionBackend(Backend):
         """The backend from its registry options (``plugin.DiffusionOptions``)."""
         extra = {k: v for k, v in (("ip_adapter", options.ip_adapter), ("ip_adapter_scale", options.ip_adapter_scale),
                                    ("photo_dir", options.photo_dir), ("inversion_steps", options.steps),
-                                   ("new_face_steps", options.new_face_steps)) if v is not None}
+                                   ("new_face_steps", options.new_face_steps),
+                                   ("degree_reader", options.reader)) if v is not None}
         return cls.load(model=options.model, clip=options.clip or DEFAULT_CLIP, adapters=options.adapters,
                         preview_vae=options.preview_vae, device=options.device, face_models=options.face_models,
                         **extra)
@@ -452,10 +459,13 @@ class DiffusionBackend(Backend):
         return self.reader.read(image)
 
     def identity(self, image: torch.Tensor) -> torch.Tensor | None:
-        """Unit-length insightface ArcFace embeddings (B, D) when configured; otherwise None, never a
-        made-up number (this backend has no identity model of its own)."""
+        """Unit-length identity embeddings (B, D): insightface's ArcFace when configured (``--face-models``),
+        else dlib's ResNet embedding when the faces extra is installed; otherwise None, never a made-up
+        number (this backend has no identity model of its own)."""
         if self.insightface is None:
-            return None
+            from chatedit import faces
+
+            return dlib_identity(image).to(self.device) if faces.available() else None
         vectors = [face_embedding(self.insightface, to_pil(one)) for one in image]
         return torch.from_numpy(np.stack(vectors)).float().to(self.device)
 

@@ -17,6 +17,10 @@ class DiffusionOptions:
                                f"cache (default: {DEFAULT_MODEL}; SDXL accepted)")
     clip: str | None = option(None, "--clip", "CLIP model for reading degrees: an open_clip folder or "
                               f"NAME@PRETRAINED (default: {DEFAULT_CLIP})")
+    reader: str | None = option(None, "--reader", "who reads age and smiling degrees as the walk steers: clip "
+                                "(default) or real (dlib-models' age network and face-api's expression network, "
+                                "pip install -e .[faces]); glasses, beard and bangs are read by CLIP either way",
+                                choices=("clip", "real"))
     adapters: Path | None = option(None, "--adapters", "folder of LoRA slider adapters named after attributes, "
                                    "e.g. smiling.safetensors", type=Path, metavar="DIR")
     preview_vae: str | None = option(None, "--preview-vae", "a tiny autoencoder (diffusers AutoencoderTiny folder "
@@ -51,6 +55,12 @@ def check(options: DiffusionOptions) -> str | None:
             return f"--model {model} is not a diffusers pipeline folder (no model_index.json)"
     elif not _in_cache(model, "model_index.json"):
         return f"the pipeline {model} is not on this machine (pass --model FOLDER; nothing is downloaded at run time)"
+    if options.reader == "real":
+        from .real import real_readers_missing
+
+        missing = real_readers_missing()
+        if missing:
+            return missing
     clip = options.clip or DEFAULT_CLIP
     if not Path(clip).is_dir() and not _clip_in_cache(clip):
         return f"the CLIP model {clip} is not on this machine (pass --clip FOLDER)"
