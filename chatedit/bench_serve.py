@@ -516,10 +516,10 @@ def half_applied(session: StoredSession) -> set[tuple]:
     found = set()
     chat = session.chat
     for i, (role, text) in enumerate(chat):
-        if role != "user":
+        if role != "user" or not text:  # a picture in the person's line (the photo sent) belongs to its request
             continue
         after = chat[i + 1:]
-        upto = next((j for j, (r, _) in enumerate(after) if r == "user"), len(after))
+        upto = next((j for j, (r, t) in enumerate(after) if r == "user" and t), len(after))
         if not any(r == "assistant" and t for r, t in after[:upto]):
             found.add((session.id, "no reply", i, text))
     asked = [t for r, t in chat if r == "user" and t and not t.startswith("[uploaded")]
@@ -537,7 +537,7 @@ def lost(users: list[User], stored: dict[str, StoredSession]) -> set[tuple]:
     missing = set()
     for user in users:
         session = stored.get(user.tab.session)
-        held = [t for r, t in session.chat if r == "user"] if session else []
+        held = [t for r, t in session.chat if r == "user" and t] if session else []
         at = 0  # where the next request is looked for: after the last one found
         for k, line in enumerate(user.lines):
             if line in held[at:]:

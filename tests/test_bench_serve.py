@@ -20,7 +20,8 @@ def stored(chat, turns, degrees, last_turn_degrees) -> StoredSession:
 
 def test_a_whole_turn_is_not_half_applied():
     chat = [("assistant", "Here is a new face."), ("assistant", None), ("user", "make him older"), ("assistant", None),
-            ("assistant", "age 2 → 4"), ("user", "[uploaded me.png]"), ("assistant", "Got it."), ("assistant", None)]
+            ("assistant", "age 2 → 4"), ("user", "[uploaded me.png]"), ("user", None),  # the photo as sent
+            ("assistant", "Got it."), ("assistant", None)]
     assert half_applied(stored(chat, ["make him older", "[uploaded a photo]"], {"age": 1}, {"age": 1})) == set()
 
 
