@@ -9,11 +9,12 @@ from PIL import Image
 DISPLAY_PX = 384  # the longer side of a face as the page shows it
 
 
-def display_size(image: Image.Image, longer: int = DISPLAY_PX) -> Image.Image:
-    """``image`` with its longer side ``longer`` px, resampled with a Lanczos filter."""
+def display_size(image: Image.Image, longer: int = DISPLAY_PX,
+                 resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
+    """``image`` with its longer side ``longer`` px (Lanczos unless told otherwise)."""
     scale = longer / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+    return image if size == image.size else image.resize(size, resample)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

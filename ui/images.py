@@ -25,7 +25,8 @@ from gradio.components.imageslider import SliderData
 from gradio.data_classes import ImageData
 from PIL import Image
 
-DISPLAY_PX = 384  # the longer side of a face as the page shows it
+from chatedit.images import DISPLAY_PX, display_size
+
 QUALITY = 90  # WebP quality of a face sent inline
 FRAME_QUALITY = 80  # and of a frame of an edit in flight
 
@@ -35,14 +36,6 @@ class Frame:
     """A picture on screen only while an edit walks: drawn fast rather than finely."""
 
     image: Image.Image
-
-
-def display_size(image: Image.Image, longer: int = DISPLAY_PX,
-                 resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
-    """``image`` with its longer side ``longer`` px (Lanczos unless told otherwise)."""
-    scale = longer / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image if size == image.size else image.resize(size, resample)
 
 
 def data_url(image: Image.Image, longer: int = DISPLAY_PX, fast: bool = False) -> str:
