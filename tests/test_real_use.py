@@ -146,7 +146,8 @@ def test_the_page_opens_a_faceless_session_on_a_photo_backend(tmp_path):
     assert shown[w.png] is None and shown[w.before_after] is None
     assert all(shown[slider] == 0 for slider in w.sliders.values())
     assert FEEDBACK.say("greeting_photo") in [m["content"] for m in shown[w.chatbot]]
-    assert world.drawn == {"sample": 0, "encode": 0}
+    moved = list(app.slider("smiling", 3, shown[w.session]))  # a slider before any face: said, not a crash
+    assert moved[-1][w.png] is None and world.drawn == {"sample": 0, "encode": 0}
 
 
 def test_a_backend_that_draws_its_own_faces_still_opens_with_one(tmp_path):

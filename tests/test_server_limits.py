@@ -24,6 +24,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from chatedit.feedback import load_feedback  # noqa: E402
 from chatedit.images import to_pil  # noqa: E402
 from chatedit.limits import RateLimit  # noqa: E402
+from chatedit.store import CHAT_FACE_PX  # noqa: E402
 from chatedit.tools.builtin.renderer import render, sample_portraits  # noqa: E402
 from chatedit.ui.server import LoginThrottle, ServeOptions, launch_kwargs, serve  # noqa: E402
 
@@ -107,7 +108,7 @@ def test_no_response_shows_the_data_directory(server, tmp_path):
     faces = [part["file"]["url"] for m in chat for part in m["content"] if part.get("type") == "file"]
     assert len(faces) >= 2 and all("=chatedit-data/" in face for face in faces)
     with browser.opener.open(faces[-1], timeout=30) as response:  # the alias serves the file
-        assert Image.open(io.BytesIO(response.read())).size == (128, 128)
+        assert Image.open(io.BytesIO(response.read())).size == (CHAT_FACE_PX, CHAT_FACE_PX)
     with pytest.raises(urllib.error.HTTPError):  # and nothing outside the app's folders
         browser.opener.open(f"{url}/gradio_api/file=chatedit-data/../../../etc/passwd", timeout=30)
 

@@ -29,6 +29,7 @@ import gradio as gr
 from chatedit.agent import FrameEvent
 from chatedit.attributes import MAX_DEGREE, load_attributes
 from chatedit.images import to_pil
+from chatedit.intake import check_text
 from chatedit.sessions import Line, Notice, Queued, Said, SessionService, TooManySessions, View, throttle
 from chatedit.store import SessionStore, valid_session_id
 
@@ -190,10 +191,12 @@ class ChatEditApp:
         text, files = _message_parts(message)
         emptied = {self.widgets.box: gr.MultimodalTextbox(value=None)}
         if self.sessions.idle(session_id, timeout=0) and (text or files):
-            # the person's words and the working line at once, before the turn's worker reports
-            said = text if not files else f"your photo{' and: ' + text if text else ''}"
+            # the person's words (as the chat will keep them: an over-long message only as its first
+            # words) and the working line at once, before the turn's worker reports
+            shown = check_text(text).said if text else ""
+            said = shown if not files else f"your photo{' and: ' + shown if shown else ''}"
             emptied[self.widgets.chatbot] = self.chat_messages(session_id) + [
-                {"role": "user", "content": text or "[uploading a photo]"}, Work(said).message()]
+                {"role": "user", "content": shown or "[uploading a photo]"}, Work(said).message()]
         yield emptied
         # all queued now, in order; Gradio's copy of an upload is removed once read (the chat keeps the photo)
         turns = [self.sessions.upload(session_id, file, remove=_uploaded(file)) for file in files]
@@ -209,7 +212,7 @@ class ChatEditApp:
         session_id = self.ensure(session_id, request)
         target = int(round(float(value)))
         notices: list[str] = []
-        if target != self.sessions.degrees(session_id)[attribute]:
+        if target != self.sessions.degrees(session_id).get(attribute):  # no face yet: the agent says so
             said = f"[slider] {self.labels[attribute]} → {target}"
             yield from self._stream(session_id, self.sessions.act(
                 session_id, "edit_attribute", {"attribute": attribute, "target": target}, said), notices)
