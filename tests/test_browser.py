@@ -173,11 +173,15 @@ def test_a_message_sent_during_an_edit_waits_marked_and_is_answered_in_order(bro
     assert lines.index("add thick glasses") < lines.index("describe")
 
 
+# attributes the built-in walk raises by two on any face (a beard, say, may not grow on every face)
+RELIABLE = ("eyeglasses", "smiling", "bangs")
+
+
 def test_arrow_keys_on_a_slider_run_one_edit_where_they_stop(browser, served):
     _, app = served
     page, session = open_page(browser, served)
     degrees = app.sessions.degrees(session)
-    name = min(degrees, key=degrees.get)  # an attribute with room to grow
+    name = min(RELIABLE, key=degrees.get)  # an attribute with room to grow that every face can grow
     start = degrees[name]
     turns = len(app.sessions.agent.session(session).state.turns)
     page.locator(f"#slider-{name} input[type=range]").focus()
@@ -199,7 +203,7 @@ def test_enter_in_a_sliders_number_box_runs_its_edit(browser, served):
     _, app = served
     page, session = open_page(browser, served)
     degrees = app.sessions.degrees(session)
-    name = min(degrees, key=degrees.get)
+    name = min(RELIABLE, key=degrees.get)
     number = page.locator(f"#slider-{name} input[type=number]")
     number.fill(str(degrees[name] + 2))
     number.press("Enter")
