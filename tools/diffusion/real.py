@@ -13,10 +13,13 @@ the face is taken where alignment put it: the box around dlib's mean face in suc
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 from PIL import Image
 
 from chatedit.images import to_pil
@@ -40,7 +43,23 @@ def real_readers_missing() -> str | None:
 
 
 def find_face(picture: Image.Image):
-    """The most confident face dlib finds in an aligned crop, else the face where alignment put it."""
+    """The most confident face dlib finds in an aligned crop, else the face where alignment put it.
+    A walk reads each frame's degrees and its identity: the face is found once a frame, not twice."""
+    key = hashlib.blake2b(picture.tobytes(), digest_size=16).digest() + bytes(str(picture.size), "ascii")
+    with _FOUND_LOCK:
+        face = _FOUND.get(key)
+    if face is None:
+        face = _find_face(picture)
+        with _FOUND_LOCK:
+            _FOUND[key] = face
+    return face
+
+
+_FOUND: LRUCache = LRUCache(maxsize=16)  # the faces of the last frames read, by their pixels
+_FOUND_LOCK = threading.Lock()
+
+
+def _find_face(picture: Image.Image):
     from chatedit import faces
 
     found = faces.detect(picture)
