@@ -52,6 +52,11 @@ CSS = """
 #controls .info-text { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }
 #controls .block { padding-top: 4px; padding-bottom: 4px; }
 #status { font-size: 0.85em; }
+.chatedit-echo { display: flex; flex-direction: column; gap: 6px; margin: 8px 0; }
+.chatedit-echo .echo-user { align-self: flex-end; max-width: 80%; padding: 8px 12px; border-radius: 12px;
+  background: var(--color-accent-soft); }
+.chatedit-echo .echo-work { align-self: flex-start; padding: 6px 12px; font-size: 0.9em; opacity: 0.8;
+  border: 1px dashed var(--border-color-primary); border-radius: 12px; }
 @media (max-width: 760px) {
   #stage { order: -1; position: sticky; top: 0; z-index: 20; background: var(--background-fill-primary); }
   #preview { height: 26vh !important; }
@@ -121,6 +126,44 @@ KEYS = """() => {
   label();
 }""".replace("PAUSE", str(KEY_PAUSE_MS))
 
+# Run in the browser as a message is sent, before the request leaves: the person's words and a
+# working line show at once (or "waiting" when an edit is still running) and the box empties. The
+# echo is the page's own element, removed as soon as the chat draws the server's answer (the same
+# words and line, kept). Attached files stay in the box until the server takes them.
+ECHO = """(message, session) => {
+  const sent = JSON.parse(JSON.stringify(message || {}));
+  const text = (sent.text || '').trim();
+  const wrap = document.querySelector('#chat .message-wrap');
+  if (text && wrap) {
+    wrap.querySelectorAll('.chatedit-echo').forEach(e => e.remove());
+    const words = text.split(/\\s+/);
+    const shown = words.slice(0, WORDS).join(' ') + (words.length > WORDS ? ' …' : '');
+    const busy = [...wrap.querySelectorAll('.message')].some(m => m.innerText.includes('Working on: '));
+    const echo = document.createElement('div');
+    echo.className = 'chatedit-echo';
+    echo.setAttribute('aria-live', 'polite');
+    const mine = document.createElement('div');
+    mine.className = 'echo-user';
+    mine.textContent = shown;
+    const line = document.createElement('div');
+    line.className = 'echo-work';
+    line.textContent = busy ? '(waiting for the edit before it)' : 'Working on: ' + shown + '…  starting…';
+    echo.append(mine, line);
+    wrap.append(echo);
+    wrap.parentElement.scrollTop = wrap.parentElement.scrollHeight;
+    const gone = new MutationObserver((changes) => {
+      if (changes.some(c => ![...c.addedNodes, ...c.removedNodes].every(n => n === echo || echo.contains(n)))) {
+        echo.remove(); gone.disconnect();
+      }
+    });
+    gone.observe(wrap, {childList: true, subtree: true, characterData: true});
+    setTimeout(() => { echo.remove(); gone.disconnect(); }, 15000);
+    const box = document.querySelector('#message textarea');
+    if (box) { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }
+  }
+  return [sent, session];
+}""".replace("WORDS", "12")
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -185,11 +228,12 @@ class ChatEditApp:
 
     def send(self, message: dict | str | None, session_id: str | None,
              request: gr.Request | None = None) -> Iterator[dict]:
-        """A message from the box: text, an image, or both (the image first). The box is emptied as
-        the message is taken (not when its turn ends: that would wipe what is typed meanwhile)."""
+        """A message from the box: text, an image, or both (the image first). The page empties the
+        box of text as it sends (``ECHO``); a photo leaves the box as the message is taken (not when
+        its turn ends, nor text typed meanwhile: either would wipe what comes next)."""
         session_id = self.ensure(session_id, request)
         text, files = _message_parts(message)
-        emptied = {self.widgets.box: gr.MultimodalTextbox(value=None)}
+        emptied = {self.widgets.box: gr.MultimodalTextbox(value=None)} if files else {}
         if self.sessions.idle(session_id, timeout=0) and (text or files):
             # the person's words (as the chat will keep them: an over-long message only as its first
             # words) and the working line at once, before the turn's worker reports
@@ -197,7 +241,8 @@ class ChatEditApp:
             said = shown if not files else f"your photo{' and: ' + shown if shown else ''}"
             emptied[self.widgets.chatbot] = self.chat_messages(session_id) + [
                 {"role": "user", "content": shown or "[uploading a photo]"}, Work(said).message()]
-        yield emptied
+        if emptied:  # (an empty dict would read as one output's value)
+            yield emptied
         # all queued now, in order; Gradio's copy of an upload is removed once read (the chat keeps the photo)
         turns = [self.sessions.upload(session_id, file, remove=_uploaded(file)) for file in files]
         if text:
@@ -428,7 +473,7 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
         page.load(app.start, inputs=[session], outputs=widgets.outputs, api_name="start", concurrency_id="pages",
                   concurrency_limit=None, **hidden)
         page.load(None, js=KEYS, api_name=False)
-        box.submit(app.send, inputs=[box, session], api_name="send", **{**edits, "outputs": [*widgets.outputs, box]})
+        box.submit(app.send, inputs=[box, session], js=ECHO, api_name="send", **{**edits, "outputs": [*widgets.outputs, box]})
         for name, slider in sliders.items():
             slider.release(_slider_handler(app, name), inputs=[slider, session], api_name=f"slider_{name}", **edits)
         for name, button in buttons.items():
