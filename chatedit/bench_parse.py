@@ -13,6 +13,12 @@ it would do to a face, as the benchmark's README says:
 3. a target item passes when the resolved degree is the target; a definite change when it moves
    from s in the labelled direction and lies within one degree of clip(s + direction * amount);
    an indefinite change when it moves from s in the labelled direction.
+
+Other sets in the same format (``chatedit bench parse --set FILE``: ``benchmarks/heldout_requests.jsonl``
+and ``benchmarks/dev_requests.jsonl``, issue #33) add ``describe`` items, questions about the face: one
+passes when the calls include a ``describe`` call (of the labelled attribute, or of any or none when
+the label's attribute is null) and no ``edit_attribute`` call. Their optional ``phrasing`` and
+``voice`` fields get accuracies of their own.
 """
 
 from __future__ import annotations
@@ -68,9 +74,12 @@ def _resolve(args: dict, start: int) -> int | None:
 
 def grade(item: dict, calls: list[dict]) -> tuple[bool, str]:
     """(passed, why) for one labelled item and the calls a parser produced for its text."""
-    # 1. exactly one edit, of the labelled attribute
     edits = [c for c in calls if c.get("name") == "edit_attribute"]
     attribute = item["attribute"]
+    if item["kind"] == "describe":
+        return _grade_describe(attribute, calls, edits)
+
+    # 1. exactly one edit, of the labelled attribute
     others = sorted({c.get("args", {}).get("attribute") for c in edits} - {attribute}, key=str)
     if others:
         return False, f"edits an attribute the text does not mention: {', '.join(map(str, others))}"
@@ -95,30 +104,58 @@ def grade(item: dict, calls: list[dict]) -> tuple[bool, str]:
     return ok, f"from {start} reaches {resolved}, label {expected} (+-1)"
 
 
+def _grade_describe(attribute: str | None, calls: list[dict], edits: list[dict]) -> tuple[bool, str]:
+    """A question about the face: a describe call (of ``attribute`` when the label names one) and no edit."""
+    if edits:
+        return False, f"a question, but {len(edits)} edit_attribute call(s)"
+    asked = [(c.get("args") or {}).get("attribute") for c in calls if c.get("name") == "describe"]
+    if not asked:
+        return False, "no describe call"
+    if attribute is None or attribute in asked:
+        return True, f"describe({', '.join(map(str, asked))})"
+    return False, f"describe({', '.join(map(str, asked))}), label {attribute}"
+
+
 def _accuracy(hits: list[bool]) -> float:
     return round(sum(hits) / len(hits), 4) if hits else 0.0
 
 
-def run(parse_calls: Callable[[str], list[dict]], path: Path | str | None = None, progress: bool = False) -> dict:
-    """Grade ``parse_calls`` (text -> tool calls for a fresh session) on every benchmark item
-    (``progress``: a bar over them on stderr)."""
+WHOLE_FACE = "face"  # the per-attribute key of describe items about the whole face (attribute null)
+GROUPS = ("phrasing", "voice")  # optional item fields with accuracies of their own
+
+
+def load(path: Path | str | None = None) -> tuple[Path, list[dict]]:
+    """The items of a requests file (default: the shared Talk-to-Edit set)."""
     path = Path(path) if path is not None else DEFAULT_PATH
     if path is None or not Path(path).is_file():
         raise FileNotFoundError(f"benchmark file not found: {path or BENCHMARK} (looked from {Path.cwd()})")
-    items = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return path, [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run(parse_calls: Callable[[str], list[dict]], path: Path | str | None = None, progress: bool = False) -> dict:
+    """Grade ``parse_calls`` (text -> tool calls for a fresh session) on every item of ``path``
+    (default: the shared Talk-to-Edit set; ``progress``: a bar over them on stderr). Accuracy overall,
+    per attribute, per kind, and per phrasing and per voice where the items have those fields."""
+    path, items = load(path)
     by_attr, by_kind, by_both = defaultdict(list), defaultdict(list), defaultdict(lambda: defaultdict(list))
+    by_group = {g: defaultdict(list) for g in GROUPS}
     failures = []
     for item in bar(items, "bench parse", show=progress, unit="request"):
         calls = parse_calls(item["text"])
         ok, why = grade(item, calls)
-        by_attr[item["attribute"]].append(ok)
+        attribute = item["attribute"] if item["attribute"] is not None else WHOLE_FACE
+        by_attr[attribute].append(ok)
         by_kind[item["kind"]].append(ok)
-        by_both[item["attribute"]][item["kind"]].append(ok)
+        by_both[attribute][item["kind"]].append(ok)
+        for g in GROUPS:
+            if item.get(g) is not None:
+                by_group[g][item[g]].append(ok)
         if not ok and len(failures) < MAX_FAILURES:
-            failures.append({**{k: item[k] for k in ("text", "attribute", "kind", "target", "direction", "amount")},
-                             "calls": calls, "why": why})
+            fields = ("text", "attribute", "kind", "target", "direction", "amount", *GROUPS)
+            failures.append({**{k: item[k] for k in fields if k in item}, "calls": calls, "why": why})
     correct = sum(sum(v) for v in by_attr.values())
-    return {
+    result = {
+        "file": str(path),
         "items": len(items),
         "correct": correct,
         "accuracy": _accuracy([ok for v in by_attr.values() for ok in v]),
@@ -126,13 +163,19 @@ def run(parse_calls: Callable[[str], list[dict]], path: Path | str | None = None
         "per_kind": {k: _accuracy(v) for k, v in by_kind.items()},
         "per_attribute_kind": {a: {k: _accuracy(v) for k, v in kinds.items()} for a, kinds in by_both.items()},
         "per_attribute_kind_items": {a: {k: len(v) for k, v in kinds.items()} for a, kinds in by_both.items()},
-        "failures": failures,
     }
+    for g in GROUPS:
+        if by_group[g]:
+            result[f"per_{g}"] = {k: _accuracy(v) for k, v in by_group[g].items()}
+            result[f"per_{g}_items"] = {k: len(v) for k, v in by_group[g].items()}
+    result["failures"] = failures
+    return result
 
 
 def markdown(result: dict) -> str:
-    """A table of accuracy per attribute and kind, then the first failures."""
-    kinds = ("target", "change")
+    """A table of accuracy per attribute and kind, tables per phrasing and voice when the set has
+    them, then the first failures."""
+    kinds = ("target", "change") + (("describe",) if "describe" in result["per_kind"] else ())
     counts = result.get("per_attribute_kind_items", {})
     lines = ["| attribute | " + " | ".join(kinds) + " | all |", "|---" * (len(kinds) + 2) + "|"]
     for attr, acc in result["per_attribute"].items():
@@ -140,11 +183,17 @@ def markdown(result: dict) -> str:
         lines.append(f"| {attr} | " + " | ".join(cells) + f" | {acc:.1%} |")
     cells = [f"{result['per_kind'].get(k, 0.0):.1%}" for k in kinds]
     lines.append("| **all** | " + " | ".join(cells) + f" | **{result['accuracy']:.1%}** |")
+    for g in GROUPS:
+        if f"per_{g}" in result:
+            lines += ["", f"| {g} | accuracy | items |", "|---|---|---|"]
+            for k, acc in result[f"per_{g}"].items():
+                lines.append(f"| {k} | {acc:.1%} | {result[f'per_{g}_items'][k]} |")
     lines += ["", f"{result['correct']} of {result['items']} requests parsed correctly."]
     if result["failures"]:
         lines += ["", "First failures:", ""]
         for f in result["failures"]:
-            lines.append(f"- `{f['text']}` ({f['attribute']}, {f['kind']}): {f['calls']} - {f['why']}")
+            tags = ", ".join(str(f[k]) for k in ("attribute", "kind", *GROUPS) if k in f)
+            lines.append(f"- `{f['text']}` ({tags}): {f['calls']} - {f['why']}")
     return "\n".join(lines)
 
 

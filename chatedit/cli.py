@@ -85,7 +85,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         path = args.file or bench_parse.find_benchmark()
         if path is None:
-            raise FileNotFoundError("benchmark file shared/benchmarks/talk_to_edit_requests.jsonl not found; pass --file")
+            raise FileNotFoundError("benchmark file shared/benchmarks/talk_to_edit_requests.jsonl not found; pass --set FILE")
         result = bench_parse.run(bench_parse.chat_model_parse_calls(_llm(args)), path, progress=not args.quiet)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
@@ -364,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = bsub.add_parser("parse", help="the built-in language understanding on labelled single-turn requests")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    b.add_argument("--file", type=Path, default=None,
-                   help="requests JSONL (default: shared/benchmarks/talk_to_edit_requests.jsonl, searched upwards)")
+    b.add_argument("--set", "--file", dest="file", type=Path, default=None, metavar="FILE",
+                   help="requests JSONL to grade, e.g. benchmarks/heldout_requests.jsonl or benchmarks/dev_requests.jsonl "
+                        "(default: shared/benchmarks/talk_to_edit_requests.jsonl, searched upwards)")
     _add_llm(b)
     _add_quiet(b, "bar over the requests")
     b.set_defaults(func=cmd_bench)

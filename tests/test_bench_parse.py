@@ -1,6 +1,7 @@
 """The parse benchmark's grading rule, on hand-made items, and the rules parser on the real file."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,127 @@ def test_rules_parser_scores_at_least_98_percent_on_the_benchmark():
     result = run(rules_parse_calls, DEFAULT_PATH)
     assert result["items"] == 862
     assert result["accuracy"] >= 0.98, markdown(result)
+
+
+# --------------------------------------------------------------------------- describe items, --set, breakdowns (#33)
+
+def question(attribute=None, text="x", phrasing="face_question", voice="terse"):
+    return {"text": text, "attribute": attribute, "kind": "describe", "target": None, "direction": None,
+            "amount": None, "phrasing": phrasing, "voice": voice, "source": "dev"}
+
+
+def describe(attribute=None):
+    return {"name": "describe", "args": {} if attribute is None else {"attribute": attribute}}
+
+
+@pytest.mark.parametrize("label,calls,passes", [
+    # about one attribute: a describe call of that attribute, and no edit
+    (question("smiling"), [describe("smiling")], True),
+    (question("smiling"), [describe("age")], False),
+    (question("smiling"), [describe()], False),
+    (question("smiling"), [describe("age"), describe("smiling")], True),
+    (question("smiling"), [describe("smiling"), edit(change=1)], False),   # a question is not an edit
+    (question("smiling"), [edit(change=1)], False),
+    (question("smiling"), [], False),
+    # about the whole face: any describe call, and no edit
+    (question(None), [describe()], True),
+    (question(None), [describe("beard")], True),
+    (question(None), [describe(), edit("beard", target=0)], False),
+    (question(None), [{"name": "undo", "args": {}}], False),
+])
+def test_describe_items_pass_on_a_describe_call_and_no_edit(label, calls, passes):
+    assert grade(label, calls)[0] is passes
+
+
+def test_run_reports_accuracy_per_phrasing_and_voice(tmp_path):
+    path = tmp_path / "set.jsonl"
+    items = [{**item(kind="target", target=0, text="grumpy"), "phrasing": "mood", "voice": "terse"},
+             {**item("beard", kind="target", target=5, text="wizard"), "phrasing": "extreme", "voice": "chatty"},
+             {**item("age", direction=-1, text="de-age"), "phrasing": "phrasal", "voice": "terse"},
+             question("age", text="how old?", voice="researcher"),
+             question(None, text="the face?", voice="chatty")]
+    path.write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    answers = {"grumpy": [edit(target=0)], "wizard": [edit("beard", target=4)], "de-age": [edit("age", change=-1)],
+               "how old?": [describe("age")], "the face?": [edit("smiling", change=1)]}
+
+    result = run(lambda text: answers[text], path)
+
+    assert (result["items"], result["correct"], result["accuracy"]) == (5, 3, 0.6)
+    assert result["file"] == str(path)
+    assert result["per_kind"] == {"target": 0.5, "change": 1.0, "describe": 0.5}
+    assert result["per_attribute"] == {"smiling": 1.0, "beard": 0.0, "age": 1.0, "face": 0.0}
+    assert result["per_phrasing"] == {"mood": 1.0, "extreme": 0.0, "phrasal": 1.0, "face_question": 0.5}
+    assert result["per_phrasing_items"] == {"mood": 1, "extreme": 1, "phrasal": 1, "face_question": 2}
+    assert result["per_voice"] == {"terse": 1.0, "chatty": 0.0, "researcher": 1.0}
+    assert [f["text"] for f in result["failures"]] == ["wizard", "the face?"]
+    assert result["failures"][1]["phrasing"] == "face_question" and result["failures"][1]["attribute"] is None
+    table = markdown(result)
+    assert "| attribute | target | change | describe | all |" in table
+    assert "| phrasing | accuracy | items |" in table and "| face_question | 50.0% | 2 |" in table
+    assert "| voice | accuracy | items |" in table and "| chatty | 0.0% | 2 |" in table
+    assert "(None, describe, face_question, chatty)" in table
+
+
+def test_sets_without_phrasing_or_voice_keep_the_old_report(tmp_path):
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps(item(direction=1, text="happier")) + "\n")
+    result = run(lambda text: [edit(change=1)], path)
+    assert "per_phrasing" not in result and "per_voice" not in result
+    table = markdown(result)
+    assert table.splitlines()[0] == "| attribute | target | change | all |" and "phrasing" not in table
+
+
+def test_cli_bench_parse_grades_the_file_given_with_set(tmp_path, monkeypatch, capsys):
+    from chatedit import bench_parse, cli
+
+    path = tmp_path / "set.jsonl"
+    path.write_text(json.dumps(question("beard", text="any beard?")) + "\n"
+                    + json.dumps({**item(direction=1, text="smile"), "phrasing": "plain", "voice": "terse"}) + "\n")
+    fake = {"any beard?": [describe("beard")], "smile": [edit(change=-1)]}
+    monkeypatch.setattr(bench_parse, "chat_model_parse_calls", lambda llm=None: fake.__getitem__)
+
+    assert cli.main(["bench", "parse", "--set", str(path), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["file"], result["items"], result["correct"]) == (str(path), 2, 1)
+    assert result["per_voice"] == {"terse": 0.5} and result["per_kind"] == {"describe": 1.0, "change": 0.0}
+    assert cli.main(["bench", "parse", "--file", str(path), "--quiet"]) == 0      # the old spelling still works
+    assert "| voice | accuracy | items |" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- the #33 request sets themselves
+
+SETS = Path(__file__).resolve().parents[1] / "benchmarks"
+PHRASINGS = {"question_wish", "description", "phrasal", "mood", "extreme", "swap", "face_question", "plain"}
+VOICES = {"terse", "chatty", "non_native", "researcher"}
+
+
+@pytest.mark.parametrize("name,source,least,per_kind", [("heldout_requests.jsonl", "heldout", 160, 15),
+                                                        ("dev_requests.jsonl", "dev", 110, 12)])
+def test_request_sets_are_well_formed_and_cover_every_kind(name, source, least, per_kind):
+    from chatedit.attributes import attribute_names
+
+    items = [json.loads(line) for line in (SETS / name).read_text().splitlines() if line.strip()]
+    assert len(items) >= least
+    assert len({i["text"] for i in items}) == len(items)
+    for i in items:
+        assert set(i) == {"text", "attribute", "kind", "target", "direction", "amount", "phrasing", "voice", "source"}
+        assert i["source"] == source and i["phrasing"] in PHRASINGS and i["voice"] in VOICES
+        assert (i["kind"] == "describe") == (i["phrasing"] == "face_question"), i
+        if i["kind"] == "describe":
+            assert i["attribute"] in {None, *attribute_names()} and i["target"] is i["direction"] is i["amount"] is None
+        elif i["kind"] == "target":
+            assert i["attribute"] in attribute_names() and i["target"] in range(6), i
+            assert i["direction"] is i["amount"] is None
+        else:
+            assert i["kind"] == "change" and i["attribute"] in attribute_names() and i["target"] is None, i
+            assert i["direction"] in (1, -1) and i["amount"] in (None, 1, 2, 3, 4, 5), i
+    counts = {p: sum(i["phrasing"] == p for i in items) for p in PHRASINGS}
+    assert all(n >= per_kind for p, n in counts.items() if p != "plain"), counts
+    assert {i["voice"] for i in items} == VOICES
+    assert {i["attribute"] for i in items} == {None, *attribute_names()}
+
+
+def test_dev_and_heldout_share_no_sentence():
+    texts = [{json.loads(line)["text"].lower() for line in (SETS / n).read_text().splitlines() if line.strip()}
+             for n in ("heldout_requests.jsonl", "dev_requests.jsonl")]
+    assert not texts[0] & texts[1]
