@@ -125,3 +125,16 @@ def test_the_polish_makes_edits_read_more_clearly_to_the_independent_grader(back
         assert polished.degrees[attribute] == plain.degrees[attribute]
     assert sum(gains) / len(gains) > 0.03 and sum(g > 0 for g in gains) >= 6
     assert max(identity_loss) < 0.03
+
+
+def test_the_polish_shows_each_step_so_the_preview_never_stalls(backend):
+    # the polish runs several gradient steps at the end of an edit: each is a picture on the way
+    w = backend.sample(11)
+    keep = backend.predict(backend.generate(w)).probs[0]
+    shown = []
+    polished = backend.polish(w, 0, 3, keep, steps=4, on_preview=shown.append)
+    assert len(shown) == 4 and all(s.shape == backend.generate(w)[0].shape for s in shown)
+    assert 0 <= min(float(s.min()) for s in shown) and max(float(s.max()) for s in shown) <= 1
+    # what was shown last is the step before the final code, not a stale picture
+    assert not torch.equal(shown[0], shown[-1])
+    assert torch.equal(backend.polish(w, 0, 3, keep, steps=4), polished)  # watching changes nothing

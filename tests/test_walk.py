@@ -299,7 +299,7 @@ class PolishBackend(ProbBackend):
         super().__init__(**kwargs)
         self.move, self.polished = move, []
 
-    def polish(self, w, attribute, target, keep, identity, steps=None):
+    def polish(self, w, attribute, target, keep, identity, steps=None, on_preview=None):
         self.polished.append((attribute, target, keep, identity))
         out = w.clone()
         if self.move is None:

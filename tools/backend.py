@@ -134,9 +134,11 @@ class Backend(ABC):
         raise NotImplementedError(f"the {self.name} backend has no degree offsets")
 
     def polish(self, w: torch.Tensor, attribute: int, target: int, keep: torch.Tensor,
-               identity: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
+               identity: torch.Tensor | None = None, steps: int | None = None,
+               on_preview: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
         """A code near ``w`` that reads ``target`` more surely, the other attributes as the
-        distributions ``keep`` (A, D) and the face as ``identity`` (only with ``capabilities.polish``)."""
+        distributions ``keep`` (A, D) and the face as ``identity`` (only with ``capabilities.polish``).
+        ``on_preview(image)`` is called with the (3, H, W) image of each step on the way."""
         raise NotImplementedError(f"the {self.name} backend has no polish")
 
 

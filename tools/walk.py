@@ -481,7 +481,8 @@ class Polish:
         if start.probs is None:
             return kept
         identity = walk.state.original_identity
-        w = walk.backend.polish(kept.latent, walk.a, walk.goal, start.probs, identity, self.steps(config))
+        w = walk.backend.polish(kept.latent, walk.a, walk.goal, start.probs, identity, self.steps(config),
+                                on_preview=walk.on_preview)
         frame = walk.record(walk.draw(w))
         yield frame
         keep = walk.reaches(frame) and len(walk.off(frame)) <= len(walk.off(kept))

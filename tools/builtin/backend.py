@@ -187,13 +187,14 @@ class BuiltinBackend(Backend):
         return self.models.offsets(attribute, w, from_degree, to_degree)
 
     def polish(self, w: torch.Tensor, attribute: int, target: int, keep: torch.Tensor,
-               identity: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
+               identity: torch.Tensor | None = None, steps: int | None = None,
+               on_preview: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
         """A code near ``w`` (1, w_dim) that the steering predictors read as ``target`` more surely,
         with the other attributes read as the distributions ``keep`` (A, D) and the face as
         ``identity`` (1, E) when given: ``steps`` (default ``POLISH_STEPS``) Adam steps on the
         cross-entropy of the target degree, the other attributes' KL divergence from ``keep``, the
         squared distance from ``w`` and the identity similarity (negated). Only ``w`` gets
-        gradients, so sessions can share the models."""
+        gradients, so sessions can share the models. ``on_preview`` sees each step's image."""
         start = w.detach().to(self.device)
         others = [b for b in range(len(self.attributes)) if b != attribute]
         held = keep.to(self.device)[others]
@@ -205,6 +206,8 @@ class BuiltinBackend(Backend):
         with torch.enable_grad():
             for _ in range(POLISH_STEPS if steps is None else steps):
                 image = self._draw(w)
+                if on_preview is not None:
+                    on_preview(image[0].detach())
                 log = self._steering_probs(image)[0].clamp_min(1e-6).log()
                 loss = -log[attribute, target]
                 loss = loss + KEEP_WEIGHT * (held * (held_log - log[others])).sum()
