@@ -214,6 +214,7 @@ class Answer:
     outputs: list | None = None  # the final outputs (the ``complete`` event)
     latency_s: float | None = None  # until ``complete``
     first_frame_s: float | None = None  # until the first preview image streamed
+    frame_s: list[float] = field(default_factory=list)  # when each preview image streamed
     error: str | None = None
     closed_early: bool = False  # the client closed the stream on purpose
 
@@ -258,8 +259,10 @@ class Tab:
                     if kind == "error":
                         answer.error = f"{endpoint}: error event {str(payload)[:200]}"
                         return answer
-                    if answer.first_frame_s is None and kind == "generating" and self._frame(endpoint, payload):
-                        answer.first_frame_s = time.perf_counter() - began
+                    if kind == "generating" and self._frame(endpoint, payload):
+                        answer.frame_s.append(time.perf_counter() - began)
+                    if answer.first_frame_s is None and answer.frame_s:
+                        answer.first_frame_s = answer.frame_s[0]
                         if on_first_frame is not None:
                             on_first_frame()
                         if stop_after_first_frame:
@@ -330,6 +333,7 @@ class Turn:
     latency_s: float | None
     first_frame_s: float | None
     error: str | None
+    frame_gaps_s: tuple[float, ...] = ()  # between the preview images of the turn, first to last
 
 
 @dataclass
@@ -435,7 +439,8 @@ def run_user(user: User, turns: int, deadline: float, done: Callable[[], object]
             answer = run_turn(user, i, kind)
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as error:
             answer = Answer(error=f"{kind}: {type(error).__name__}: {str(error)[:200]}")
-        user.turns.append(Turn(user.index, i, kind, answer.latency_s, answer.first_frame_s, answer.error))
+        gaps = tuple(b - a for a, b in zip(answer.frame_s, answer.frame_s[1:]))
+        user.turns.append(Turn(user.index, i, kind, answer.latency_s, answer.first_frame_s, answer.error, gaps))
         if answer.error:
             user.errors.append(answer.error)
         done()
@@ -758,6 +763,7 @@ def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float,
     done = [t for u in users for t in u.turns if t.error is None and t.latency_s is not None]
     edits = sum(t.kind in EDITS for t in done)
     frames = [t.first_frame_s for t in done if t.first_frame_s is not None and t.kind in EDITS]
+    gaps = [g * 1000 for t in done if t.kind in EDITS for g in t.frame_gaps_s]
     grown_by_entry = {name: disk_end.get(name, 0) - disk_warm.get(name, 0) for name in {*disk_end, *disk_warm}}
     grown = sum(grown_by_entry.values())
     load_errors = [e for u in users for e in u.errors]
@@ -768,6 +774,8 @@ def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float,
         "leak_examples": [leak for u in users for leak in u.leaks][:5],
         "p50_s": _percentile([t.latency_s for t in done], 0.5), "p95_s": _percentile([t.latency_s for t in done], 0.95),
         "first_frame_p50_s": _percentile(frames, 0.5), "first_frame_p95_s": _percentile(frames, 0.95),
+        "frame_gap_p50_ms": _percentile(gaps, 0.5), "frame_gap_p95_ms": _percentile(gaps, 0.95),
+        "frame_gap_max_ms": round(max(gaps)) if gaps else None,
         "latency_by_kind_p50_s": {k: _percentile([t.latency_s for t in done if t.kind == k], 0.5)
                                   for k in ("upload", "text", "slider", "undo", "redo")},
         "latency_growth": _growth(users),
@@ -810,6 +818,8 @@ def markdown(result: dict) -> str:
         ("cross-session leaks", r["leaks"]),
         ("turn latency p50 / p95", f"{r['p50_s']} s / {r['p95_s']} s"),
         ("first frame p50 / p95", f"{r['first_frame_p50_s']} s / {r['first_frame_p95_s']} s"),
+        ("time between preview frames p50 / p95 / max",
+         f"{r['frame_gap_p50_ms']} / {r['frame_gap_p95_ms']} / {r['frame_gap_max_ms']} ms"),
         ("latency growth (last 5 / turns 2–6)", f"{r['latency_growth']}" + (
             " (the windows overlap below 11 turns)" if r["turns_per_user"] < 11 else "")),
         ("throughput", f"{r['throughput_turns_per_s']} turns/s over {r['load_wall_s']} s"),

@@ -11,7 +11,7 @@ pytest.importorskip("gradio")
 
 SID = "a" * 32
 KEYS = {"errors", "leaks", "half_applied", "lost_turns", "integrity_ok", "latency_growth", "bytes_per_edit",
-        "rss_growth_mb", "p50_s", "p95_s", "first_frame_p50_s", "users", "turns"}
+        "rss_growth_mb", "p50_s", "p95_s", "first_frame_p50_s", "frame_gap_p50_ms", "users", "turns"}
 
 
 def stored(chat, turns, degrees, last_turn_degrees) -> StoredSession:
@@ -67,6 +67,7 @@ def test_two_users_over_http_keep_their_own_sessions_through_a_disconnect_and_a_
     assert result["leaks"] == 0, result["leak_examples"]
     assert result["turns"] == 6 and result["edits"] == 6 and result["kills"] == result["disconnects"] == 1
     assert 0 < result["first_frame_p50_s"] < result["p95_s"]  # frames stream before the turn ends
+    assert 0 < result["frame_gap_p50_ms"] <= result["frame_gap_max_ms"]  # an edit streams several frames
     assert result["rss_peak_mb"] >= result["rss_warm_mb"] > 0 and result["bytes_per_edit"] > 0
     assert result["integrity_ok"], result["integrity_problems"] + result["store_errors"]
     assert "| cross-session leaks | 0 |" in bench_serve.markdown(result)
