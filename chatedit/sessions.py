@@ -46,7 +46,7 @@ from chatedit.feedback import load_feedback
 from chatedit.intake import check_text, face_of, read_photo, read_picture
 from chatedit.limits import RateLimit
 from chatedit.replay import conversation_sheet
-from chatedit.state import DialogState
+from chatedit.state import DialogState, Entry
 from chatedit.store import SavedSession, SessionStore, StoreError, valid_session_id
 from chatedit.turns import Job, TurnQueue
 
@@ -314,6 +314,7 @@ class SessionService:
         try:
             for event in job.work():
                 job.publish(event)
+            _label_new_faces(session.state, before.state, job.said)
         except Exception:  # a bug must not take the session down: say so and keep what was there
             logger.exception("turn failed in session %s", session_id)
             self._roll_back(session_id, before, keep=1)  # the person's line stays, with the apology
@@ -459,9 +460,23 @@ def _may_open(owner: str | None, user: str | None) -> bool:
     return user is None or owner == user
 
 
-def _caption(entry, k: int) -> str:
-    """What made a face of the history, for the session GIF: "3. smiling 1→3"."""
-    return f"{k + 1}. {entry.action}"
+def _caption(entry: Entry, k: int) -> str:
+    """What made a face of the history, for the session GIF: the words that asked for it and what
+    changed ('3. "make her smile a little": smiling 1→3'), or only what changed when a control did."""
+    if not entry.asked or entry.asked.startswith("["):  # a slider or button: "[slider] Smiling → 3"
+        return f"{k + 1}. {entry.action}"
+    return f'{k + 1}. "{_excerpt(entry.asked)}": {entry.action}'
+
+
+def _excerpt(text: str, words: int = 8) -> str:
+    parts = text.split()
+    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+
+
+def _label_new_faces(state: DialogState, before: DialogState, said: str) -> None:
+    """The faces a turn added to the history carry the person's words for it (the session GIF's captions)."""
+    old = {id(e) for e in before.entries}
+    state.entries[:] = [e if id(e) in old or e.asked else dataclasses.replace(e, asked=said) for e in state.entries]
 
 
 def _copy_state(state: DialogState) -> DialogState:

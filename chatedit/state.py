@@ -24,15 +24,17 @@ class Entry:
     degrees: dict[str, int]  # as the steering predictor reads this face
     action: str  # what made it: "start", "new face (seed 7)", "smiling 1→3", "reset"
     face: int  # which face of the session it belongs to (new_face starts the next one)
+    asked: str = ""  # the person's words for the turn that made it ("" when unknown)
 
     def to_dict(self) -> dict:
         return {"latent": self.latent.flatten().tolist(), "shape": list(self.latent.shape),
-                "degrees": dict(self.degrees), "action": self.action, "face": self.face}
+                "degrees": dict(self.degrees), "action": self.action, "face": self.face, "asked": self.asked}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Entry":
         latent = torch.tensor(data["latent"], dtype=torch.float32).view(data["shape"])
-        return cls(latent, {k: int(v) for k, v in data["degrees"].items()}, str(data["action"]), int(data["face"]))
+        return cls(latent, {k: int(v) for k, v in data["degrees"].items()}, str(data["action"]), int(data["face"]),
+                   str(data.get("asked", "")))
 
 
 @dataclass

@@ -49,7 +49,7 @@ KEPT_VERSIONS = 3  # versions of a download kept: the newest, and those an open 
 WAL_PAGES = 128  # pages (4 KiB each) the write-ahead log holds before they are folded into the database
 WAL_BYTES = 512 * 1024  # the log's size left after folding
 CHAT_IMAGE = re.compile(r"^chat-(\d+)\.(?:png|webp)$")
-SCHEMA_VERSION = 1  # 0: one row per session, the state as JSON with its latents as lists of numbers
+SCHEMA_VERSION = 2  # 0: one row per session, the state as JSON (latents as lists of numbers); 1: no entries.asked
 CHAT_PHOTO_PX = 384  # a photo shown in the chat is kept at most this large a side
 CHAT_FACE_PX = 256  # a smaller face is drawn this large (Lanczos): the chat shows faces at 192 px, crisp
 CHAT_IMAGE_QUALITY = 90  # WebP: ~6 KB for a face at 256 px (a PNG is ~60 KB); the downloads stay PNG
@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS entries (
     latent BLOB NOT NULL,     -- float32, little-endian, C order
     shape TEXT NOT NULL,      -- the latent's shape as JSON, e.g. [1, 64]
     degrees TEXT NOT NULL, action TEXT NOT NULL, face INTEGER NOT NULL,
+    asked TEXT NOT NULL DEFAULT '',  -- the person's words for the turn that made the face
     PRIMARY KEY (session, idx)
 );
 CREATE TABLE IF NOT EXISTS turns (
@@ -119,13 +120,13 @@ class SavedSession:
 def _entry_row(entry: Entry) -> tuple:
     latent = entry.latent.detach().to("cpu", torch.float32).contiguous()
     return (latent.numpy().astype("<f4").tobytes(), json.dumps(list(latent.shape)), json.dumps(entry.degrees),
-            entry.action, entry.face)
+            entry.action, entry.face, entry.asked)
 
 
 def _entry(row: tuple) -> Entry:
-    blob, shape, degrees, action, face = row
+    blob, shape, degrees, action, face, asked = row
     latent = torch.from_numpy(np.frombuffer(blob, dtype="<f4").astype(np.float32)).view(json.loads(shape))
-    return Entry(latent, {k: int(v) for k, v in json.loads(degrees).items()}, action, int(face))
+    return Entry(latent, {k: int(v) for k, v in json.loads(degrees).items()}, action, int(face), asked)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class _List:
 
 
 LISTS = (
-    _List("entries", ("latent", "shape", "degrees", "action", "face"), _entry_row, _entry, immutable=True),
+    _List("entries", ("latent", "shape", "degrees", "action", "face", "asked"), _entry_row, _entry, immutable=True),
     _List("turns", ("turn",), lambda t: (json.dumps(asdict(t)),), lambda r: Turn(**json.loads(r[0]))),
     _List("memory", ("message",), lambda m: (json.dumps(message_to_dict(m)),),
           lambda r: messages_from_dict([json.loads(r[0])])[0], immutable=True),
@@ -437,6 +438,9 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'").fetchone()
+        if old and version == 1:  # version 1: the entries without the words that asked for them
+            db.execute("ALTER TABLE entries ADD COLUMN asked TEXT NOT NULL DEFAULT ''")
+            old = None
         if old:  # version 0: one row per session, everything as JSON
             db.execute("DROP INDEX IF EXISTS sessions_updated")
             db.execute("ALTER TABLE sessions RENAME TO sessions_v0")

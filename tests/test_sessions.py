@@ -309,7 +309,8 @@ def test_the_session_downloads_cover_the_whole_session_at_display_size(tmp_path)
     target = 0 if sessions.degrees(sid)["eyeglasses"] >= 2 else 4
     list(sessions.act(sid, "edit_attribute", {"attribute": "eyeglasses", "target": target}, "[slider]"))
     list(sessions.act(sid, "new_face", {}, "[new face]"))
-    list(sessions.chat(sid, "make them smile a lot"))
+    ask = "make them smile a lot" if sessions.degrees(sid)["smiling"] < 3 else "make them stop smiling"
+    list(sessions.chat(sid, ask))
     state = sessions.agent.session(sid).state
     assert Image.open(sessions.face_png(sid)).size == (128, 128)
     assert Image.open(sessions.face_png(sid, display=True)).size == (384, 384)
@@ -321,6 +322,13 @@ def test_the_session_downloads_cover_the_whole_session_at_display_size(tmp_path)
     last = np.asarray(gif.convert("RGB"))
     assert np.abs(first[:384].astype(int) - last[:384].astype(int)).mean() > 5  # another face by the end
     assert (last[384:] < 128).any(), "a caption is written under the face"
+    # each step's caption: the words that asked for it, or what a control changed
+    from chatedit.sessions import _caption
+    asked = [e.asked for e in state.entries]
+    assert asked[-1] == ask and "[new face]" in asked and "[slider]" in asked
+    assert _caption(state.entries[-1], 4).startswith(f'5. "{ask}": smiling')
+    assert "[" not in _caption(state.entries[asked.index("[slider]")], 1)
+    assert [e.asked for e in sessions.store.load(sid).state.entries] == asked  # kept with the session
     sheet = Image.open(sessions.contact_sheet(sid))
     faces = sum(line.image is not None and line.role == "assistant" for line in sessions.chat_log(sid))
     assert faces >= 3 and sheet.width == min(6, faces) * 192

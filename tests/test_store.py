@@ -3,6 +3,7 @@ databases are migrated, a save writes only what changed and a failed one nothing
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -149,6 +150,27 @@ def test_a_database_of_the_first_schema_is_migrated_and_its_sessions_load_unchan
     db.close()
     with pytest.raises(ValueError, match="newer ChatEdit"):
         SessionStore(tmp_path)
+
+
+def test_a_database_of_schema_1_gains_the_words_that_asked_for_each_face(tmp_path):
+    # a schema 1 database (entries without ``asked``), written by today's store and then taken back
+    store = SessionStore(tmp_path)
+    store.save(SavedSession(SID, "builtin", a_state(), a_memory()))
+    store.close()
+    db = sqlite3.connect(tmp_path / "sessions.sqlite3")
+    db.execute("ALTER TABLE entries DROP COLUMN asked")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = SessionStore(tmp_path)
+    again = store.load(SID)
+    assert [e.asked for e in again.state.entries] == ["", ""]
+    assert [e.action for e in again.state.entries] == [e.action for e in a_state().entries]
+    # and new faces keep their words from now on
+    again.state.push(dataclasses.replace(again.state.entries[-1], asked="make her smile a little"))
+    store.save(again)
+    assert store.load(SID).state.entries[-1].asked == "make her smile a little"
+    store.close()
 
 
 def a_face(seed: int) -> torch.Tensor:
