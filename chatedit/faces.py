@@ -4,7 +4,10 @@
 (``mmod_human_face_detector.dat``) and places five landmarks on each with dlib's 5-point shape
 predictor: the outer and inner corner of each eye and the base of the nose. ``align`` cuts the
 FFHQ square from them (eyes level, at FFHQ's eye height); ``identity`` is dlib's 128-d ResNet
-embedding and ``similarity`` maps the distance between two of them to [0, 1].
+embedding and ``similarity`` maps the distance between two of them to [0, 1]. dlib cuts the face
+chip; the ResNet runs in PyTorch (``chatedit.dlib_resnet``, its weights read from dlib's own file,
+the same embedding within float rounding and several times faster than dlib's wheel, which has no
+BLAS), or in dlib where that file cannot be read for PyTorch (a warning says so).
 
 The models come from the ``face-recognition-models`` package (``pip install -e ".[faces]"``,
 which also brings ``dlib-bin``); nothing is downloaded. They are read once per process, on first
@@ -36,6 +39,10 @@ CNN_FILE = "mmod_human_face_detector.dat"
 DETECTORS = {"hog": "dlib HOG frontal face detector", "cnn": f"dlib MMOD CNN face detector ({CNN_FILE})"}
 LANDMARK_MODEL = f"dlib 5-point shape predictor ({PREDICTOR_FILE})"
 IDENTITY_MODEL = f"dlib ResNet face recognition v1 ({RECOGNIZER_FILE})"
+# The identity network reads the chip dlib's compute_face_descriptor cuts: the five landmarks fitted to
+# dlib's mean face, padded by a quarter of it on each side, 150 px (its input_rgb_image_sized<150>).
+IDENTITY_CHIP_SIZE = 150
+IDENTITY_PADDING = 0.25
 DEFAULT_DETECTOR = "hog"  # 75-100 ms on a 1-Mpx photo on a CPU; the CNN takes 6-7 s (docs/faces.md)
 
 # Faces are looked for in a copy of about this many pixels (larger photos are shrunk, smaller ones
@@ -154,12 +161,19 @@ def identity(picture: Image.Image, face: Face) -> np.ndarray:
     import dlib
 
     models = _models()
-    shape = dlib.full_object_detection(_rect(face.box),
-                                       [dlib.point(round(x), round(y)) for x, y in face.landmarks])
-    rgb = _rgb(picture)
-    with models.network:  # the network keeps each layer's output on itself: one forward pass at a time
-        vector = models.recognizer.compute_face_descriptor(rgb, shape)
-    return np.asarray(vector, dtype=np.float32)
+    chip = dlib.get_face_chip(_rgb(picture), _shape(face), size=IDENTITY_CHIP_SIZE, padding=IDENTITY_PADDING)
+    if models.identity_runtime == "PyTorch":
+        import torch
+
+        with torch.inference_mode():
+            return models.recognizer(torch.from_numpy(chip)[None])[0].numpy()
+    with models.network:  # dlib's network keeps each layer's output on itself: one forward pass at a time
+        return np.asarray(models.recognizer.compute_face_descriptor(chip), dtype=np.float32)
+
+
+def identity_runtime() -> str:
+    """What runs the identity network: "PyTorch", or "dlib" where its file could not be read for PyTorch."""
+    return _models().identity_runtime
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -181,8 +195,9 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 class _Models:
     hog: object  # dlib.fhog_object_detector
     predictor: object  # dlib.shape_predictor
-    recognizer: object  # dlib.face_recognition_model_v1
-    network: threading.Lock  # held while the recognizer or the CNN detector runs
+    recognizer: object  # chatedit.dlib_resnet.FaceResNet, or dlib.face_recognition_model_v1 (identity_runtime)
+    identity_runtime: str  # "PyTorch" or "dlib"
+    network: threading.Lock  # held while dlib's recognizer or its CNN detector runs
 
 
 def _models_folder() -> Path | None:
@@ -211,8 +226,28 @@ def _models() -> _Models:
     import dlib
 
     logger.info("loading dlib's face models from %s", folder)
+    recognizer, runtime = _recognizer(folder / RECOGNIZER_FILE)
     return _Models(dlib.get_frontal_face_detector(), dlib.shape_predictor(str(folder / PREDICTOR_FILE)),
-                   dlib.face_recognition_model_v1(str(folder / RECOGNIZER_FILE)), threading.Lock())
+                   recognizer, runtime, threading.Lock())
+
+
+def _recognizer(path: Path) -> tuple[object, str]:
+    """The identity network and what runs it: PyTorch, or dlib's own network if PyTorch cannot read ``path``."""
+    from chatedit import dlib_resnet
+
+    try:
+        return dlib_resnet.load(path), "PyTorch"
+    except dlib_resnet.DlibFormatError as error:
+        logger.warning("identity falls back to dlib's own ResNet, several times slower on a CPU: "
+                       "its file cannot be read for PyTorch (%s)", error)
+        return _dlib_recognizer(path), "dlib"
+
+
+@lru_cache(maxsize=1)
+def _dlib_recognizer(path: Path):
+    import dlib
+
+    return dlib.face_recognition_model_v1(str(path))
 
 
 @lru_cache(maxsize=1)
@@ -235,6 +270,13 @@ def _rect(box: tuple[float, float, float, float]):
 
     x0, y0, x1, y1 = box
     return dlib.rectangle(round(x0), round(y0), max(round(x1) - 1, round(x0)), max(round(y1) - 1, round(y0)))
+
+
+def _shape(face: Face):
+    """``face``'s box and five landmarks as dlib's full_object_detection."""
+    import dlib
+
+    return dlib.full_object_detection(_rect(face.box), [dlib.point(round(x), round(y)) for x, y in face.landmarks])
 
 
 def _face(models: _Models, rgb: np.ndarray, box, detector: str, score: float) -> Face:

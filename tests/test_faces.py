@@ -183,5 +183,6 @@ def test_the_bench_reports_both_steps_against_their_targets(photos):
 
     result = bench_faces.run(photos["astronaut"], repeats=1)
     assert result["photo_size"] == [1000, 1000] and result["faces"] == 1
-    assert result["detect_align_ms"] > 0 and result["identity_ms"] > 0
+    assert result["detect_align_ms"] > 0 and result["identity_ms"] > 0 and result["identity_dlib_ms"] > 0
+    assert result["identity_runtime"] == "PyTorch" and result["torch_threads"] >= 1
     assert "detect + align" in bench_faces.markdown(result)
