@@ -63,6 +63,11 @@ def attribute_names() -> tuple[str, ...]:
     return tuple(a.name for a in load_attributes())
 
 
+def in_words(degrees: dict[str, int]) -> str:
+    """A face's degrees in words, "a gentle smile, no glasses, …" (what its pictures' alt text says)."""
+    return ", ".join(a.degrees[degrees[a.name]] for a in load_attributes() if a.name in degrees)
+
+
 @lru_cache(maxsize=1)
 def load_limits() -> tuple[Limit, ...]:
     names = attribute_names()

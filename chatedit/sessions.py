@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from chatedit import memory
+from chatedit.attributes import in_words
 from chatedit.agent import Agent, Event, FrameEvent, Reply, ToolEvent
 from chatedit.edit_path import EditPathFrames, path_key
 from chatedit.editor import EditError
@@ -73,6 +74,7 @@ class Line:
     text: str | None
     image: Path | None
     waiting: bool = False  # the person's message, queued behind a turn still running (not stored yet)
+    words: str | None = None  # what a face shows in words (its degrees when it was drawn), for its alt text
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class View:
 class _Open:
     """An open session's own bookkeeping beside the agent's ``Session``."""
 
-    chat: list[dict]  # as stored: {"role", "text", "image"}, image relative to the data dir
+    chat: list[dict]  # as stored: {"role", "text", "image"[, "words"]}, image relative to the data dir
     created: float
     used: float  # when it was last asked for
     owner: str | None  # the login that created it; None without logins
@@ -251,7 +253,7 @@ class SessionService:
 
     def _line(self, stored: dict) -> Line:
         image = self.store.absolute(stored["image"]) if stored["image"] else None
-        return Line(stored["role"], stored["text"], image)
+        return Line(stored["role"], stored["text"], image, words=stored.get("words"))
 
     def _say(self, session_id: str, role: str, text: str) -> Said:
         return self._append(session_id, {"role": role, "text": text, "image": None})
@@ -261,7 +263,10 @@ class SessionService:
         if image is None:
             return None
         path = self.store.save_chat_image(session_id, image)
-        return self._append(session_id, {"role": role, "text": None, "image": self.store.relative(path)})
+        line = {"role": role, "text": None, "image": self.store.relative(path)}
+        if role == "assistant" and (degrees := self.degrees(session_id)):  # the face shown is the one now
+            line["words"] = in_words(degrees)
+        return self._append(session_id, line)
 
     def _append(self, session_id: str, stored: dict) -> Said:
         self._open[session_id].chat.append(stored)

@@ -83,7 +83,7 @@ CREATE TABLE IF NOT EXISTS memory (
 );
 CREATE TABLE IF NOT EXISTS chat (
     session TEXT NOT NULL, idx INTEGER NOT NULL,
-    line TEXT NOT NULL,       -- {"role", "text", "image"} as JSON, image relative to the data dir
+    line TEXT NOT NULL,       -- {"role", "text", "image"[, "words"]} as JSON, image relative to the data dir
     PRIMARY KEY (session, idx)
 )
 """

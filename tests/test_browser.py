@@ -140,6 +140,11 @@ def test_a_message_shows_at_once_with_a_working_line_and_the_box_empties(browser
         age = app.sessions.degrees(session)["age"]
         page.wait_for_function(f"document.querySelector('#slider-age input[type=number]').value == '{age}'",
                                timeout=30_000)  # the turn is over on the page too
+    # every face in the chat says what it showed then, the older ones too
+    alts = page.evaluate("""() => [...document.querySelectorAll('#chat .message img')]
+        .filter(i => !i.closest('.user-row, .user')).map(i => i.alt)""")
+    assert len(alts) >= 2 and all(a.startswith("The face: ") for a in alts), alts
+    assert len(set(alts)) >= 2, alts  # older and younger: not one sentence for every face
     (artifacts() / "indicator_ms.txt").write_text(" ".join(f"{t:.0f}" for t in took) + "\n")
     # the best of two: a walk that starves the server's event loop of 2 shared cores delays the rest
     assert min(took) < INDICATOR_MS, f"the working line took {took} ms"

@@ -20,6 +20,8 @@ for the login that created it.
 
 from __future__ import annotations
 
+import html
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Iterator
@@ -27,7 +29,7 @@ from typing import Iterator
 import gradio as gr
 
 from chatedit.agent import FrameEvent
-from chatedit.attributes import MAX_DEGREE, load_attributes
+from chatedit.attributes import MAX_DEGREE, in_words, load_attributes
 from chatedit.images import to_pil
 from chatedit.intake import check_text
 from chatedit.sessions import Line, Notice, Queued, Said, SessionService, TooManySessions, View, throttle
@@ -52,6 +54,7 @@ CSS = """
 #controls .info-text { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }
 #controls .block { padding-top: 4px; padding-bottom: 4px; }
 #status { font-size: 0.85em; }
+#face-words { display: none !important; }
 .chatedit-echo { display: flex; flex-direction: column; gap: 6px; margin: 8px 0; }
 .chatedit-echo .echo-user { align-self: flex-end; max-width: 80%; padding: 8px 12px; border-radius: 12px;
   background: var(--color-accent-soft); }
@@ -100,14 +103,18 @@ KEYS = """() => {
       t.blur();
     }
   }, true);
-  // Gradio's chat drops a file message's alt text and leaves its image buttons unlabelled: the
-  // words come from the preview's alt text (the face now), set by the server with each turn
+  // Gradio's chat drops a file message's alt text and leaves its image buttons unlabelled: each
+  // face's words come from the page's map (#face-words, file name → words, sent with each turn's
+  // end); a face newer than the map is the face now, in the preview's alt text
   const label = () => {
     const now = document.querySelector('#preview img')?.alt || '';
+    const words = JSON.parse(document.querySelector('#face-words [data-faces]')?.dataset.faces || '{}');
     const faces = [...document.querySelectorAll('#chat .message-row img, #chat .message img')];
     const bot = faces.filter(i => !i.closest('.user-row, .user'));
     faces.forEach(i => {
+      const known = words[decodeURIComponent(i.src.split('/').pop().split('?')[0])];
       const want = i.closest('.user-row, .user') ? 'The photo you sent'
+        : known ? 'The face: ' + known
         : (i === bot[bot.length - 1] && now.startsWith('The face now') ? now.replace('The face now', 'The face')
            : 'A face from earlier in this conversation');
       if (i.alt !== want) { i.alt = want; }
@@ -151,13 +158,16 @@ ECHO = """(message, session) => {
     echo.append(mine, line);
     wrap.append(echo);
     wrap.parentElement.scrollTop = wrap.parentElement.scrollHeight;
-    const gone = new MutationObserver((changes) => {
-      if (changes.some(c => ![...c.addedNodes, ...c.removedNodes].every(n => n === echo || echo.contains(n)))) {
-        echo.remove(); gone.disconnect();
-      }
+    // gone once the chat itself shows the message (a late redraw of the turn before does not count)
+    const start = words.slice(0, 3).join(' ');
+    const inChat = () => [...wrap.querySelectorAll('[data-testid="user"]')]
+      .filter(m => !echo.contains(m) && m.innerText.trim().startsWith(start)).length;
+    const before = inChat();
+    const gone = new MutationObserver(() => {
+      if (inChat() > before) { echo.remove(); gone.disconnect(); }
     });
     gone.observe(wrap, {childList: true, subtree: true, characterData: true});
-    setTimeout(() => { echo.remove(); gone.disconnect(); }, 15000);
+    setTimeout(() => { echo.remove(); gone.disconnect(); }, 30000);
     const box = document.querySelector('#message textarea');
     if (box) { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }
   }
@@ -188,6 +198,7 @@ class Widgets:
     makers: dict[str, gr.Button]  # the buttons that ask for them
     before_after: gr.ImageSlider
     status: gr.Markdown
+    face_words: gr.HTML  # hidden: each chat face's words by file name, for its alt text (``KEYS``)
 
     @property
     def gif(self) -> gr.DownloadButton:
@@ -198,7 +209,7 @@ class Widgets:
     def outputs(self) -> list:
         """Every component a handler may change."""
         return [self.session, self.chatbot, self.preview, *self.sliders.values(), self.before_after, self.png,
-                *self.downloads.values(), self.status]
+                *self.downloads.values(), self.status, self.face_words]
 
 
 class ChatEditApp:
@@ -319,11 +330,11 @@ class ChatEditApp:
                 w.before_after: (view.before, view.after) if view.after is not None else None,
                 w.png: str(view.image) if view.image is not None else None,
                 **{d: gr.DownloadButton(value=None, visible=False) for d in w.downloads.values()},
-                w.status: self._status(view)}
+                w.status: self._status(view), w.face_words: _face_words(view.chat)}
 
     def describe(self, degrees: dict[str, int]) -> str:
         """A face's degrees in words: "a gentle smile, no glasses, …" (the alt text of its pictures)."""
-        return ", ".join(a.degrees[degrees[name]] for name, a in self.attributes.items() if name in degrees)
+        return in_words(degrees)
 
     def chat_messages(self, session_id: str, notices: list[str] = (), work: Work | None = None) -> list[dict]:
         return _messages(self.sessions.chat_log(session_id), notices, work=work)
@@ -387,6 +398,7 @@ def _messages(chat: tuple[Line, ...], notices: list[str] = (), work: Work | None
 def _message(line: Line, words: str | None = None) -> dict:
     """Text (a message still waiting for its turn marked so), or a picture's file with its alt text."""
     if line.image is not None:
+        words = words or line.words
         if line.role == "user":
             alt = "The photo you sent"
         else:
@@ -395,6 +407,12 @@ def _message(line: Line, words: str | None = None) -> dict:
     if line.waiting:
         return {"role": line.role, "content": f"{line.text}  \n*(waiting for the edit before it)*"}
     return {"role": line.role, "content": line.text}
+
+
+def _face_words(chat: tuple[Line, ...]) -> str:
+    """The chat faces' words by file name, as the page's hidden map the alt texts are set from."""
+    words = {line.image.name: line.words for line in chat if line.image is not None and line.words}
+    return f'<div data-faces="{html.escape(json.dumps(words))}"></div>'
 
 
 def _client(request: gr.Request | None) -> str:
@@ -439,6 +457,7 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
                                            file_types=["image"], file_count="single", show_label=False,
                                            elem_id="message", sources=["upload"])
                 status = gr.Markdown(elem_id="status")
+                face_words = gr.HTML(elem_id="face-words", container=False, padding=False)
             with gr.Column(scale=3, min_width=300, elem_id="stage"):
                 preview = InlineImage(label="Live preview", interactive=False, elem_id="preview",
                                       buttons=["fullscreen"], alt_text="The face being edited")
@@ -461,7 +480,7 @@ def build_page(sessions: SessionService, config: ServeConfig = ServeConfig()) ->
                                                  max_height=320)
 
         widgets = Widgets(session, chatbot, box, preview, sliders, buttons, png, downloads, makers, before_after,
-                          status)
+                          status, face_words)
         app = ChatEditApp(sessions, config, widgets)
         # handlers only listen to the turns the session service runs (it bounds how many edits run at
         # once); every message and control is taken, even while an edit runs
