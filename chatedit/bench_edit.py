@@ -89,15 +89,16 @@ def sampled_faces(backend, faces: int, eval_read: Callable[[torch.Tensor], torch
 
 
 def inverted_faces(backend, faces: int, eval_read: Callable[[torch.Tensor], torch.Tensor],
-                   refine_steps: int = 200, progress: bool = False) -> BenchFaces:
-    """``sampled_faces`` drawn and inverted as uploaded photos are (the StyleGAN2 backend's W+ inversion,
-    and its Pivotal Tuning when on), so edits start from what an upload gives; one face at a time
-    (``progress``: a bar over them on stderr)."""
+                   refine_steps: int = 200, progress: bool = False, inversion: str | None = None) -> BenchFaces:
+    """``sampled_faces`` drawn and inverted as uploaded photos are (the StyleGAN2 backend's inversion,
+    ``inversion`` "w" or "wplus", default the backend's, and its Pivotal Tuning when on), so edits
+    start from what an upload gives; one face at a time (``progress``: a bar over them on stderr)."""
     sampled = sampled_faces(backend, faces, eval_read)
     with torch.no_grad():
         images = torch.cat([backend.generate(code[None]) for code in sampled.codes])
-    codes = torch.cat([backend.encode(image[None], refine_steps=refine_steps)
-                       for image in bar(images, "inverting faces", show=progress, unit="face")])
+    codes = torch.cat([backend.encode(image[None], refine_steps=refine_steps, inversion=inversion)
+                       for image in bar(images, f"inverting faces ({inversion or backend.inversion})",
+                                        show=progress, unit="face")])
     return BenchFaces(codes, sampled.reachable, eval_read, sampled.methods)
 
 
@@ -235,3 +236,13 @@ def markdown(result: dict) -> str:
                   "reconstruction and the evaluation predictor leave of a perfect edit (a reference, not a bound: "
                   "walks never pass the edited face through the encoder)."]
     return "\n".join(lines)
+
+
+INVERSION_NAMES = {"w": "W inversion (one code on every layer, as the fields were trained)",
+                   "wplus": "W+ inversion (layers free to differ)"}
+
+
+def by_inversion_markdown(results: dict) -> str:
+    """``markdown`` of the same benchmark on faces inverted each way (``{"w": result, "wplus": result}``)."""
+    return "\n\n".join(f"### {INVERSION_NAMES.get(name, name)}\n\n{markdown(result)}"
+                       for name, result in results.items())

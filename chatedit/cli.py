@@ -107,17 +107,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.backend == "stylegan2":
         from chatedit import bench_edit as bench
 
-        photos = bool(options.get("pti_steps"))  # asked for: edit tuned inversions of the faces, not the sampled codes
+        # --pti-steps or --inversion: edit the faces drawn, inverted (and tuned) as uploads are, not the sampled
+        # codes; by each inversion, W and W+, unless --inversion names one
+        photos = "pti_steps" in options or "inversion" in options
         if photos:
             options["pti_cache"] = max(args.faces, 1)  # every face's tune is drawn again and again
         backend = registry.load("stylegan2", **options)
         if backend.eval_predictor is None:  # fail now, not after the edits
             raise FileNotFoundError(f"grading edits needs Talk-to-Edit's eval_predictor.pth.tar in {args.weights}")
-        if photos:
-            faces = bench.inverted_faces(backend, args.faces, backend.eval_read, progress=not args.quiet)
-        else:
+        if not photos:
             faces = bench.sampled_faces(backend, args.faces, backend.eval_read)
-        result = bench.run(backend, faces=args.faces, bench=faces, progress=not args.quiet)
+            result = bench.run(backend, faces=args.faces, bench=faces, progress=not args.quiet)
+        else:
+            result = {}
+            for inversion in [options["inversion"]] if "inversion" in options else ["w", "wplus"]:
+                faces = bench.inverted_faces(backend, args.faces, backend.eval_read, inversion=inversion,
+                                             progress=not args.quiet)
+                result[inversion] = bench.run(backend, faces=args.faces, bench=faces, progress=not args.quiet)
+            print(json.dumps(result) if args.json else bench.by_inversion_markdown(result))
+            return 0
     elif args.backend == "diffusion":
         from chatedit import bench_photos as bench
 
@@ -351,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--faces", type=int, default=200, help="edits per attribute, each of another held-out face (an attribute some "
                    "faces cannot change, as beard on women, takes further faces)")
     # the backends with an evaluation predictor to grade by (stylegan2: with --weights, eval_predictor.pth.tar
-    # included; --pti-steps N edits the sampled faces drawn, inverted and tuned as uploads are)
+    # included; --pti-steps N or --inversion edits the sampled faces drawn, inverted and tuned as uploads are, by
+    # both inversions, W and W+, unless --inversion names one)
     # diffusion: real photos (--photos), graded by the real readers, CLIP and dlib (pip install -e .[faces])
     b.add_argument("--photos", type=Path, default=None, metavar="DIR",
                    help="diffusion: a folder of photos to edit (default: scikit-image's astronaut and matplotlib's "

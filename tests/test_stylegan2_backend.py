@@ -64,7 +64,8 @@ def test_a_face_is_sampled_walked_and_compared_through_the_walk(weights):
     delta = backend.step("field", 3, w)
     rows = delta.abs().sum(-1)[0]
     assert rows[: backend.replaced_layers].gt(0).all() and rows[backend.replaced_layers:].eq(0).all()
-    assert torch.equal(backend.step("field", 3, w, -1), -delta)  # published fields are walked backwards to go down
+    # published fields are walked backwards to go down: one unit step per substep, so the step up negated
+    assert torch.allclose(backend.step("field", 3, w, -1), -delta, atol=1e-5)
     face = FaceState(w, backend.identity(image))
     smile = int(backend.predict(image).degrees[0, 3])
     result = edit(backend, face, "smiling", target=0 if smile >= 3 else 5, max_steps=6)
@@ -78,10 +79,11 @@ def test_a_photo_is_inverted_and_edited_through_the_editor(weights):
     backend = load(weights)
     target = backend.generate(backend.sample(11))[0]
     seen = []
-    w = backend.encode(target[None], refine_steps=21, on_progress=lambda step, image: seen.append(step))
+    # a single W code (the default) fits a tiny random generator slowly: its first steps may fit worse
+    w = backend.encode(target[None], refine_steps=60, on_progress=lambda step, image: seen.append(step))
     start = ((backend.generate(backend.w_mean[:, None].expand_as(w)) - target) ** 2).mean()
     assert ((backend.generate(w) - target) ** 2).mean() < start  # the inversion moved towards the photo
-    assert seen == [0, 10, 20]
+    assert seen == [0, 10, 20, 30, 40, 50]
     editor = Editor(backend, refine_steps=5, max_steps=4)
     state = DialogState()
     editor.upload(state, target)

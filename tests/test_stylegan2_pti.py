@@ -1,6 +1,6 @@
 """Pivotal Tuning on the StyleGAN2 backend, on the tiny random Talk-to-Edit files of the backend tests.
 
-After an upload's W+ inversion the synthesis weights are tuned on that photo; the latent names its
+After an upload's inversion the synthesis weights are tuned on that photo; the latent names its
 tune in one extra row. What a user would notice: the photo comes back closer, every photo (and every
 new face) is drawn with its own weights however uploads and edits interleave, an edit keeps the
 photo's tune, and a tune dropped from memory comes back from disk the same, or the photo is asked for

@@ -7,12 +7,15 @@ scripts save them, independently of our modules. Small widths keep the tests fas
 published sizes are checked on the meta device.
 """
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
 
 from chatedit.attributes import attribute_names
 from chatedit.tools.stylegan2 import talk_to_edit as tte
+from chatedit.tools.stylegan2.checkpoints import safe_load
 
 HEADS = ["classifier06Bangs", "classifier16Eyeglasses", "classifier25No_Beard", "classifier32Smiling",
          "classifier40Young"]
@@ -290,4 +293,40 @@ class Arbitrary:
 def test_pickled_objects_are_not_loaded(tmp_path):
     torch.save({"state_dict": random_state(field_layout(3, 8, 6)), "extra": Arbitrary()}, tmp_path / "x.pth")
     with pytest.raises(tte.CheckpointError, match="weights_only"):
+        tte.load_field(tmp_path / "x.pth", num_layers=3, latent_dim=8, hidden_dim=6)
+
+
+def test_numpy_arrays_of_numbers_beside_the_weights_load(tmp_path):
+    # per-attribute accuracies as a numpy array, a best accuracy as a 0-d array: bookkeeping, not code
+    path = tmp_path / "predictor_128.pth.tar"
+    accuracies, best = np.array([91.5, 97.2, 88.0, 90.1, 85.3], dtype=np.float32), np.array(91.5)
+    torch.save({"state_dict": random_state(predictor_layout(**TINY_PREDICTOR)), "accuracies": accuracies,
+                "best_prec1": best, "epochs": np.arange(3), "ok": np.array([True, False])}, path)
+    assert tte.load_predictor(path, **tiny_predictor_config()) is not None
+    saved = safe_load(path)
+    assert np.array_equal(saved["accuracies"], accuracies) and saved["accuracies"].dtype == np.float32
+    assert saved["best_prec1"].shape == () and float(saved["best_prec1"]) == 91.5
+
+
+def test_numpy_arrays_written_by_numpy_1_load(tmp_path):
+    # numpy 1 pickles its reconstruction functions under numpy.core, numpy 2 under numpy._core
+    path = tmp_path / "new.pth"
+    torch.save({"state_dict": random_state(field_layout(3, 8, 6)), "best": np.array([0.5, 0.25]),
+                "loss": np.float64(0.1)}, path)
+    old = tmp_path / "old.pth"
+    with zipfile.ZipFile(path) as new, zipfile.ZipFile(old, "w") as out:
+        for name in new.namelist():
+            data = new.read(name)
+            out.writestr(name, data.replace(b"numpy._core.", b"numpy.core.") if name.endswith("data.pkl") else data)
+    with zipfile.ZipFile(old) as written:
+        assert b"numpy.core.multiarray" in written.read(next(n for n in written.namelist() if n.endswith("data.pkl")))
+    assert np.array_equal(safe_load(old)["best"], [0.5, 0.25])
+    assert tte.load_field(old, num_layers=3, latent_dim=8, hidden_dim=6) is not None
+
+
+@pytest.mark.parametrize("extra", [np.array([1, "rm -rf"], dtype=object), np.array(["a", "b"]),
+                                   np.zeros(2, dtype=[("a", "f4")])], ids=["object", "string", "structured"])
+def test_numpy_arrays_of_anything_but_numbers_are_refused(tmp_path, extra):
+    torch.save({"state_dict": random_state(field_layout(3, 8, 6)), "extra": extra}, tmp_path / "x.pth")
+    with pytest.raises(tte.CheckpointError, match=r"x\.pth holds an object of type numpy\.dtypes\.\w+DType"):
         tte.load_field(tmp_path / "x.pth", num_layers=3, latent_dim=8, hidden_dim=6)

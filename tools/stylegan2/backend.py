@@ -8,20 +8,30 @@ A photo comes in FFHQ-aligned (``tools.align``): the face found, rotated upright
 its eyes and mouth. Identity is insightface's ArcFace when ``face_models`` holds insightface's
 recognition model, else the published ArcFace ResNet-18.
 
-The latent of a face is its W+ code (1, n_latent, 512). A field step follows Talk-to-Edit: the
-field reads the W code (the first W+ row, which every step moves with the edited rows), its
-output goes through the generator's mapping MLP, and the difference is added to the first
-``replaced_layers`` rows only, so coarse structure and expression change while the later rows,
-which carry colour and texture, are kept. One walk "degree" is ``field_steps_per_degree`` of
-Talk-to-Edit's own steps (their editor takes up to 100 steps to move one class; the walk re-reads
-the predictor after each eighth of a degree).
+The latent of a face is its W+ code (1, n_latent, 512). A photo is inverted to a single W code
+by default (``inversion="w"``: every W+ row the same), the kind of code Talk-to-Edit's fields were
+trained on and edit; ``inversion="wplus"`` frees the rows to differ, which draws the photo closer
+but hands the fields a code unlike any they saw. A new face is mapped from z with no truncation
+(``truncation`` 1.0, as Talk-to-Edit samples) unless asked.
+
+A field step is Talk-to-Edit's: the field reads the W code (the first W+ row, which every step
+moves with the edited rows), its output goes through the generator's mapping MLP, and the
+difference is added to the first ``replaced_layers`` rows only, so coarse structure and expression
+change while the later rows, which carry colour and texture, are kept. One walk "degree" is
+``field_steps_per_degree`` of these unit steps, each re-evaluating the field where the last one
+ended, as Talk-to-Edit's editing loop does. The walk takes a degree in ``capabilities.substeps``
+substeps (8; so the steps per degree are a multiple of 8) and re-reads the predictor after each,
+so ``step`` returns one substep's unit steps, walked, times the substeps per degree:
+the walk's ordinary stride (a ``1 / substeps`` share of it) is exactly those unit steps. Its
+other strides (halved near the target, doubled on flat stretches, whole-degree jumps) scale that
+substep, as the walk scales any backend's step.
 
 On a CUDA device drawing runs in half precision (``half``, auto: on for CUDA, off for a CPU):
 ``generate`` synthesises under float16 autocast; the inversion, the mapping, the fields, the
 predictor and ArcFace stay float32 (``_drawing`` says why).
 
 Pivotal Tuning (``pti_steps``; auto: ``DEFAULT_PTI_STEPS`` on CUDA, off on a CPU): after an
-upload's W+ inversion, the synthesis weights are fine-tuned on that photo alone at its W+ code (the
+upload's inversion, the synthesis weights are fine-tuned on that photo alone at its code (the
 pivot; ``pivotal.py``), so the photo is drawn more closely and edits start from it. A tuned
 generator belongs to one photo while sessions share the backend, so with the option on a latent
 carries one more row, (1, n_latent + 1, 512): its first two entries hold the 48-bit key of the
@@ -31,8 +41,8 @@ GIF (which interpolates within one face) carry it unchanged. ``generate`` draws 
 with that key's tuned weights: the last ``pti_cache`` tunes are kept (only the tensors that moved),
 and one dropped, or lost in a restart, is redone from ``photo_dir`` (each tune's photo and pivot
 are written there) or else refused with a sentence asking for the photo again. The inversion's
-progress frames go on through the tune, numbered after the W+ steps. Without the option latents
-are (1, n_latent, 512) as before; both shapes are drawn whichever way the backend is set.
+progress frames go on through the tune, numbered after the inversion's steps. Without the option
+latents are (1, n_latent, 512) as before; both shapes are drawn whichever way the backend is set.
 
 Verified only with random weights (no published file can be downloaded here): shapes, loading,
 determinism, and that a walk, an inversion, Pivotal Tuning and identity run end to end. How many of
@@ -76,6 +86,7 @@ FILES = {
            "arcface": "arcface_resnet18_110.pth", "eval_predictor": "eval_predictor.pth.tar"},
 }
 DEFAULT_PTI_STEPS = 100  # Pivotal Tuning steps on a CUDA device when not given; unmeasured, a starting value
+INVERSIONS = ("w", "wplus")  # a photo's code: one W code on every row, or W+ rows free to differ
 
 
 def missing_files(weights_dir: str | Path, resolution: int = 128) -> list[str]:
@@ -94,10 +105,19 @@ class StyleGAN2Backend(Backend):
     capabilities = Capabilities(refine_steps=200, photos=True)
 
     def __init__(self, generator: Generator, fields: list[tte.FieldNetwork], predictor: tte.AttributePredictor,
-                 arcface: tte.ArcFaceResNet18, replaced_layers: int | None = None, truncation: float = 0.7,
-                 field_steps_per_degree: float = 8.0, inversion_lr: float = 0.05,
+                 arcface: tte.ArcFaceResNet18, replaced_layers: int | None = None, truncation: float = 1.0,
+                 field_steps_per_degree: int = 8, inversion: str = "w", inversion_lr: float = 0.05,
                  face_models: str | Path | None = None, half: bool | None = None, pti_steps: int | None = None,
                  pti_lr: float = 3e-4, pti_cache: int = 4, photo_dir: str | Path | None = None):
+        if inversion not in INVERSIONS:
+            raise ValueError(f"inversion must be one of {', '.join(INVERSIONS)}, got {inversion!r}")
+        if not 0 < truncation <= 1:
+            raise ValueError(f"truncation must be above 0 and at most 1 (1: none), got {truncation}")
+        substeps = self.capabilities.substeps  # the walk's steps per degree, each a whole number of unit steps
+        if isinstance(field_steps_per_degree, bool) or not isinstance(field_steps_per_degree, int) \
+                or field_steps_per_degree < substeps or field_steps_per_degree % substeps:
+            raise ValueError(f"field_steps_per_degree must be a multiple of the walk's {substeps} substeps per "
+                             f"degree ({substeps}, {2 * substeps}, ...), got {field_steps_per_degree!r}")
         self.generator = generator
         self.device = generator.device
         self.half = resolve_half(half, self.device)  # draw under float16 autocast (``generate``)
@@ -117,8 +137,10 @@ class StyleGAN2Backend(Backend):
         self.style_mlp = generator.style[1:]  # the mapping without its leading PixelNorm, as the fields expect
         self.replaced_layers = replaced_layers or tte.REPLACED_LAYERS.get(generator.size, generator.n_latent * 2 // 3)
         self.truncation = truncation
+        self.inversion, self.inversion_lr = inversion, inversion_lr
+        # a degree is field_steps_per_degree unit steps, walked in substeps of whole unit steps
         self.field_steps_per_degree = field_steps_per_degree
-        self.inversion_lr = inversion_lr
+        self.unit_steps_per_substep = field_steps_per_degree // substeps
         self.eval_predictor: tte.AttributePredictor | None = None  # Talk-to-Edit's, for benchmarks only
         self.face_models = face_models  # insightface's ONNX files: its detector finds faces, its ArcFace compares them
         faces = insightface_app(face_models)
@@ -162,7 +184,8 @@ class StyleGAN2Backend(Backend):
         """The backend from its registry options (``plugin.StyleGAN2Options``)."""
         return cls.load(options.weights, resolution=options.resolution, device=options.device,
                         face_models=options.face_models, half=options.half, pti_steps=options.pti_steps,
-                        pti_cache=options.pti_cache, photo_dir=options.photo_dir)
+                        pti_cache=options.pti_cache, photo_dir=options.photo_dir, inversion=options.inversion,
+                        truncation=options.truncation, field_steps_per_degree=options.field_steps)
 
     # ----------------------------------------------------------------- faces
 
@@ -176,10 +199,13 @@ class StyleGAN2Backend(Backend):
 
     @torch.no_grad()
     def sample(self, seed: int) -> torch.Tensor:
-        """A new face for ``seed`` as W+ (1, n_latent, C), truncated towards the mean face; with Pivotal
-        Tuning on, one more row that names the untuned generator (all zeros)."""
+        """A new face for ``seed`` as W+ (1, n_latent, C), every row its W code (pulled towards the mean
+        face when ``truncation`` is below 1); with Pivotal Tuning on, one more row that names the
+        untuned generator (all zeros)."""
         z = torch.randn(1, self.generator.style_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        w = torch.lerp(self.w_mean, self.generator.mapping(z), self.truncation)
+        w = self.generator.mapping(z)
+        if self.truncation < 1:
+            w = torch.lerp(self.w_mean, w, self.truncation)
         w_plus = self.generator.to_w_plus(w)
         return self._with_key(w_plus, 0) if self.pti_steps else w_plus
 
@@ -212,24 +238,32 @@ class StyleGAN2Backend(Backend):
         return torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
 
     def encode(self, image: torch.Tensor, refine_steps: int = 200,
-               on_progress: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Inverts images (B, 3, R, R) in [0, 1] into W+ by optimisation from the mean face, then, with
+               on_progress: Callable[[int, torch.Tensor], None] | None = None,
+               inversion: str | None = None) -> torch.Tensor:
+        """Inverts images (B, 3, R, R) in [0, 1] by optimisation from the mean face, then, with
         ``pti_steps``, tunes the synthesis weights on each photo at its code (see the module doc).
 
-        Pixel error plus a light pull of every W+ row towards the W distribution, so the code stays
-        editable. ``on_progress(step, image)`` sees the first image's reconstruction (3, R, R) every
-        tenth step, drawn before that step's update (so never the final code's image); the tune's
-        steps are numbered on from ``refine_steps``. Returns W+ (B, n_latent, C), or with Pivotal
-        Tuning (B, n_latent + 1, C) whose last row names each photo's tune.
+        ``inversion`` (default: the backend's) is "w", one W code per image drawn on every W+ row,
+        or "wplus", every row free. Pixel error plus a light pull of the code towards the W
+        distribution, so it stays editable. ``on_progress(step, image)`` sees the first image's
+        reconstruction (3, R, R) every tenth step, drawn before that step's update (so never the
+        final code's image); the tune's steps are numbered on from ``refine_steps``. Returns W+
+        (B, n_latent, C), or with Pivotal Tuning (B, n_latent + 1, C) whose last row names each
+        photo's tune.
         """
+        inversion = self.inversion if inversion is None else inversion
+        if inversion not in INVERSIONS:
+            raise ValueError(f"inversion must be one of {', '.join(INVERSIONS)}, got {inversion!r}")
         size = self.resolution
         if image.ndim != 4 or tuple(image.shape[1:]) != (3, size, size):
             raise ValueError(f"images must be (B, 3, {size}, {size}), got {tuple(image.shape)}")
         target = image.to(self.device) * 2 - 1
         # float32 throughout, even with ``half``: no autocast here (see ``_drawing``)
-        w_plus = self.generator.to_w_plus(self.w_mean.expand(image.shape[0], -1)).clone().requires_grad_(True)
-        opt = torch.optim.Adam([w_plus], lr=self.inversion_lr)
+        start = self.w_mean.expand(image.shape[0], -1)  # (B, C)
+        code = (start if inversion == "w" else self.generator.to_w_plus(start)).clone().requires_grad_(True)
+        opt = torch.optim.Adam([code], lr=self.inversion_lr)
         for step in range(max(refine_steps, 0)):
+            w_plus = self.generator.to_w_plus(code) if inversion == "w" else code  # (B, n_latent, C)
             out = self.generator.synthesis(w_plus)
             loss = F.mse_loss(out, target) + 1e-4 * self._spread(w_plus)
             opt.zero_grad()
@@ -237,7 +271,8 @@ class StyleGAN2Backend(Backend):
             opt.step()
             if on_progress is not None and step % 10 == 0:
                 on_progress(step, to_image01(out[0].detach()).clamp(0, 1))
-        pivots = w_plus.detach()
+        code = code.detach()
+        pivots = self.generator.to_w_plus(code) if inversion == "w" else code
         if not self.pti_steps:
             return pivots
         latents = []
@@ -308,10 +343,11 @@ class StyleGAN2Backend(Backend):
 
     @torch.no_grad()
     def eval_read(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, A) degrees by the evaluation predictor, which never steers an edit."""
+        """(B, A) degrees by the evaluation predictor, which never steers an edit, read from the 8-bit
+        image as Talk-to-Edit's evaluation reads its saved PNGs."""
         if self.eval_predictor is None:
             raise FileNotFoundError("grading edits needs Talk-to-Edit's eval_predictor.pth.tar beside the other files")
-        return tte.read_degrees(self.eval_predictor(tte.predictor_input(image.to(self.device))))
+        return tte.read_degrees(self.eval_predictor(tte.eval_predictor_input(image.to(self.device))))
 
     @torch.no_grad()
     def identity(self, image: torch.Tensor) -> torch.Tensor:
@@ -329,13 +365,19 @@ class StyleGAN2Backend(Backend):
     @torch.no_grad()
     def step(self, method: str, attribute: int, w_plus: torch.Tensor, direction: int = 1) -> torch.Tensor:
         """The W+ change that moves ``attribute`` about one degree up (``direction`` 1) or down (-1) at
-        ``w_plus``; Talk-to-Edit publishes one field per attribute, walked backwards to go down."""
+        ``w_plus``: one substep of Talk-to-Edit's unit field steps, each evaluating the field where
+        the last one ended, times the substeps per degree (so the walk's ``1 / substeps`` stride is
+        exactly those unit steps). Talk-to-Edit publishes one field per attribute, walked backwards
+        (its steps subtracted, each re-evaluated there) to go down."""
         if method != "field":
             raise ValueError("the StyleGAN2 backend walks Talk-to-Edit's fields only (method 'field'); "
                              "no linear baseline is published for it")
-        codes, _ = self._split(w_plus)
-        _, moved = tte.field_step(self.fields[attribute], self.style_mlp, codes[:, 0], codes, self.replaced_layers)
-        change = (moved - codes) * self.field_steps_per_degree * (1.0 if direction > 0 else -1.0)
+        codes, _ = self._split(w_plus)  # (B, n_latent, C)
+        alpha = 1.0 if direction > 0 else -1.0
+        w, moved = codes[:, 0], codes  # the field reads the W code, the first row
+        for _ in range(self.unit_steps_per_substep):
+            w, moved = tte.field_step(self.fields[attribute], self.style_mlp, w, moved, self.replaced_layers, alpha)
+        change = (moved - codes) * self.capabilities.substeps
         return F.pad(change, (0, 0, 0, w_plus.shape[1] - codes.shape[1]))  # a tune's key never moves
 
     @torch.no_grad()

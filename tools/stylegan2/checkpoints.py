@@ -1,11 +1,16 @@
 """Reading published checkpoints safely: ``torch.load(weights_only=True)`` and a short allow-list.
 
-Only tensors, plain containers and these few classes are unpickled; any other object in a file
+Only tensors, plain containers and these few things are unpickled; any other object in a file
 makes the load fail instead of running code from it:
 
 - ``argparse.Namespace``: rosinality's training checkpoints keep their command line (``args``);
-- numpy scalars and their dtypes: training scripts save a best accuracy or a loss next to the
-  weights as a numpy number (Talk-to-Edit's predictor checkpoints keep ``best_prec1``).
+- numpy numbers and arrays of numbers: training scripts save a best accuracy, a loss or
+  per-attribute accuracies next to the weights (Talk-to-Edit's predictor checkpoints keep
+  ``best_prec1``). Allowed are numpy's scalar and array reconstruction (``scalar``,
+  ``_reconstruct``, ``ndarray``), ``dtype``, and the dtype classes of booleans, integers, floats
+  and complex numbers only, so an object array (whose elements are pickled objects), a string or
+  a structured array is refused at its dtype. Both module names are allowed, ``numpy.core``
+  (files written with numpy 1) and ``numpy._core`` (numpy 2).
 """
 
 from __future__ import annotations
@@ -17,17 +22,21 @@ from pathlib import Path
 
 import torch
 
+NUMERIC_DTYPE_CODES = "?" + "bBhHiIlLqQnNpP" + "efdgFDG"  # bool, every integer, float and complex type
+
 
 @lru_cache(maxsize=1)
 def allowed_globals() -> tuple:
+    """What ``safe_load`` unpickles beyond tensors: objects, or (object, "module.name") for names
+    other than the object's own (numpy 1's ``numpy.core`` in files read with numpy 2)."""
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
-    allowed = [argparse.Namespace, np.dtype, core.multiarray.scalar]
-    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype
-    if dtypes is not None:
-        allowed += [getattr(dtypes, name) for name in ("Float64DType", "Float32DType", "Float16DType", "Int64DType",
-                                                       "Int32DType", "BoolDType") if hasattr(dtypes, name)]
+    allowed: list = [argparse.Namespace, np.ndarray, np.dtype]
+    for function in (core.multiarray.scalar, core.multiarray._reconstruct):
+        allowed += [(function, f"{module}.multiarray.{function.__name__}") for module in ("numpy.core", "numpy._core")]
+    # an array or scalar is built only if its dtype's class is here; object, string, void and datetime are not
+    allowed += sorted({type(np.dtype(code)) for code in NUMERIC_DTYPE_CODES} - {np.dtype}, key=str)
     return tuple(allowed)
 
 

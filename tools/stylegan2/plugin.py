@@ -22,6 +22,14 @@ class StyleGAN2Options:
                                "CPU; --half on a CPU is refused)", boolean=True)
     pti_steps: int | None = option(None, "--pti-steps", "Pivotal Tuning steps on each upload after its inversion "
                                    "(0: off; default: 100 with CUDA, off on a CPU)", type=int, metavar="N")
+    inversion: str = option("w", "--inversion", "how a photo is inverted: w, one W code on every layer as "
+                            "Talk-to-Edit's fields were trained on (default), or wplus, layers free to differ (a "
+                            "closer fit the fields never saw)", choices=("w", "wplus"))
+    truncation: float = option(1.0, "--truncation", "pull new faces towards the mean face: 1 none (default, as "
+                               "Talk-to-Edit samples), smaller values more typical faces", type=float, metavar="PSI")
+    field_steps: int = option(8, "--field-steps", "Talk-to-Edit field steps per degree, each re-evaluating the "
+                              "field; a multiple of 8, the walk's steps per degree (default 8, one per walk step; "
+                              "unmeasured on the real models)", type=int, metavar="N")
     photo_dir: Path | None = option(None)  # set by serve: tuned photos kept to redo their tunes after a restart
     pti_cache: int = option(4)  # tunes held in memory (bench edit holds one per face)
 
@@ -38,7 +46,7 @@ def check(options: StyleGAN2Options) -> str | None:
 SPEC = BackendSpec(
     name="stylegan2",
     summary="Talk-to-Edit's StyleGAN2 generator, semantic fields, attribute predictor and ArcFace; edits photos "
-            "by W+ inversion (and Pivotal Tuning on a GPU)",
+            "by W inversion (and Pivotal Tuning on a GPU)",
     verified="Verified only with random weights saved in the published formats (loaders checked against "
              "Talk-to-Edit's own code).",
     options=StyleGAN2Options,

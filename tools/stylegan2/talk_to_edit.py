@@ -24,9 +24,13 @@ stride on the 3×3 conv and ``downsample.{0,1}``; no ``fc``), then ``stem`` = fc
 ``classifier{CelebA index:02d}{name}``: ``classifier06Bangs``, ``classifier16Eyeglasses``,
 ``classifier25No_Beard``, ``classifier32Smiling``, ``classifier40Young``, each
 ``Sequential(fc_block(512 → 256), Linear(256 → 6))`` (keys ``.0.fc``, ``.0.bn``, ``.1``). Dropout rate
-is 0, so there are no dropout modules. Input (``models/utils.transform_image``): RGB in [0, 1],
-area-resized to 128×128, ImageNet mean/std normalised. Their forward returns a list of five (B, 6)
-logits in the head order above; ours returns them stacked, (B, 5, 6), in the same order.
+is 0, so there are no dropout modules. Input (``models/utils.transform_image``): the generator's
+[-1, 1] output taken to [0, 1] with half an 8-bit level added before the clamp,
+``clamp((x + 1) / 2 + 0.5 / 255, 0, 1)``, then area-resized to 128×128 (their 1024 px model only)
+and ImageNet mean/std normalised (``predictor_input``). Their evaluation script instead reads the
+saved 8-bit PNGs (rounded, no half level added; ``eval_predictor_input``). Their forward returns a
+list of five (B, 6) logits in the head order above; ours returns them stacked, (B, 5, 6), in the
+same order.
 
 ``ArcFaceResNet18`` (``models/losses/arcface_loss.py``, trained by ronghuaiyang/arcface-pytorch):
 ``arcface_resnet18_110.pth``, a bare ``state_dict()`` of ``DataParallel(resnet_face18(use_se=False))``,
@@ -132,12 +136,29 @@ def read_degrees(logits: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def predictor_input(image: torch.Tensor) -> torch.Tensor:
-    """RGB (B, 3, H, W) in [0, 1] → the predictor's input: 128×128 (area resize), ImageNet-normalised.
+    """RGB (B, 3, H, W) in [0, 1] → the predictor's input as Talk-to-Edit's ``transform_image`` makes
+    it: half an 8-bit level added, clamped to [0, 1], area-resized to 128×128, ImageNet-normalised.
 
-    From a generator's [-1, 1] output they use ``clamp((x + 1) / 2 + 0.5 / 255, 0, 1)``.
+    Theirs starts from the generator's unclamped [-1, 1] output, ``clamp((x + 1) / 2 + 0.5 / 255, 0,
+    1)``; from an image already clamped to [0, 1] (as ``generate`` returns) the only difference is
+    at pixels drawn below black, which read 0.5 / 255 here and 0 there.
     """
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got {tuple(image.shape)}")
+    return _normalise((image + 0.5 / 255).clamp(0, 1))
+
+
+def eval_predictor_input(image: torch.Tensor) -> torch.Tensor:
+    """RGB (B, 3, H, W) in [0, 1] → the evaluation predictor's input as Talk-to-Edit's evaluation
+    script makes it from the PNG it saved: rounded to 8 bits (``postprocess``), then area-resized
+    to 128×128 and ImageNet-normalised."""
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got {tuple(image.shape)}")
+    return _normalise((image * 255 + 0.5).clamp(0, 255).floor() / 255)
+
+
+def _normalise(image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] → area-resized to 128×128 when it is not, ImageNet-normalised."""
     if image.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
         image = F.interpolate(image, (INPUT_SIZE, INPUT_SIZE), mode="area")
     mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -356,9 +377,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = safe_load(path)
     except Exception as err:  # torch raises KeyError, EOFError, UnpicklingError, RuntimeError, … for bad files
-        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", str(err))
         if zipfile.is_zipfile(path) and (refused or "Weights only load failed" in str(err)):
-            what = f"an object of type {refused.group(1)}" if refused else "objects"
+            what = f"an object of type {refused.group(1) or refused.group(2)}" if refused else "objects"
             raise CheckpointError(f"{path} holds {what} beyond tensors and plain containers, so it is not loaded "
                                   f"(weights_only=True)") from err
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(err).__name__})") from err
