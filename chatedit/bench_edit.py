@@ -153,7 +153,7 @@ def run(backend, faces: int = 200, timing_edits: int = 60, bench: BenchFaces | N
         for i, a, target in bar(jobs, "bench edit: oracle", show=progress, unit="edit"):
             image = bench.oracle(i, a, target)
             with torch.no_grad():
-                similarity = float((backend.identity(image[None]) * start_identity[i : i + 1]).sum(-1).clamp(0, 1))
+                similarity = float(backend.similarity(backend.identity(image[None]), start_identity[i : i + 1])[0])
             _grade(tallies[names[a]], eval_read(image[None])[0], start_eval[i], a, target, similarity)
         result["oracle"] = {n: _rates(t) for n, t in tallies.items()}
 

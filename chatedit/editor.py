@@ -129,7 +129,7 @@ class Editor:
             return None
         original = self.original_image(state) if original is None else original
         then = self.backend.identity(original[None])
-        return float((now * then).sum(-1).clamp(0, 1)[0])
+        return float(self.backend.similarity(now, then)[0])
 
     def describe(self, state: DialogState, attribute: str | None = None) -> Outcome:
         """The face in words; asked about one attribute, that one (which is then the one "add one",

@@ -87,8 +87,8 @@ def test_the_same_seed_gives_the_same_face_and_reading(backend):
     assert int(reading.degrees.min()) >= 0 and int(reading.degrees.max()) <= MAX_DEGREE
     assert reading.probs is None or reading.probs.shape == (1, len(backend.attributes), MAX_DEGREE + 1)
     embedding = backend.identity(image)
-    if embedding is not None:
-        assert torch.allclose(embedding.norm(dim=-1), torch.ones(1), atol=1e-4)
+    if embedding is not None:  # a face is itself, by the backend's own reading of its embeddings
+        assert embedding.shape[0] == 1 and float(backend.similarity(embedding, embedding)[0]) > 0.99
 
 
 def test_steps_have_the_latents_shape_and_a_method_it_lacks_is_refused(backend):

@@ -116,7 +116,14 @@ class Backend(ABC):
 
     @abstractmethod
     def identity(self, image: torch.Tensor) -> torch.Tensor | None:
-        """Unit identity embeddings (B, E) of images, or None when the backend has no identity model."""
+        """Identity embeddings (B, E) of images, or None when the backend has no identity model."""
+
+    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """How alike faces with identity embeddings ``a`` and ``b`` (B, E) are, in [0, 1] (B,): the
+        cosine, clamped at 0. A backend whose identity model has its own calibrated reading (dlib's
+        distance) overrides it, so the page, the walk and the benchmarks say the same number."""
+        a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b.to(a.device), dim=-1)
+        return (a * b).sum(-1).clamp(0, 1)
 
     # ----------------------------------------------------------------- what the walk needs
 

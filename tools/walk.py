@@ -201,7 +201,7 @@ class WalkContext:
         """Identity similarity of ``frame`` to the session's original face, read once per frame."""
         if frame.step not in self._likeness:
             embedding = self.backend.identity(frame.image[None])
-            self._likeness[frame.step] = float((embedding * self.state.original_identity).sum(-1).clamp(0, 1))
+            self._likeness[frame.step] = float(self.backend.similarity(embedding, self.state.original_identity)[0])
         return self._likeness[frame.step]
 
     def closest(self) -> Frame:

@@ -53,7 +53,7 @@ from ..keys import join_key, split_key
 from .faceid import DEFAULT_SCALE, FaceID, load_faceid
 from .plugin import DEFAULT_CLIP
 from .reader import ClipDegreeReader
-from .real import READERS, RealDegreeReader, dlib_identity
+from .real import READERS, RealDegreeReader, dlib_identity, dlib_similarity
 
 logger = logging.getLogger(__name__)
 
@@ -468,6 +468,10 @@ class DiffusionBackend(Backend):
             return dlib_identity(image).to(self.device) if faces.available() else None
         vectors = [face_embedding(self.insightface, to_pil(one)) for one in image]
         return torch.from_numpy(np.stack(vectors)).float().to(self.device)
+
+    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """dlib's calibrated reading for dlib's embeddings (``dlib_similarity``); ArcFace's cosine otherwise."""
+        return super().similarity(a, b) if self.insightface is not None else dlib_similarity(a, b)
 
     def step(self, method: str, attribute: int, latent: torch.Tensor, direction: int = 1) -> torch.Tensor:
         """One degree of strength for ``attribute``, up (``direction`` 1) or down (-1); the photo key never moves."""

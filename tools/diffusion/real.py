@@ -72,15 +72,24 @@ def _find_face(picture: Image.Image):
 
 
 def dlib_identity(image: torch.Tensor) -> torch.Tensor:
-    """Unit-length dlib identity embeddings (B, 128) of images (B, 3, H, W) in [0, 1]."""
+    """dlib's identity embeddings (B, 128) of images (B, 3, H, W) in [0, 1], as dlib gives them (not
+    unit length: dlib's distances, and ``dlib_similarity``, are calibrated on these)."""
     from chatedit import faces
 
     vectors = []
     for one in image:
         picture = to_pil(one)
         vectors.append(faces.identity(picture, find_face(picture)))
-    out = torch.from_numpy(np.stack(vectors)).float()
-    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return torch.from_numpy(np.stack(vectors)).float()
+
+
+def dlib_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``chatedit.faces.similarity`` for batches of dlib embeddings (B, 128): 0.5 at dlib's
+    same-person distance of 0.6, near 1 for one person, near 0 for two."""
+    from chatedit import faces
+
+    distance = (a - b.to(a.device)).norm(dim=-1)
+    return torch.sigmoid((faces.SAME_PERSON_DISTANCE - distance) / faces.SIMILARITY_WIDTH)
 
 
 def _position(value: float, edges: tuple[float, ...], below: float, above: float) -> float:
