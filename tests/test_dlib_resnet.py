@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from needs import need_faces
 from PIL import Image
 
 from chatedit import dlib_resnet, faces
 from chatedit.dlib_resnet import DlibFormatError, FaceResNet, ResNetConfig
 
-IN_CI = os.environ.get("CI") == "true"
 TOLERANCE = 1e-4  # max abs difference from dlib's embedding; measured 4e-7
 
 
@@ -67,16 +66,11 @@ def test_the_network_has_dlibs_shapes_and_refuses_other_chips():
 # --------------------------------------------------------------------------- with dlib's file
 
 
-def _need(ok: bool, message: str):
-    if not ok:
-        if IN_CI:
-            pytest.fail(f"{message}, but CI installs the [faces] extra")
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
 def model_file() -> Path:
-    _need(faces.available(), f"dlib's face models are not installed ({faces.INSTALL_HINT})")
+    need_faces()
     return faces._models_folder() / faces.RECOGNIZER_FILE
 
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from needs import need_faces
 from PIL import Image, ImageOps
 
 from chatedit import cli, faces
-
-IN_CI = os.environ.get("CI") == "true"
 
 # Eye centres marked by hand on the photos (pixels, left and right as seen), from 6-10× zooms.
 EYES = {"astronaut": [(204, 101), (246, 103)], "grace_hopper": [(222, 191), (304, 187)]}
@@ -36,11 +34,7 @@ def _photo_paths() -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def models():
     """Skip without dlib and its models, with the sentence saying how to install them; fail in CI."""
-    if not faces.available():
-        message = f"dlib's face models are not installed ({faces.INSTALL_HINT})"
-        if IN_CI:
-            pytest.fail(f"{message}, but CI installs the [faces] extra")
-        pytest.skip(message)
+    need_faces()
 
 
 @pytest.fixture(scope="module")

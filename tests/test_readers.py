@@ -9,18 +9,15 @@ smile, the converted weights in ``chatedit/weights/readers/``; without them they
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from needs import need, need_faces
 from PIL import Image
 
 from chatedit import faces, readers
-
-IN_CI = os.environ.get("CI") == "true"
-
 
 # --------------------------------------------------------------------------- the stated rules
 
@@ -129,16 +126,11 @@ def test_missing_weights_raise_and_name_the_path(tmp_path):
 # --------------------------------------------------------------------------- real photographs
 
 
-def _need(ok: bool, message: str):
-    if not ok:
-        if IN_CI:
-            pytest.fail(f"{message}, but CI installs the [faces] extra")
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
 def photos() -> dict[str, tuple[Image.Image, faces.Face]]:
-    _need(faces.available(), f"dlib's face models are not installed ({faces.INSTALL_HINT})")
+    need_faces()
     skimage = pytest.importorskip("skimage", reason="the photos come with scikit-image (pip install -e \".[test]\")")
     matplotlib = pytest.importorskip("matplotlib", reason="Grace Hopper comes with matplotlib (\".[test]\")")
     paths = {"astronaut": Path(skimage.__file__).parent / "data" / "astronaut.png",
@@ -152,13 +144,13 @@ def photos() -> dict[str, tuple[Image.Image, faces.Face]]:
 
 @pytest.fixture(scope="module")
 def age(photos):
-    _need(readers.age_available(), f"the age model is not installed ({faces.INSTALL_HINT})")
+    need(readers.age_available(), f"the age model is not installed ({faces.INSTALL_HINT})")
     return readers.AgeReader()
 
 
 @pytest.fixture(scope="module")
 def smile(photos):
-    _need(readers.smile_available(), f"the expression network's weights are not in {readers.WEIGHTS}")
+    need(readers.smile_available(), f"the expression network's weights are not in {readers.WEIGHTS}")
     return readers.SmileReader()
 
 
