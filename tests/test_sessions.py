@@ -141,8 +141,11 @@ def test_a_turn_records_the_chat_and_hands_on_the_agents_events(tmp_path):
     assert sessions.degrees(sid)["smiling"] == 4
     assert sessions.store.load(sid).chat == [
         {"role": line.role, "text": line.text,
-         "image": None if line.image is None else sessions.store.relative(line.image)}
+         "image": None if line.image is None else sessions.store.relative(line.image),
+         **({"words": line.words} if line.words else {})}
         for line in sessions.chat_log(sid)]
+    faces = [line for line in sessions.chat_log(sid) if line.image is not None]
+    assert "a big smile showing teeth" in faces[-1].words  # each face says what it showed (its alt text)
 
 
 def test_a_failing_turn_says_so_and_keeps_the_session(tmp_path, monkeypatch):
