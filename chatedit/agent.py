@@ -252,6 +252,7 @@ class Agent:
         new: list[BaseMessage] = [human]
         calls: list[dict] = []
         answer: str | None = None
+        offered: dict | None = None  # a call the model's reply offers ("Did you mean ...?"): a "yes" runs it
 
         # 3. the tool-calling loop, with guard rails for real models: a limit on the model's time in the
         #    turn, a limit on tool calls, a few repairs of bad calls at most, a fallback model on failure
@@ -284,6 +285,7 @@ class Agent:
             requested = [(c, True) for c in ai.tool_calls] + [(c, False) for c in ai.invalid_tool_calls]
             if not requested:
                 answer = ai.text
+                offered = ai.additional_kwargs.get("question")
                 break
             for call, readable in requested:
                 args = call["args"] if isinstance(call.get("args"), dict) else {"raw": str(call.get("args"))}
@@ -314,6 +316,8 @@ class Agent:
                 new.append(AIMessage(answer))
 
         answer = notice + answer
+        if isinstance(offered, dict) and offered.get("name") in tools:
+            state.question = offered
 
         # 4. remember the turn (text only: images stay out of the memory every later turn carries)
         session.messages.extend(m.model_copy(update={"artifact": None}) if isinstance(m, ToolMessage) else m

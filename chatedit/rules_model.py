@@ -15,12 +15,24 @@ import re
 from typing import Any, Sequence
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from chatedit.feedback import load_feedback
-from chatedit.language import DialogContext, Intent, intents_to_calls, parse
+from chatedit.language import (
+    DialogContext,
+    Intent,
+    intents_to_calls,
+    load_vocabulary,
+    parse,
+)
 
 STATE_BLOCK = re.compile(r"<state>\s*(\{.*?\})\s*</state>", re.S)
 
@@ -84,17 +96,23 @@ class RulesChatModel(BaseChatModel):
         if turn_start is None:
             return self._reply(load_feedback().say("unknown"))
         human = messages[turn_start]
-        intents = parse(human.text, read_state(messages[:turn_start]))
+        context = read_state(messages[:turn_start])
+        intents = parse(human.text, context)
         results = [m for m in messages[turn_start + 1:] if isinstance(m, ToolMessage)]
         calls = intents_to_calls(intents)
         if tool_names is not None:
             calls = [c for c in calls if c["name"] in tool_names]
         notes = self._notes(intents, bool(calls))
         if results or not calls:
-            # 2. after the tools ran (or when there is nothing to run): the reply, with the question last
+            # 2. after the tools ran (or when there is nothing to run): the reply, with the question last;
+            #    a part not understood asks about the closest edit instead, and a "yes" runs it
             said = _said(results)
             question = results[-1].artifact.get("question") if results and isinstance(results[-1].artifact, dict) \
                 else None
+            unclear = next((i for i in intents if i.kind == "unclear"), None)
+            if unclear is not None:
+                offer, question = _offer(unclear.attribute, context.degrees, bool(calls))
+                return self._reply(" ".join([*said, *notes, question]).strip(), offer)
             return self._reply(" ".join([*said, *notes, *([question] if question else [])]).strip())
         # 1. the calls, with a short plan as content
         start = sum(len(m.tool_calls) for m in messages if isinstance(m, AIMessage))
@@ -116,10 +134,26 @@ class RulesChatModel(BaseChatModel):
                     notes.append(hint)
             elif intent.kind in ("decline", "content", "help", "files", "greeting") and not calling:
                 notes.append(feedback.say(intent.kind))
-        if not calling and not notes:
+        if not calling and not notes and not any(i.kind == "unclear" for i in intents):
             notes.append(feedback.say("unknown"))
         return notes
 
     @staticmethod
-    def _reply(text: str) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+    def _reply(text: str, question: dict | None = None) -> ChatResult:
+        """A reply in words; ``question``: the call it offers, which the agent keeps as the open question."""
+        extra = {"question": question} if question else {}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, additional_kwargs=extra))])
+
+
+def _offer(attribute: str, degrees: dict[str, int] | None, partly: bool) -> tuple[dict, str]:
+    """The closest edit to offer for ``attribute`` and the sentence that offers it: "Did you mean: add a
+    gentle smile?" when the face has none of it yet, else one degree more ("make the smile bigger")."""
+    feedback = load_feedback()
+    words = feedback.attribute(attribute)
+    up = words["offer"]["up"]
+    if not (degrees or {}).get(attribute) and up is not None:
+        call, offer = {"name": "edit_attribute", "args": {"attribute": attribute, **up["args"]}}, up["say"]
+    else:
+        call, offer = {"name": "edit_attribute", "args": {"attribute": attribute, "change": 1}}, words["more"]["up"]
+    sentence = load_vocabulary().phrasing.clarify["the_rest" if partly else "did_you_mean"]
+    return call, sentence.format(noun=words["noun"], offer=offer)

@@ -5,14 +5,19 @@ module only knows roles (an attribute name, a degree phrase, a comparative, a ve
 removes, a follow-up) and how they combine. ``parse`` turns text into :class:`Intent` objects;
 ``intents_to_calls`` turns those into the agent's tool calls.
 
-How a message is read:
-1. normalise: lower-case, expand contractions, fix one-edit typos, apply canonical phrases;
-2. split into clauses at punctuation and conjunctions ("older and with a beard");
+How a message is read (docs/language.md):
+1. normalise: lower-case, expand contractions, fix one-edit typos, apply canonical phrases, then
+   the rewrites of ``phrasing.py`` (word formation, superlatives, phrasal verbs);
+2. take out questions of the form "is he old or young?"; split into clauses at punctuation and
+   conjunctions ("older and with a beard"); drop question and wish frames ("could you", "i would
+   love to see"); note remarks on the face beside a request ("she looks so glum, ...");
 3. a leading "yes"/"no" answers the system's pending suggestion;
-4. each clause is a command (undo, reset, ...), or is scanned for cues: degree phrases,
-   comparatives, add/remove verbs, intensity words, negation, follow-ups, out-of-scope things;
+4. each clause is a command (undo, reset, ...), a question about the face, or is scanned for cues:
+   degree phrases, described looks, superlatives, swaps, comparatives, add/remove verbs, intensity
+   words, negation, follow-ups, out-of-scope things;
 5. cues are bound to attributes (named in the clause, by a pronoun or an earlier clause, or the
-   attribute in focus) and merged per attribute into one edit.
+   attribute in focus) and merged per attribute into one edit; an attribute named with nothing
+   understood about it is ``unclear``, which the built-in model answers with its closest edit.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from dataclasses import dataclass
 
 from chatedit.attributes import MAX_DEGREE
 
-from .reading import ADD, CHANGE, DEGREE, RELATIVE, REMOVE, Cue, Reading, read_clause
+from .questions import alternatives, face_question
+from .reading import ADD, CHANGE, DEGREE, LOOK, RELATIVE, REMOVE, Cue, Reading, read_clause
 from .text import Clause, normalise, split_clauses
 from .vocabulary import Vocabulary, lens_degree, load_vocabulary
 
@@ -45,7 +51,8 @@ class DialogContext:
 @dataclass(frozen=True)
 class Intent:
     kind: str   # "edit" | "undo" | "redo" | "reset" | "new_face" | "describe" | "decline" | "content" | "out_of_scope"
-    #             | "help" | "files" | "greeting" | "unknown"
+    #             | "help" | "files" | "greeting" | "unclear" (an attribute named, nothing asked of it that
+    #             was understood) | "unknown"
     attribute: str | None = None
     target: int | None = None
     change: int | None = None
@@ -96,6 +103,45 @@ def _covered(words: list[str], phrases: frozenset[tuple[str, ...]]) -> bool:
     return True
 
 
+def _unframed(words: list[str], vocab: Vocabulary) -> list[str]:
+    """The clause without a question or wish frame it opens with: "why not give him glasses" -> "give him glasses"."""
+    frames = vocab.phrasing.frame_open
+    size = next((n for n in range(min(len(words), 6), 0, -1) if tuple(words[:n]) in frames), 0)
+    return words[size:]
+
+
+def _remark(clause: Clause, vocab: Vocabulary) -> bool:
+    """ "she looks so glum": a subject and a verb of being, saying how the face is, with no complaint word."""
+    subjects, verbs = vocab.phrasing.observe
+    words = [w for w in clause.words if w not in vocab.skipped]
+    subject = words[0] in subjects or _has(vocab, words[0], "name") if words else False   # "her expression is flat"
+    return len(words) > 2 and subject and words[1] in verbs and not any(
+        _has(vocab, w, "too", "more", "less", "enough", "cmp", "add", "remove", "negation") for w in words)
+
+
+def _closest(clauses: list[Clause], vocab: Vocabulary) -> str | None:
+    """The one attribute a message not understood at all is about, by a name two typos away ("bearrd")."""
+    found = set()
+    for word in (w for c in clauses for w in c.words if len(w) >= 5 and w.isalpha() and w not in vocab.known):
+        for phrase, roles in vocab.lexicon.items():
+            name = next((r.attribute for r in roles if r.kind == "name"), None)
+            if name and len(phrase) == 1 and len(phrase[0]) >= 5 and _within_two(word, phrase[0]):
+                found.add(name)
+    return found.pop() if len(found) == 1 else None
+
+
+def _within_two(a: str, b: str) -> bool:
+    """Levenshtein distance of at most two (small words, so the plain table)."""
+    if abs(len(a) - len(b)) > 2:
+        return False
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1] <= 2
+
+
 def _check(context: DialogContext, vocab: Vocabulary) -> None:
     known = set(vocab.add_degree)
     if context.focus is not None and context.focus not in known:
@@ -138,13 +184,41 @@ def _bind(cue: Cue, reading: Reading, earlier: list[str], focus: str | None, foc
     return back[:1]
 
 
+def _composed(attribute: str, cues: list[Cue], vocab: Vocabulary) -> int | None:
+    """A degree said with a modifier of another kind: "dark shades with thick frames" (a frame and a
+    tint: thick-framed sunglasses), "a long beard, thick all over" (a length and fullness: full long)."""
+    rule = vocab.phrasing.compose.get(attribute)
+    said = [c for c in cues if c.level in (DEGREE, LOOK)]
+    if rule is None or len(said) + sum(1 for c in cues if c.lens > 0) < 2:
+        return None
+    bases = [c for c in said if c.options[attribute] in rule["base"] and not c.lens
+             and (not rule["base_words"] or c.word in rule["base_words"])]
+    for base in reversed(bases):
+        if any(c.lens < 0 for c in cues) and not any(c.lens > 0 for c in cues):
+            return base.options[attribute]   # "plain glasses with thick frames": the frame, clear
+        if any(c is not base and (c.lens > 0 or c.word in rule["with_words"]
+                                  or (c.options.get(attribute) in rule["with_degrees"] and not c.lens)) for c in cues):
+            return rule["base"][base.options[attribute]]
+    return None
+
+
 def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Vocabulary,
              moderate: bool) -> Intent | None:
-    """Merge one attribute's cues: degree phrase > remove > comparatives > follow-ups > add > complaints."""
+    """Merge one attribute's cues: degree phrase > described look > remove > comparatives > follow-ups
+    > add > complaints."""
+    composed = _composed(attribute, cues, vocab)
+    if composed is not None:
+        return Intent("edit", attribute, target=composed)
     level = min(c.level for c in cues)
     chosen = [c for c in cues if c.level == level]
     values = [c.options[attribute] for c in chosen]
-    if level == DEGREE:   # the last phrase refines or corrects the earlier ones
+    if level in (DEGREE, LOOK):   # the last phrase refines or corrects the earlier ones; a superlative wins
+        far = [c for c in chosen if c.far]
+        if far:
+            return Intent("edit", attribute, target=far[-1].options[attribute])
+        if any(not c.detail for c in chosen):   # "like a grandfather with white hair, retired": a detail
+            chosen = [c for c in chosen if not c.detail]
+            values = [c.options[attribute] for c in chosen]
         if chosen[-1].lens:   # "remove the tint": the same frame, with clear lenses
             current = (context.degrees or {}).get(attribute)
             return Intent("edit", attribute, target=lens_degree(vocab, attribute, chosen[-1].lens, current))
@@ -189,11 +263,21 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     """Read one user message, in the dialog's context, as a list of intents (never empty)."""
     vocab = load_vocabulary()
     _check(context, vocab)
-    # 1. normalise and split
-    clauses = split_clauses(normalise(text, vocab), vocab)
+    # 1. normalise and split; "is he old or young?" asks about the age
+    asked, tokens = alternatives(normalise(text, vocab), vocab)
+    slots: list[Intent | str] = [Intent("describe", attribute=a) for a in asked]
+    clauses = split_clauses(tokens, vocab)
     if not clauses:
-        return [Intent("unknown")]
-    slots: list[Intent | str] = []   # intents, or an attribute name standing for its merged edit
+        return slots or [Intent("unknown")]
+
+    for clause in clauses:   # "could you ...", "i would love to see ...": the request inside the frame
+        clause.words = _unframed(clause.words, vocab)
+    clauses = [c for c in clauses if c.words]
+    if not clauses:
+        return slots or [Intent("unknown")]
+    remarks = {i for i, c in enumerate(clauses) if _remark(c, vocab)}
+    if len(remarks) == len(clauses):
+        remarks = set()   # "she looks sad": alone, a remark is the request
 
     for before, clause in zip(clauses, clauses[1:]):   # "too old and serious": too serious as well
         if clause.joined and len(before.words) >= 2 and _has(vocab, before.words[-2], "too", "more", "less") \
@@ -245,6 +329,9 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
             command = None   # "what can you do about his beard": about the beard, not about the assistant
         elif command and command.kind == "describe" and len(reading.names) == 1:
             command = Intent("describe", attribute=reading.names[0])   # "does she have glasses?": that one
+        elif command is None:
+            question, about = face_question(clause, reading, vocab)   # "how's the beard looking?"
+            command = Intent("describe", attribute=about) if question else None
         if (command and command.kind == "undo" and command.steps == 1 and reading.names != [context.focus]) \
                 or (undoing and clause.joined and not command and reading.bare):
             # "undo the glasses (and the smile)" when the last edit was something else: each back to what
@@ -262,6 +349,10 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
             slots.append(command)
             if command.kind != "new_face":
                 continue
+        if index in remarks:
+            reading.cues = []
+        elif reading.names and not reading.cues and not reading.bare and not reading.blocked and not reading.things:
+            slots.append(Intent("unclear", attribute=reading.names[0]))   # "make the glasses fancier"
         moderate |= reading.moderate
         if reading.bare:   # "... and the beard": the previous verb; alone, "glasses please" adds
             verb = previous.verb if (clause.joined and previous and previous.verb) else "add"
@@ -273,8 +364,11 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
                 reading.cues.append(Cue(level, dict.fromkeys(reading.names, value), "verb", verb))
         if not reading.blocked:
             slots.extend(Intent("out_of_scope", thing=t) for t in reading.things)
+            detail = index > 0 and not clause.joined and len(clause.words) <= 3 \
+                and not set(clause.words) & vocab.phrasing.corrections
             for cue in reading.cues:
                 cue.clause = index
+                cue.detail = detail and cue.level in (DEGREE, LOOK)
                 for attribute in _bind(cue, reading, earlier, context.focus, now.get(context.focus) == 0):
                     if attribute not in cues:
                         slots.append(attribute)
@@ -288,6 +382,13 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         intent = _resolve(slot, cues[slot], context, vocab, moderate) if isinstance(slot, str) else slot
         if intent is not None and intent not in intents:
             intents.append(intent)
+    if any(i.kind == "describe" and i.attribute for i in intents):   # "quick check, how are her bangs?"
+        intents = [i for i in intents if i != Intent("describe")]
+    acted = {i.attribute for i in intents if i.kind in ("edit", "describe")}
+    intents = [i for i in intents if i.kind != "unclear" or i.attribute not in acted]
+    if not intents:
+        guess = _closest(clauses, vocab)   # "make the bearrd nicer": about the beard, at least
+        intents = [Intent("unclear", attribute=guess)] if guess else []
     logger.debug("parsed %r as %s", text, intents)
     return intents or [Intent("unknown")]
 

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 from chatedit.attributes import MAX_DEGREE
 
+from .descriptions import described_degree
 from .text import Clause, Span, scan
 from .vocabulary import TINT, Role, Vocabulary
 
-# Cue levels, strongest first: a degree phrase beats "remove", which beats a comparative, ...
-DEGREE, REMOVE, CHANGE, RELATIVE, ADD, WEAK = range(6)
+# Cue levels, strongest first: a degree phrase beats a described look ("a fringe that ends at the
+# eyebrows"), which beats "remove", which beats a comparative, ...
+DEGREE, LOOK, REMOVE, CHANGE, RELATIVE, ADD, WEAK = range(7)
 
 # --------------------------------------------------------------------------- reading one clause
 
@@ -31,9 +33,11 @@ class Cue:
     word: str = ""
     amount: int = 0      # intensity for RELATIVE and ADD cues (0: none given)
     clause: int = 0      # which clause of the message it came from
+    detail: bool = False  # a degree phrase alone after another clause's ("..., retired"): it yields to that one
     echo: bool = False   # "the same again", "do the same": on another attribute, the last edit's change
     restore: bool = False   # "put the beard back": the degree it had before, when there was one
     lens: int = 0           # "tint them" (1), "remove the tint" (-1): a degree that depends on the frame
+    far: bool = False       # a superlative ("the darkest sunglasses"): wins over the degree it qualifies
 
 
 @dataclass
@@ -71,17 +75,40 @@ def _neighbour_names(spans: list[Span], i: int, step: int) -> list[Role]:
     return spans[j].get("name") if 0 <= j < len(spans) else []
 
 
-def _comparisons(spans: list[Span], amount: int, step: int) -> list[Cue]:
+def _far_end(role: Role, sign: int, vocab: Vocabulary, word: str = "") -> int:
+    """The degree a superlative asks for: the top; or towards less, degree 0 when the word's pole is
+    the scale's own end ("the most serious", "the youngest") and the faintest degree that still has
+    the thing when it names a size ("the shortest stubble", "the smallest fringe": 1)."""
+    if sign > 0:   # "the heaviest frames" reach thick frames, not sunglasses
+        return vocab.phrasing.word_top.get(role.attribute, {}).get(word, MAX_DEGREE)
+    return 1 if role.named and vocab.add_degree.get(role.attribute) is not None else 0
+
+
+def _comparisons(spans: list[Span], amount: int, step: int, vocab: Vocabulary) -> list[Cue]:
     """ "more obvious", "less old", "more beard" (CHANGE); "too long", "not big enough" (WEAK), by
     ``amount``; a WEAK cue carries ``step``, the correction it is right after an edit that went too far."""
     cues = []
     for i, s in enumerate(spans):
         roles = s.get("polar") or s.get("name")
+        prev = spans[i - 1] if i else None
+        said = {}   # "her biggest smile", "the shortest fringe": the superlative of the phrase's first word
+        if prev and prev.has("most") and not s.get("polar") and (s.get("degree") or s.get("look")):
+            said = {r.attribute: r.value for r in s.get("degree") + s.get("look")}
+            first = vocab.lexicon.get(s.words[:1], ())
+            roles = [r for r in first if r.kind == "polar" and r.attribute in said] or roles
         if not roles:
             continue
-        prev = spans[i - 1] if i else None
         nxt = spans[i + 1] if i + 1 < len(spans) else None
         negated = [x for x in spans[max(0, i - 2):i] if x.has("negation")]
+        if prev and prev.has("most"):   # "the longest bangs", "the most serious", "the least smile"
+            signs = {r.attribute: (r.value if r.kind == "polar" else 1) * prev.get("most")[0].value for r in roles}
+            options = {r.attribute: _far_end(r, signs[r.attribute], vocab, s.words[0]) for r in roles}
+            for a, degree in said.items():   # "the thickest sunglasses": no less than thick sunglasses
+                if a in options:
+                    options[a] = max(options[a], degree) if signs[a] > 0 else min(options[a], degree)
+            cues.append(Cue(DEGREE, options, "named" if all(r.named for r in roles) else "self", s.text, far=True))
+            s.used = prev.used = True
+            continue
         if prev and prev.has("more", "less"):
             level, sign, used = CHANGE, (1 if prev.has("more") else -1), [prev]
         elif roles[0].kind == "polar" and prev and prev.has("too"):
@@ -110,6 +137,26 @@ def _anchored(spans: list[Span], step: int) -> list[Cue]:
                     cues.append(Cue(DEGREE, {role.attribute: degree}, "self", anchor.text))
                     cmp.used = than.used = anchor.used = True
     return cues
+
+
+def _swapped(spans: list[Span], vocab: Vocabulary) -> list[Span]:
+    """ "change the poker face to a smile", "swap the thick frames for thin ones": the old state only
+    says which attribute (its names are kept, as names), the new one is the request."""
+    for i, s in enumerate(spans):
+        swap = s.text in vocab.phrasing.swap_verbs
+        to = next((j for j in range(i + 1, len(spans)) if spans[j].has("change_to")
+                   or (swap and spans[j].text in vocab.phrasing.swap_to)), None)
+        if (s.has("change_from") or swap) and to is not None:
+            old = [Span(x.words, tuple(dict.fromkeys(Role("name", r.attribute) for r in x.roles if r.attribute and (
+                r.kind == "name" or (r.kind in ("degree", "lens") and not r.named)))), True) for x in spans[i + 1:to]]
+            return spans[:i + 1] + [x for x in old if x.roles] + spans[to:]
+    return spans
+
+
+def _fits(span: Span, kind: str, names: list[str]) -> bool:
+    """Whether a degree word can be about what the clause names: "trimmed" in "the fringe trimmed" is
+    a beard's degree, so there it is only the verb."""
+    return span.has("name") or not names or any(not r.named or r.attribute in names for r in span.get(kind))
 
 
 def _negated(spans: list[Span]) -> bool:
@@ -156,11 +203,7 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     # 1. things; "change the poker face to a smile": drop the old state; intensity; "keep"
     things = list(dict.fromkeys(role.thing for s in spans for role in s.get("oos")))
     r.things = [t for t in things if t not in vocab.generic_things] or things   # "hair blonde": hair colour
-    for i, s in enumerate(spans):
-        to = next((j for j in range(i + 1, len(spans)) if spans[j].has("change_to")), None)
-        if s.has("change_from") and to is not None:
-            spans = spans[:i + 1] + spans[to:]
-            break
+    spans = _swapped(spans, vocab)
     intensity = next((role.value for s in spans for role in s.get("intensity")), None)
     amount = intensity or vocab.amounts["plain"]
     r.moderate = any(s.has("moderate") for s in spans)
@@ -168,7 +211,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     keep = any(s.has("keep") for s in spans)
 
     # 2. comparisons and anchored degrees; then a negated or "keep" clause asks for nothing
-    r.cues = _comparisons(spans, amount, intensity or vocab.amounts["followup"]) + _anchored(spans, intensity or 1)
+    step = intensity or vocab.amounts["followup"]
+    r.cues = _comparisons(spans, amount, step, vocab) + _anchored(spans, intensity or 1)
     r.names = _names(spans)
     if keep or _negated(spans):
         r.cues, r.blocked, r.verb = [], True, "blocked"
@@ -178,6 +222,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     for i, s in enumerate(spans[:-1]):
         if s.has("remove") and spans[i + 1].has("degree"):
             spans[i + 1].used = True
+        elif s.has("name", "degree") and spans[i + 1].has("remove") and i + 2 == len(spans):
+            s.used = True   # "could his stubble go away": what goes comes before the verb that ends the clause
         elif s.has("negation") and not s.used and spans[i + 1].has("name"):   # "don't smile"
             r.cues.append(Cue(REMOVE, dict(every), "verb", s.text))
             s.used = spans[i + 1].used = True
@@ -197,10 +243,17 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
                 spans[i - 1].has("name") and i == len(spans) - 1)):   # "to 4", "level 4"; "bangs 0" to end a clause
             if int(s.words[0]) <= MAX_DEGREE:
                 r.cues.append(Cue(DEGREE, dict.fromkeys(every, int(s.words[0])), "named", s.text))
-        elif s.get("degree"):
+        elif s.get("degree") and _fits(s, "degree", r.names):
             options, scope = _options(s.get("degree"))
             (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text))
             s.used = True   # "shave" is then no longer a verb
+        elif s.get("look") and _fits(s, "look", r.names):   # "a fringe that ends at the eyebrows"
+            options, scope = _options(s.get("look"))
+            r.cues.append(Cue(LOOK, options, scope, s.text))
+            s.used = True
+        elif s.get("extreme"):   # "set the glasses to the highest degree"
+            r.cues.append(Cue(DEGREE, dict.fromkeys(every, s.get("extreme")[0].value), "named", s.text))
+            s.used = True
         elif s.get("lens") and not (removing and not tint):
             role = s.get("lens")[0]
             sign = -TINT if removing else min(role.value, 1)
@@ -218,8 +271,10 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
         if s.used or not s.has("more", "less"):
             continue
         sign = 1 if s.has("more") else -1
-        names = _neighbour_names(spans, i, 1) or _neighbour_names(spans, i, -1)
         nxt = spans[i + 1] if i + 1 < len(spans) else None
+        unread = nxt is not None and not nxt.roles and nxt.words[0] not in vocab.fillers \
+            and nxt.words[0] not in vocab.known   # "the glasses more hip": not "more glasses"
+        names = _neighbour_names(spans, i, 1) or ([] if unread else _neighbour_names(spans, i, -1))
         if names:
             r.cues.append(Cue(CHANGE, {n.attribute: sign * amount for n in names}, "self", s.text))
         elif nxt is not None and not nxt.roles and nxt.words[0] not in vocab.fillers:
@@ -232,6 +287,10 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
 
     # 6. verbs; "make her smile" adds only when nothing else in the clause wants the verb
     r.cues += _verbs(spans, vocab, r, intensity)
+    unclear |= any(not s.roles and s.words[0].endswith("er") and len(s.words[0]) > 4 and s.words[0] not in vocab.known
+                   for s in spans)   # "make the glasses fancier": a comparison this vocabulary cannot read
+    if unclear:   # "his beard needs to be more rugged": the verb only carries what could not be read
+        r.cues = [c for c in r.cues if c.level != ADD]
     if not r.cues and not unclear and any(s.has("make") for s in spans):
         r.cues.append(Cue(ADD, dict(every), "verb", "make", intensity or 0))
         r.verb = "add"
@@ -246,4 +305,18 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             s.has("intensity", "action", "pronoun") or s.words[0] in vocab.fillers for s in spans):
         r.cues.append(Cue(RELATIVE, dict.fromkeys(every, 1), "followup", "intensity", intensity))
     r.bare = bool(r.names) and not r.cues and all(s.has("name") or s.words[0] in vocab.fillers for s in spans)
+    swapping = vocab.phrasing.swap_verbs | vocab.phrasing.swap_to   # "swap the frown for a smile"
+    if r.names and not r.cues and not unclear and not r.things and all(
+            s.has("name") or s.words[0] in vocab.fillers or s.text in swapping
+            or (not s.roles and s.words[0] not in vocab.known)
+            for s in spans):   # "a scraggly beard", "blunt bangs": a kind this vocabulary has no word for, added
+        r.bare = True
+
+    # 8. nothing read but one attribute's name: the words may describe one of its degrees ("glasses with
+    #    slender frames" is "thin-framed glasses"), matched against attributes.yaml's descriptions
+    if len(r.names) == 1 and all(c.level == ADD for c in r.cues) and not r.bare and not r.blocked and not r.things \
+            and not unclear:
+        degree = described_degree(clause.words, r.names[0], vocab)
+        if degree is not None:
+            r.cues.append(Cue(LOOK, {r.names[0]: degree}, "self", "described"))
     return r

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from chatedit.attributes import MAX_DEGREE
 
-from .vocabulary import Role, Vocabulary, load_vocabulary
+from .phrasing import rewrite
+from .vocabulary import Role, Vocabulary, load_vocabulary, replace_phrases
 
 logger = logging.getLogger(__name__)
 
@@ -62,22 +63,6 @@ def _correct(word: str, vocab: Vocabulary) -> str:
     return word
 
 
-def _replace_phrases(tokens: list[str], table: dict[tuple[str, ...], tuple[str, ...]]) -> list[str]:
-    longest = max(map(len, table), default=1)
-    out, i = [], 0
-    while i < len(tokens):
-        for size in range(min(longest, len(tokens) - i), 0, -1):
-            replacement = table.get(tuple(tokens[i:i + size]))
-            if replacement is not None:
-                out.extend(replacement)
-                i += size
-                break
-        else:
-            out.append(tokens[i])
-            i += 1
-    return out
-
-
 def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """Rewrite ages in years ("look 40", "a 70 year old", "in her 50s") as one token "age:<years>"."""
     out, i = [], 0
@@ -118,7 +103,8 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
             elif value is not None and (nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
                 years = value
             elif value is not None and value >= 10 and out and (
-                    (len(out) >= 2 and out[-1] in vocab.age_object[1] and out[-2] in vocab.age_object[0])
+                    out[-1] in vocab.age_before_adult   # "show me him at 17"
+                    or (len(out) >= 2 and out[-1] in vocab.age_object[1] and out[-2] in vocab.age_object[0])
                     or (out[-1] == "to" and vocab.age_to & set(out))):
                 years = value   # "make him 25", "age her to 50": too many for a degree, so an age
             if years is not None and nxt in vocab.age_after:
@@ -143,7 +129,7 @@ def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     for tok in _TOKEN.findall(text):
         tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else bare.get(tok, [tok]))
     tokens = [_correct(t, vocab) for t in tokens]
-    return _age_numbers(_replace_phrases(tokens, vocab.canonical), vocab)
+    return rewrite(_age_numbers(replace_phrases(tokens, vocab.canonical), vocab), vocab)
 
 
 # --------------------------------------------------------------------------- clauses

@@ -25,11 +25,44 @@ TINT = 2   # the value of a lens role for the tint itself ("remove the tint"), n
 class Role:
     """One meaning of a phrase: ``kind`` plus, for attribute roles, the attribute and a value."""
 
-    kind: str                  # "name" | "degree" | "cmp" | "polar" | "lens" | "intensity" | "followup" | "oos" | grammar key
+    kind: str                  # "name" | "degree" | "look" (a described degree) | "cmp" | "polar" | "lens"
+    #                            | "intensity" | "followup" | "oos" | "most" | "extreme" | grammar key
     attribute: str | None = None
     value: int = 0             # degree, sign or amount
     named: bool = False        # only meaningful when the attribute is named (e.g. "short", "longer")
     thing: str | None = None   # out-of-scope thing
+
+
+@dataclass(frozen=True)
+class Phrasing:
+    """What ``prompts/lexicon.yaml`` adds beyond phrases: frames, phrasal verbs, word formation,
+    superlatives, swaps, composition, questions about the face and what to ask when unsure."""
+
+    frame_open: frozenset[tuple[str, ...]]     # "could you", "i would love to see": a wish, not a question
+    observe: tuple[frozenset[str], frozenset[str]]   # "she looks so glum": (subjects, verbs) of a remark
+    phrasal: dict[str, dict[str, tuple[str, ...]]]   # verb form -> particle -> the words it is read as
+    suffixes: dict[str, tuple[str, ...]]       # word formation: kind -> suffixes, longest first
+    privative: frozenset[tuple[str, ...]]      # "no rims" -> "rimless"
+    as_endings: frozenset[str]                 # "as old as it gets"
+    faint_nouns: frozenset[str]                # "a whisper of a smile"
+    before_comparatives: dict[str, str]        # "way older": "much older"
+    word_top: dict[str, dict[str, int]]        # "the heaviest frames": the top degree a superlative of a word reaches
+    corrections: frozenset[str]                # "thin glasses, thick ones actually": a correction
+    description_words: dict[str, str]          # "slender" -> "thin": read as a word of attributes.yaml's looks
+    faint_words: frozenset[tuple[str, ...]]    # "barely a smile"
+    swap_verbs: frozenset[str]
+    swap_to: frozenset[str]
+    compose: dict[str, dict]                   # attribute -> {"base", "base_words", "with_degrees", "with_words"}
+    question_open: frozenset[tuple[str, ...]]
+    question_verbs: frozenset[tuple[str, ...]]
+    question_wishes: frozenset[str]
+    question_face: frozenset[tuple[str, ...]]
+    question_lead: frozenset[str]
+    question_hypothetical: tuple[frozenset[str], frozenset[str]]   # (markers, words of looking)
+    question_causative: frozenset[str]
+    question_objects: frozenset[str]
+    question_alternative: frozenset[str]
+    clarify: dict[str, str]                    # what the built-in model says when it understood only part
 
 
 @dataclass(frozen=True)
@@ -45,6 +78,7 @@ class Vocabulary:
     age_years: tuple[tuple[int, int, int], ...]
     age_before: frozenset[str]
     age_after: frozenset[str]
+    age_before_adult: frozenset[str]   # "at 17": an age from 10 on
     age_change_before: frozenset[str]
     age_object: tuple[frozenset[str], frozenset[str]]   # "make him 25": (verbs, persons) before an age
     age_to: frozenset[str]      # "age her to 50": words that make "to <number>" an age
@@ -61,6 +95,7 @@ class Vocabulary:
     generic_things: frozenset[str]   # out-of-scope things that yield to a more specific one
     keywords: frozenset[str]   # typo-correction targets
     known: frozenset[str]      # words never corrected
+    phrasing: Phrasing
 
 
 def _phrases(items) -> list[tuple[str, ...]]:
@@ -70,14 +105,98 @@ def _phrases(items) -> list[tuple[str, ...]]:
     return [tuple(p.split()) for p in items]
 
 
+def replace_phrases(tokens: list[str], table: dict[tuple[str, ...], tuple[str, ...]]) -> list[str]:
+    """``tokens`` with each phrase of ``table`` replaced by its words, longest first."""
+    longest = max(map(len, table), default=1)
+    out, i = [], 0
+    while i < len(tokens):
+        for size in range(min(longest, len(tokens) - i), 0, -1):
+            replacement = table.get(tuple(tokens[i:i + size]))
+            if replacement is not None:
+                out.extend(replacement)
+                i += size
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+
+def verb_forms(base: str) -> set[str]:
+    """A regular verb's forms: "tone" -> tone, tones, toned, toning; "pin" -> pinned, pinning."""
+    stem = base.removesuffix("e")
+    double = len(base) <= 4 and re.fullmatch(r"[^aeiou]*[aeiou][bdgklmnprt]", base) is not None
+    doubled = base + base[-1] if double else stem
+    return {base, base + ("es" if base.endswith(("s", "sh", "ch", "x")) else "s"), doubled + "ed", doubled + "ing"}
+
+
+def _words(node) -> list[str]:
+    """Every phrase in a YAML tree of lists and mappings."""
+    if isinstance(node, dict):
+        return [w for v in node.values() for w in _words(v)]
+    if isinstance(node, list):
+        return [w for v in node for w in _words(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def _read_prompt(name: str) -> dict:
+    path = resources.files("chatedit.prompts").joinpath(name)
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
+    frames, sup, faces = data["frames"], data["superlatives"], data["face_questions"]
+    phrasal: dict[str, dict[str, tuple[str, ...]]] = {}
+    for verb, particles in data["phrasal_verbs"].items():
+        bad = [p for p in particles if not isinstance(p, str)]
+        if bad:
+            raise ValueError(f"lexicon.yaml phrasal verb {verb!r} has non-text particles {bad!r}; quote 'on' and 'off'")
+        for form in verb_forms(verb):
+            phrasal.setdefault(form, {}).update({p: tuple(str(w).split()) for p, w in particles.items()})
+    return Phrasing(
+        frame_open=frozenset(_phrases(frames["open"])),
+        observe=(frozenset(frames["observe"]["subjects"]), frozenset(frames["observe"]["verbs"])),
+        phrasal=phrasal,
+        suffixes={k: tuple(sorted(v, key=len, reverse=True)) for k, v in data["word_formation"].items()
+                  if k != "privative"},
+        privative=frozenset(_phrases(data["word_formation"]["privative"])),
+        as_endings=frozenset(w for p in _phrases(sup["as_endings"]) for w in p),
+        faint_nouns=frozenset(sup["faint_nouns"]),
+        before_comparatives=dict(data["before_comparatives"]),
+        word_top={a: {w: int(d) for w, d in words.items()} for a, words in sup.get("word_top", {}).items()},
+        corrections=frozenset(data["corrections"]),
+        description_words={**((derived or {}).get("description_words") or {}), **data["description_words"]},
+        faint_words=frozenset(_phrases(sup["faint_words"])),
+        swap_verbs=frozenset(data["swaps"]["verbs"]),
+        swap_to=frozenset(data["swaps"]["to"]),
+        compose={a: {"base": {int(k): int(v) for k, v in c["base"].items()},
+                     "base_words": frozenset(c.get("base_words", [])),
+                     "with_degrees": frozenset(c.get("with_degrees", [])),
+                     "with_words": frozenset(c.get("with_words", []))} for a, c in data["compose"].items()},
+        question_open=frozenset(_phrases(faces["open"])),
+        question_verbs=frozenset(_phrases(faces["verbs"])),
+        question_wishes=frozenset(faces["wishes"]),
+        question_face=frozenset(_phrases(faces["face"])),
+        question_lead=frozenset(faces["lead"]),
+        question_hypothetical=(frozenset(faces["hypothetical"]), frozenset(faces["looks"])),
+        question_causative=frozenset(faces["causative"]),
+        question_objects=frozenset(faces["objects"]),
+        question_alternative=frozenset(faces["alternative"]),
+        clarify=dict(data["clarify"]),
+    )
+
+
 @lru_cache(maxsize=1)
 def load_vocabulary() -> Vocabulary:
-    data = yaml.safe_load(resources.files("chatedit.prompts").joinpath("language.yaml").read_text())
+    data = _read_prompt("language.yaml")
+    extra = _read_prompt("lexicon.yaml")
+    derived = _read_prompt("lexicon_wordnet.yaml")
     lexicon: dict[tuple[str, ...], list[Role]] = defaultdict(list)
 
     def add(items, role: Role) -> None:
         for phrase in _phrases(items):
-            lexicon[phrase].append(role)
+            if role not in lexicon[phrase]:
+                lexicon[phrase].append(role)
 
     # 1. attribute roles
     names = attribute_names()
@@ -115,10 +234,50 @@ def load_vocabulary() -> Vocabulary:
         add(items, Role("oos", thing=thing))
 
     canonical = {p: tuple(str(target).split()) for target, items in data["canonical"].items() for p in _phrases(items)}
+    # 3. lexicon.yaml, its phrases in canonical form as a message is ("covers his jaw" is read "cover jaw"):
+    #    moods (a degree and the sign towards it), the ends of scales, described looks,
+    #    parts of the face that name an attribute, superlative and extreme words; WordNet's moods
+    def canon(items) -> list[str]:
+        return [" ".join(replace_phrases(list(p), canonical)) for p in _phrases(items)]
+
+    def add_canon(items, role: Role) -> None:
+        add(canon(items), role)
+
+    moods = extra["moods"]
+    mood_degrees = {int(k): list(v) for k, v in moods.items() if isinstance(k, int)}
+    for degree, words in (derived.get("moods") or {}).items():
+        taken = {w for ws in mood_degrees.values() for w in ws}
+        mood_degrees.setdefault(int(degree), []).extend(w for w in words if w not in taken)
+    for degree, words in mood_degrees.items():
+        add_canon(words, Role("degree", moods["attribute"], degree))
+        add_canon(words, Role("polar", moods["attribute"], 1 if degree > 0 else -1))
+    for name, degrees in extra["extremes"].items():
+        for degree, items in degrees.items():
+            add_canon(items, Role("degree", name, int(degree)))
+    for name, items in extra["parts"].items():
+        add_canon(items, Role("name", name))
+    for name, degrees in extra["descriptions"].items():
+        named = degrees.get("named", True)
+        for degree, items in ((k, v) for k, v in degrees.items() if k != "named"):
+            add_canon(items, Role("look", name, int(degree), named=named))
+            for phrase in _phrases(canon(items)):   # "short fringe" names the fringe as well
+                if any(Role("name", name) in lexicon.get((w,), ()) for w in phrase):
+                    add([" ".join(phrase)], Role("name", name))
+    sup = extra["superlatives"]
+    add_canon(sup["most"], Role("most", value=1))
+    add_canon(sup["least"], Role("most", value=-1))
+    add_canon(sup["top"], Role("extreme", value=MAX_DEGREE))
+    add_canon(sup["bottom"], Role("extreme", value=0))
+
+    phrasing = _phrasing(extra, derived)
     single = {w for phrase in lexicon for w in phrase} | {w for phrase in canonical for w in phrase}
     keyword_source = [p for p, roles in lexicon.items()
                       if any(r.attribute or r.kind in ("add", "remove", "increase", "decrease") for r in roles)]
-    keywords = {w for p in keyword_source for w in p if len(w) >= 4 and w.isalpha()}
+    # mood words are read when typed, never guessed from a typo ("curious" is not "furious", "peckish"
+    # not "puckish"); language.yaml's own words still are
+    rare = {w for words in mood_degrees.values() for p in _phrases(words) for w in p}
+    rare -= {w for p in _phrases(_words(data["attributes"])) for w in p}
+    keywords = {w for p in keyword_source for w in p if len(w) >= 4 and w.isalpha()} - rare
     keywords |= {"undo", "redo", "reset", "describe", "another", "original"}
     return Vocabulary(
         lexicon={k: tuple(v) for k, v in lexicon.items()},
@@ -132,6 +291,7 @@ def load_vocabulary() -> Vocabulary:
         age_years=tuple(tuple(int(x) for x in row) for row in data["age_years"]),
         age_before=frozenset(data["age_number_before"]),
         age_after=frozenset(data["age_number_after"]),
+        age_before_adult=frozenset(data["age_number_before_adult"]),
         age_change_before=frozenset(data["age_change_before"]),
         age_object=(frozenset(data["age_number_object"]["verbs"]), frozenset(data["age_number_object"]["objects"])),
         age_to=frozenset(w for p in _phrases(data["age_number_to"]) for w in p),
@@ -148,7 +308,10 @@ def load_vocabulary() -> Vocabulary:
         not_ages=frozenset(data["not_ages"]),
         relative_years=frozenset(p[0] for p, roles in lexicon.items() if len(p) == 1 and any(
             r.kind == "cmp" and r.attribute == data["years_attribute"] and not r.named for r in roles)),
-        known=frozenset(single | {w for p in _phrases(data["known_words"]) for w in p} | set(data["numbers"])
+        phrasing=phrasing,
+        known=frozenset(single | set(phrasing.phrasal) | set(extra.get("known_words", []))
+                        | set(extra["moods"].get("wordnet_skip", [])) | set(phrasing.description_words)
+                        | {w for p in _phrases(data["known_words"]) for w in p} | set(data["numbers"])
                         | set(data["skipped"]) | {w for v in data["answers"].values() for p in _phrases(v) for w in p}),
     )
 

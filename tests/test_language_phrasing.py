@@ -1,0 +1,270 @@
+"""Issue #33: phrasing the built-in parser had no structure for, one test per kind.
+
+The sentences are written fresh for these tests: none is in the Talk-to-Edit set or in
+benchmarks/dev_requests.jsonl (a test below checks both), and none was taken from the held-out set.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatedit.bench_parse import DEFAULT_PATH
+from chatedit.language import (
+    DialogContext,
+    intents_to_calls,
+    load_vocabulary,
+    normalise,
+    parse,
+)
+from chatedit.language.build_lexicon import WordNetAdjectives, derive
+from chatedit.language.vocabulary import verb_forms
+
+DEV = Path(__file__).resolve().parents[1] / "benchmarks" / "dev_requests.jsonl"
+
+
+def edit(attribute, target=None, change=None):
+    args = {"attribute": attribute, "target": target, "change": change}
+    return {"name": "edit_attribute", "args": {k: v for k, v in args.items() if v is not None}}
+
+
+def describe(attribute=None):
+    return {"name": "describe", "args": {"attribute": attribute} if attribute else {}}
+
+
+def calls(text):
+    return intents_to_calls(parse(text, DialogContext()))
+
+
+# 1. questions and wishes: the request inside the frame is done
+QUESTIONS_AND_WISHES = [
+    ("Would the glasses be able to vanish?", [edit("eyeglasses", target=0)]),
+    ("could his stubble go away?", [edit("beard", target=0)]),
+    ("What would she look like at 75?", [edit("age", target=5)]),
+    ("I'd love to see him with a goatee", [edit("beard", target=2)]),
+    ("how would she look without the fringe?", [edit("bangs", target=0)]),
+    ("any chance he could lose the specs?", [edit("eyeglasses", target=0)]),
+    ("Is it possible he looks like a teenager?", [edit("age", target=1)]),
+    ("Is there a version of her with glasses?", [edit("eyeglasses", target=2)]),
+    ("what does she look like with a goatee?", [edit("beard", target=2)]),
+    ("why not try rimless glasses on her?", [edit("eyeglasses", target=1)]),
+]
+
+# 2. the look described instead of the degree named, matched to the degrees of attributes.yaml
+DESCRIPTIONS = [
+    ("a smile where you can actually see her teeth", [edit("smiling", target=4)]),
+    ("A grin that shows every tooth", [edit("smiling", target=4)]),
+    ("bangs that just brush the eyebrows", [edit("bangs", target=4)]),
+    ("a fringe that stops halfway down the forehead", [edit("bangs", target=3)]),
+    ("Spectacles with no frame at all, just the lenses", [edit("eyeglasses", target=1)]),
+    ("mirrored shades with chunky frames", [edit("eyeglasses", target=5)]),
+    ("His beard should reach his collarbone", [edit("beard", target=4)]),
+    ("a long beard, bushy all over", [edit("beard", target=5)]),
+    ("a short beard but a dense one", [edit("beard", target=3)]),
+    # matched word by word against attributes.yaml's own descriptions, with WordNet's synonyms
+    ("glasses with slender frames", [edit("eyeglasses", target=2)]),
+    ("give him a beard that is lengthy", [edit("beard", target=4)]),
+    ("her fringe should be brief", [edit("bangs", target=2)]),
+    ("only the corners of her mouth turned up", [edit("smiling", target=1)]),
+]
+
+# 3. phrasal verbs and word formation, in either order and any inflection
+PHRASAL = [
+    ("tone her grin down a notch", [edit("smiling", change=-1)]),
+    ("de-age the subject", [edit("age", change=-2)]),
+    ("knock twenty years off him", [edit("age", change=-1)]),
+    ("have him crack up", [edit("smiling", target=5)]),
+    ("shave the beard off", [edit("beard", target=0)]),
+    ("dial the glasses back", [edit("eyeglasses", change=-2)]),
+    ("turn up the smile a little", [edit("smiling", change=1)]),
+    ("cheer him up", [edit("smiling", change=2)]),
+    ("ease off on the smile", [edit("smiling", change=-2)]),
+    ("bring the beard down a notch", [edit("beard", change=-1)]),
+    ("Trim her fringe back a little", [edit("bangs", change=-1)]),
+    ("pump her smile up", [edit("smiling", change=2)]),
+]
+
+# 4. moods and character words imply a smile degree; "more"/"less"/"too" go towards or away from it
+MOODS = [
+    ("make him look sullen", [edit("smiling", target=0)]),
+    ("give him a sour look", [edit("smiling", target=0)]),
+    ("Make her look ill-tempered", [edit("smiling", target=0)]),
+    ("make her look upbeat", [edit("smiling", target=3)]),
+    ("she ought to look content", [edit("smiling", target=2)]),
+    ("an ecstatic expression", [edit("smiling", target=5)]),
+    ("make her a bit more cheerful", [edit("smiling", change=1)]),
+    ("make him less morose", [edit("smiling", change=2)]),
+    ("he looks too grumpy", [edit("smiling", change=2)]),
+    ("she looks so gloomy, give her a jollier face", [edit("smiling", change=2)]),
+    ("make him look testy", [edit("smiling", target=0)]),   # from WordNet (lexicon_wordnet.yaml)
+]
+
+# 5. extremes: superlatives, "as ... as it gets", people famous for the far end
+EXTREMES = [
+    ("as old as it gets", [edit("age", target=5)]),
+    ("a beard like Santa Claus", [edit("beard", target=5)]),
+    ("the biggest grin you can manage", [edit("smiling", target=5)]),
+    ("the longest fringe possible", [edit("bangs", target=5)]),
+    ("make her as young as she can be", [edit("age", target=0)]),
+    ("As bushy a beard as you can grow", [edit("beard", target=5)]),
+    ("as smiley as possible", [edit("smiling", target=5)]),
+    ("the thinnest glasses you have", [edit("eyeglasses", target=1)]),   # towards less, but still glasses
+    ("The shortest fringe you can do", [edit("bangs", target=1)]),
+    ("The least smile possible", [edit("smiling", target=0)]),
+    ("set the smile to the lowest level", [edit("smiling", target=0)]),
+    ("barely a flicker of a smile", [edit("smiling", target=1)]),
+    ("The heaviest frames you've got", [edit("eyeglasses", target=3)]),   # frames: thick ones, not sunglasses
+    ("the thickest sunglasses", [edit("eyeglasses", target=5)]),
+]
+
+# 6. swaps: the new degree, of the same attribute as the old one
+SWAPS = [
+    ("swap the thick frames for thin ones", [edit("eyeglasses", target=2)]),
+    ("swap the goatee for stubble", [edit("beard", target=1)]),
+    ("swap the frown for a smile", [edit("smiling", target=2)]),
+    ("replace his big grin with a faint smile", [edit("smiling", target=1)]),
+    ("trade the sunglasses for rimless ones", [edit("eyeglasses", target=1)]),
+    ("swap the long bangs for short ones", [edit("bangs", target=2)]),
+    ("Replace the stubble by a proper long beard", [edit("beard", target=4)]),
+    ("swap the clear glasses for tinted ones with thick frames", [edit("eyeglasses", target=5)]),
+]
+
+# 7. questions about the face: a description, no edit
+FACE_QUESTIONS = [
+    ("what does her smile look like right now?", [describe("smiling")]),
+    ("how long is his beard at the moment?", [describe("beard")]),
+    ("is she wearing glasses?", [describe("eyeglasses")]),
+    ("are her bangs long or short?", [describe("bangs")]),
+    ("Is she a child or an adult?", [describe("age")]),
+    ("what kind of glasses does he have?", [describe("eyeglasses")]),
+    ("describe the subject's beard", [describe("beard")]),
+    ("What are the current degrees?", [describe()]),
+    ("So how are the glasses looking?", [describe("eyeglasses")]),
+    ("Which glasses is he wearing?", [describe("eyeglasses")]),
+]
+
+KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,
+         "extreme": EXTREMES, "swap": SWAPS, "face_question": FACE_QUESTIONS}
+CASES = [(kind, text, expected) for kind, items in KINDS.items() for text, expected in items]
+
+
+@pytest.mark.parametrize("kind,text,expected", CASES, ids=[f"{k}: {t}" for k, t, _ in CASES])
+def test_each_kind_of_phrasing_becomes_the_expected_calls(kind, text, expected):
+    assert calls(text) == expected
+
+
+@pytest.mark.parametrize("text", ["make the background blue", "it looks nice, thanks", "please don't touch the glasses",
+                                  "have a nice day", "she looks fine"])
+def test_what_is_no_request_stays_none(text):
+    assert not [c for c in calls(text) if c["name"] == "edit_attribute"]
+
+
+@pytest.mark.parametrize("text,expected", [("a scraggly beard", [edit("beard", target=3)]),
+                                           ("blunt bangs", [edit("bangs", target=3)])])
+def test_a_kind_with_no_word_for_it_is_the_attribute_added(text, expected):
+    assert calls(text) == expected
+
+
+def test_a_remark_beside_a_request_is_not_one():
+    # "she looks so glum" says how the face is; the request is the rest
+    assert calls("he seems so stern, give him a friendlier look") == [edit("smiling", change=2)]
+    assert calls("he seems so stern") == [edit("smiling", target=0)]   # alone, a remark is the request
+
+
+def test_a_question_that_asks_for_a_change_is_a_change():
+    assert calls("what does he look like without his glasses?") == [edit("eyeglasses", target=0)]
+    assert calls("have her laugh out loud") == [edit("smiling", target=5)]
+
+
+# understood in part, or not at all: the parser says about which attribute
+
+
+def test_a_part_not_understood_is_reported_with_its_attribute():
+    intents = parse("make him older and his glasses more hip")
+    assert [(i.kind, i.attribute) for i in intents] == [("edit", "age"), ("unclear", "eyeglasses")]
+
+
+@pytest.mark.parametrize("text,attribute", [("make the glasses fancier", "eyeglasses"),
+                                            ("the baerrd looks odd", "beard")])
+def test_nothing_understood_but_the_attribute_is_unclear_about_it(text, attribute):
+    assert [(i.kind, i.attribute) for i in parse(text)] == [("unclear", attribute)]
+
+
+def test_garbage_is_still_unknown():
+    assert [i.kind for i in parse("asdf qwerty zxcv")] == ["unknown"]
+
+
+# the lexicon: data, validated, with WordNet's part derived offline
+
+
+def test_phrasal_verbs_are_known_in_every_inflection():
+    assert verb_forms("tone") == {"tone", "tones", "toned", "toning"}
+    assert verb_forms("pin") == {"pin", "pins", "pinned", "pinning"}
+    phrasal = load_vocabulary().phrasing.phrasal
+    assert phrasal["toned"]["down"] == ("decrease",) and phrasal["knocking"]["off"] == ("remove",)
+
+
+def test_word_formation_reads_words_made_from_known_ones():
+    assert normalise("the merriness") == ["the", "smile"]
+    assert normalise("perkier") == ["more", "perky"]
+    assert normalise("thickest frames") == ["most", "thick", "frames"]
+    assert normalise("glasses with no rims") == ["glasses", "rimless"]
+
+
+def test_wordnet_words_are_read_but_never_guessed_from_a_typo():
+    assert calls("she should look jubilant") == [edit("smiling", target=3)]
+    assert normalise("peckish") == ["peckish"]   # not "puckish"
+
+
+def test_the_lexicon_is_derived_from_wordnet_files_without_wordnet_installed(tmp_path):
+    # a two-synset WordNet in its own file format: "merry" is similar to "jolly"
+    (tmp_path / "index.adj").write_text("  1 licence line\nmerry a 1 1 & 1 0 00000100\njolly a 1 0 1 0 00000200\n")
+    (tmp_path / "data.adj").write_text(
+        "  1 licence line\n"
+        "00000100 00 a 02 merry 0 gay 0 001 & 00000200 a 0000 | full of cheer\n"
+        "00000200 00 s 02 jolly 0 jovial 0 000 | full of fun\n")
+    wordnet = WordNetAdjectives(tmp_path)
+    assert wordnet.synonyms("merry") == {"gay", "jolly", "jovial"}
+    lexicon = {"moods": {3: ["merry"], "wordnet": {3: ["merry"]}, "wordnet_skip": ["gay"]}}
+    language = {"attributes": {"smiling": {"degrees": {3: ["jovial"]}}}}   # hand-kept words win
+    assert derive(wordnet, lexicon, language) == {3: ["jolly"]}
+
+
+WORDNET = Path("/usr/share/wordnet")
+
+
+@pytest.mark.skipif(not (WORDNET / "data.adj").is_file(), reason="WordNet 3.0 not installed (Debian: wordnet-base)")
+def test_the_committed_wordnet_lexicon_is_what_the_script_derives(tmp_path):
+    from chatedit.language.build_lexicon import PROMPTS, main
+
+    main(["--wordnet", str(WORDNET), "--out", str(tmp_path / "lexicon_wordnet.yaml")])
+    assert (tmp_path / "lexicon_wordnet.yaml").read_text() == (PROMPTS / "lexicon_wordnet.yaml").read_text()
+
+
+def test_phrasal_particles_must_be_text():
+    from chatedit.language import vocabulary
+
+    with pytest.raises(ValueError, match="quote 'on' and 'off'"):
+        vocabulary._phrasing({**vocabulary._read_prompt("lexicon.yaml"), "phrasal_verbs": {"put": {True: "add"}}})
+
+
+@pytest.mark.skipif(DEFAULT_PATH is None, reason="shared/benchmarks/talk_to_edit_requests.jsonl not found")
+def test_these_sentences_are_in_neither_request_set():
+    def key(text):
+        return " ".join(w for w in normalise(text) if w.replace(":", "").isalnum())
+
+    sets = [DEFAULT_PATH, DEV]
+    taken = {key(json.loads(line)["text"]) for path in sets for line in path.read_text().splitlines() if line.strip()}
+    assert [t for _, t, _ in CASES if key(t) in taken] == []
+
+
+def test_the_parser_stays_fast():
+    import time
+
+    texts = [t for _, t, _ in CASES] * 5
+    started = time.perf_counter()
+    for text in texts:
+        parse(text)
+    assert (time.perf_counter() - started) / len(texts) < 0.02, "parse should take well under 20 ms a message"
+    assert sys.getrecursionlimit()   # keeps the import honest on minimal interpreters
