@@ -29,7 +29,17 @@ from dataclasses import dataclass
 from chatedit.attributes import MAX_DEGREE
 
 from .questions import alternatives, face_question
-from .reading import ADD, CHANGE, DEGREE, LOOK, RELATIVE, REMOVE, Cue, Reading, read_clause
+from .reading import (
+    ADD,
+    CHANGE,
+    DEGREE,
+    LOOK,
+    RELATIVE,
+    REMOVE,
+    Cue,
+    Reading,
+    read_clause,
+)
 from .text import Clause, normalise, split_clauses
 from .vocabulary import Vocabulary, lens_degree, load_vocabulary
 
