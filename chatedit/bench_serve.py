@@ -23,6 +23,13 @@ half-applied turn is a chat line without its reply, a chat whose requests differ
 log, or a face other than the one the last logged turn ended on; a lost turn is one whose reply
 a client saw but which is not in the store; ``PRAGMA integrity_check`` must answer ``ok``.
 
+With ``store`` (``--store postgresql://…``) the servers keep their sessions in that database and
+their images in a shared folder; with ``pages`` (``--pages 2``) that many page processes serve the
+same store, each user's turns alternating between them (the same session opened in every one), and
+a kill -9 stops the page that is serving the turn while the others go on. ``conflicts`` counts the
+saves a store refused as based on a stale copy (undone, never written over) and ``busy`` the turns
+refused after waiting for another process's turn on the same session.
+
 Every loop is bounded by a count and a deadline; only loopback addresses are used.
 """
 
@@ -78,10 +85,13 @@ def free_port() -> int:
 
 
 class Server:
-    """``chatedit serve`` in a subprocess on a loopback port; its output goes to ``log``."""
+    """``chatedit serve`` in a subprocess on a loopback port; its output goes to ``log``. ``store``:
+    a ``postgresql://`` URL (None: SQLite in ``data_dir``), its images in ``shared_dir``."""
 
-    def __init__(self, data_dir: Path, log: Path, backend: str):
+    def __init__(self, data_dir: Path, log: Path, backend: str, store: str | None = None,
+                 shared_dir: Path | None = None):
         self.data_dir, self.log, self.backend = data_dir, log, backend
+        self.store, self.shared_dir = store, shared_dir
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -90,6 +100,8 @@ class Server:
         self.url = f"http://{HOST}:{port}/"
         cmd = [sys.executable, "-m", "chatedit.cli", "serve", "--host", HOST, "--port", str(port),
                "--data-dir", str(self.data_dir), "--backend", self.backend]
+        if self.store is not None:
+            cmd += ["--store", self.store, "--shared-dir", str(self.shared_dir)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
         with self.log.open("a") as out:
             out.write(f"--- start on port {port}\n")
@@ -140,10 +152,54 @@ class Server:
         return self.log_text()[-chars:]
 
 
+class Pages:
+    """The page processes of one run, on one store: each a ``Server``; read as one where the
+    benchmark measures the whole (memory, logs), one by one where it kills."""
+
+    def __init__(self, servers: list[Server]):
+        self.servers = servers
+        self.backend, self.store = servers[0].backend, servers[0].store
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    @property
+    def folders(self) -> list[Path]:
+        """Where the run writes files: each page's data dir, and the shared dir."""
+        shared = [self.servers[0].shared_dir] if self.store is not None else []
+        return [server.data_dir for server in self.servers] + shared
+
+    def serving(self, url: str) -> Server:
+        return next(server for server in self.servers if server.url == url)
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def rss_mb(self) -> float | None:
+        sizes = [server.rss_mb() for server in self.servers]
+        return None if None in sizes else sum(sizes)
+
+    def log_text(self) -> str:
+        return "".join(server.log_text() for server in self.servers)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        return " | ".join(server.log_tail(chars // len(self.servers)) for server in self.servers)
+
+
 class RssSampler:
     """The server's peak RSS, sampled every ``interval_s`` in a thread."""
 
-    def __init__(self, server: Server, interval_s: float = 0.25):
+    def __init__(self, server: Server | Pages, interval_s: float = 0.25):
         self.server, self.interval_s, self.peak = server, interval_s, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -427,13 +483,16 @@ def _check_answer(user: User, outputs: list, endpoint: str, session: str, expect
     user.degrees = tab.degrees(outputs, endpoint)
 
 
-def run_user(user: User, turns: int, deadline: float, done: Callable[[], object] = lambda: None) -> None:
+def run_user(user: User, turns: int, deadline: float, done: Callable[[], object] = lambda: None,
+             urls: list[str] | None = None) -> None:
     """The user's session: an upload, then text edits, slider edits, undo and redo in turn;
-    ``done()`` after each turn."""
+    ``done()`` after each turn. With several page ``urls``, its turns go to each in turn."""
     for i in range(turns):
         if time.monotonic() > deadline:
             user.errors.append(f"stopped by the time limit after {i} turns")
             return
+        if urls:
+            user.tab.url = urls[(user.index + i) % len(urls)]
         kind = "upload" if i == 0 else CYCLE[(i - 1) % len(CYCLE)]
         try:
             answer = run_turn(user, i, kind)
@@ -476,11 +535,12 @@ class StoredSession:
     degrees: dict | None  # the face stored as the one shown
 
 
-def read_store(data_dir: Path) -> list[StoredSession]:
-    """Every session in the data directory's store, read through ``SessionStore`` (the server is down)."""
-    from chatedit.store import SessionStore
+def read_store(data_dir: Path, location: str | None = None, shared_dir: Path | None = None) -> list[StoredSession]:
+    """Every session in the store, read through ``SessionStore`` (the server is down, or, on a
+    shared store, the page that was killed)."""
+    from chatedit.store import open_store
 
-    store = SessionStore(data_dir)
+    store = open_store(location, data_dir, shared_dir=shared_dir)
     try:
         sessions = []
         for sid in store.ids():
@@ -497,8 +557,11 @@ def read_store(data_dir: Path) -> list[StoredSession]:
         store.close()
 
 
-def integrity(data_dir: Path) -> list[str]:
-    """``PRAGMA integrity_check`` of every SQLite database in the data directory: the problems found."""
+def integrity(data_dir: Path, location: str | None = None) -> list[str]:
+    """``PRAGMA integrity_check`` of every SQLite database in the data directory: the problems found.
+    A PostgreSQL store: every list row belongs to a stored session and every list is gapless."""
+    if location is not None:
+        return _postgres_integrity(location)
     databases = [p for p in sorted(data_dir.iterdir()) if p.suffix in (".sqlite3", ".sqlite", ".db")]
     if not databases:
         return [f"no SQLite database in {data_dir}"]
@@ -513,6 +576,31 @@ def integrity(data_dir: Path) -> list[str]:
             db.close()
         problems += [f"{path.name}: {r}" for r in rows if r != "ok"]
     return problems
+
+
+def _postgres_integrity(location: str) -> list[str]:
+    import psycopg
+
+    problems = []
+    with psycopg.connect(location) as conn:
+        for table in ("entries", "turns", "memory", "chat"):
+            orphans, gaps = conn.execute(
+                f"SELECT count(*) FILTER (WHERE s.id IS NULL), count(DISTINCT l.session) FILTER "
+                f"(WHERE l.idx >= (SELECT count(*) FROM {table} m WHERE m.session = l.session)) "
+                f"FROM {table} l LEFT JOIN sessions s ON s.id = l.session").fetchone()
+            problems += [f"{table}: {orphans} rows of no session"] if orphans else []
+            problems += [f"{table}: {gaps} sessions with a gap in their rows"] if gaps else []
+    return problems
+
+
+def _store_bytes(location: str | None) -> dict[str, int]:
+    """The PostgreSQL database's size, as an entry of the disk measured (SQLite's file is in the data dir)."""
+    if location is None:
+        return {}
+    import psycopg
+
+    with psycopg.connect(location) as conn:
+        return {"postgresql": conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]}
 
 
 def half_applied(session: StoredSession) -> set[tuple]:
@@ -611,7 +699,7 @@ def _long_edit(user: User) -> str:
 class FaultRound:
     """Disconnects and ``kill -9`` mid-turn; the store checked after each crash and at the end."""
 
-    def __init__(self, server: Server, page: Page, users: list[User], settle_s: float = SETTLE_TIMEOUT_S):
+    def __init__(self, server: Pages, page: Page, users: list[User], settle_s: float = SETTLE_TIMEOUT_S):
         self.server, self.page, self.users, self.settle_s = server, page, users, settle_s
         self.half_applied: set[tuple] = set()
         self.lost: set[tuple] = set()
@@ -653,21 +741,23 @@ class FaultRound:
     def kill(self, user: User) -> None:
         """``kill -9`` at the first frame of a turn, the store checked while the server is down, a restart."""
         text, before = _long_edit(user), len(user.lines)
+        victim = self.server.serving(user.tab.url)
         answer = user.tab.call("send", [{"text": text, "files": []}, user.tab.session],
-                               on_first_frame=self.server.kill, stop_after_first_frame=True)
+                               on_first_frame=victim.kill, stop_after_first_frame=True)
         if not answer.closed_early:
             self.notes.append(f"kill: no frame to kill at ({answer.error or 'the turn finished'}); killed after it")
-        self.server.kill()
+        victim.kill()
         self.kills += 1
         stored = self.check_store().get(user.tab.session)
         self.killed_turns_kept += bool(stored and text in [t for r, t in stored.chat if r == "user"][before:])
-        self.restart()
+        self.restart(victim)
 
     def check_store(self) -> dict[str, StoredSession]:
         """Checks the store as the server left it; returns its sessions by id."""
-        self.integrity += integrity(self.server.data_dir)
+        first = self.server.servers[0]
         try:
-            stored = {s.id: s for s in read_store(self.server.data_dir)}
+            self.integrity += integrity(first.data_dir, self.server.store)
+            stored = {s.id: s for s in read_store(first.data_dir, self.server.store, first.shared_dir)}
         except (sqlite3.Error, RuntimeError, ValueError, KeyError, OSError) as error:  # a finding, not a crash
             self.store_errors.append(f"{type(error).__name__}: {str(error)[:200]}")
             return {}
@@ -676,15 +766,16 @@ class FaultRound:
         self.lost |= lost(self.users, stored)
         return stored
 
-    def restart(self) -> None:
+    def restart(self, server: Server) -> None:
+        old = server.url
         try:
-            self.server.start()
+            server.start()
         except (RuntimeError, TimeoutError) as error:  # nothing more can be measured; what was, is reported
             self.down = True
             self.notes.append(f"the server did not come back: {str(error)[:300]}")
             return
         for user in self.users:
-            user.tab.url = self.server.url
+            user.tab.url = server.url if user.tab.url == old else user.tab.url
             shown = user.tab.start()
             if shown.outputs is None:
                 user.errors.append(f"after a restart: {shown.error}")
@@ -693,16 +784,23 @@ class FaultRound:
 
 
 def run(users: int = 8, turns: int = 40, faults: int = 5, backend: str = "builtin",
-        time_limit_s: float = 3600.0, progress: bool = False) -> dict:
-    """Starts a server, runs the load and the fault round, and returns the measurements."""
+        time_limit_s: float = 3600.0, progress: bool = False, store: str | None = None, pages: int = 1) -> dict:
+    """Starts ``pages`` servers on one store (``None``: SQLite, one page), runs the load and the
+    fault round, and returns the measurements."""
     if users < 1 or turns < 1 or faults < 0 or time_limit_s <= 0:
         raise ValueError(f"users and turns must be at least 1, faults at least 0 and the time limit positive; "
                          f"got users={users}, turns={turns}, faults={faults}, time_limit_s={time_limit_s}")
+    if pages < 1 or (pages > 1 and store is None):
+        raise ValueError(f"--pages {pages}: several page processes need a shared store (--store postgresql://…)")
     deadline = time.monotonic() + time_limit_s
     with tempfile.TemporaryDirectory(prefix="chatedit-bench-serve-") as tmp:
-        data_dir, log = Path(tmp) / "data", Path(tmp) / "server.log"
-        data_dir.mkdir()
-        server = Server(data_dir, log, backend)
+        servers = []
+        for k in range(pages):
+            data_dir = Path(tmp) / (f"data{k}" if pages > 1 else "data")
+            data_dir.mkdir()
+            servers.append(Server(data_dir, Path(tmp) / f"server{k}.log", backend, store,
+                                  Path(tmp) / "shared" if store is not None else None))
+        server = Pages(servers)
         started = time.perf_counter()
         server.start()
         try:
@@ -712,7 +810,7 @@ def run(users: int = 8, turns: int = 40, faults: int = 5, backend: str = "builti
             server.stop()
 
 
-def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float, startup_s: float,
+def _run(server: Pages, n_users: int, turns: int, faults: int, deadline: float, startup_s: float,
          progress: bool = False) -> dict:
     # 1. the page's API, and a warm-up turn that loads what the first turns would otherwise pay for
     page = Page.read(server.url)
@@ -724,23 +822,24 @@ def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float,
         if answer.error:
             raise RuntimeError(f"the warm-up {kind} failed: {answer.error}; server log: {server.log_tail()}")
     warm.tab.close()
-    rss_warm, disk_warm = server.rss_mb(), _disk_by_entry(server.data_dir)
+    rss_warm, disk_warm = server.rss_mb(), _disk_of(server)
     log_from = len(server.log_text())
 
     # 2. the load: every user in a thread of its own, each turn waiting for the last one's answer
-    users = [User(i, Tab(server.url, page)) for i in range(n_users)]
+    users = [User(i, Tab(server.urls[i % len(server.urls)], page)) for i in range(n_users)]  # spread over the pages
     for user in users:
         user.open()
     logger.info("warm-up done; %d users × %d turns", n_users, turns)
     began = time.perf_counter()
     with RssSampler(server) as sampler, ThreadPoolExecutor(n_users, thread_name_prefix="bench-user") as pool, \
             bar(total=n_users * turns, desc="bench serve: load", unit="turn", show=progress) as turns_done:
-        for future in [pool.submit(run_user, user, turns, deadline, turns_done.update) for user in users]:
+        urls = server.urls if len(server.urls) > 1 else None  # every session served by every page in turn
+        for future in [pool.submit(run_user, user, turns, deadline, turns_done.update, urls) for user in users]:
             future.result()
     wall_s = time.perf_counter() - began
     for user in users:
         final_check(user, [u.upload_name for u in users if u is not user])
-    rss_end, disk_end = server.rss_mb(), _disk_by_entry(server.data_dir)
+    rss_end, disk_end = server.rss_mb(), _disk_of(server)
     server_errors = len(SERVER_ERROR.findall(server.log_text()[log_from:]))
 
     # 3. the fault round: disconnects, then kill -9 and restarts; the store read after each crash and at the end
@@ -767,8 +866,11 @@ def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float,
     grown_by_entry = {name: disk_end.get(name, 0) - disk_warm.get(name, 0) for name in {*disk_end, *disk_warm}}
     grown = sum(grown_by_entry.values())
     load_errors = [e for u in users for e in u.errors]
+    log = server.log_text()
     return {
-        "backend": server.backend, "users": n_users, "turns_per_user": turns, "turns": len(done),
+        "backend": server.backend, "store": "postgresql" if server.store else "sqlite", "pages": len(server.servers),
+        "conflicts": log.count("SessionConflict"), "busy": log.count("busy in another process"),
+        "users": n_users, "turns_per_user": turns, "turns": len(done),
         "edits": edits, "errors": len(load_errors) + server_errors + fault_round.down, "server_errors_logged": server_errors,
         "error_examples": load_errors[:5], "leaks": sum(len(u.leaks) for u in users),
         "leak_examples": [leak for u in users for leak in u.leaks][:5],
@@ -799,6 +901,15 @@ def _run(server: Server, n_users: int, turns: int, faults: int, deadline: float,
         "fault_notes": fault_round.notes[:5],
         "server_raised": sorted({m.group(0)[:200] for m in RAISED.finditer(server.log_text())})[:5],
     }
+
+
+def _disk_of(pages: Pages) -> dict[str, int]:
+    """Bytes under each top-level entry of the run's folders, and the database when it is PostgreSQL's."""
+    sizes: dict[str, int] = _store_bytes(pages.store)
+    for folder in pages.folders:
+        for name, size in _disk_by_entry(folder).items():
+            sizes[name] = sizes.get(name, 0) + size
+    return sizes
 
 
 def _round(value: float | None) -> float | None:
@@ -832,9 +943,13 @@ def markdown(result: dict) -> str:
         ("disconnected turns never finished", r["disconnects_incomplete"]),
         ("turns killed mid-edit: kept whole / rolled back",
          f"{r['killed_turns_kept']} / {r['kills'] - r['killed_turns_kept']}"),
-        ("SQLite integrity", "ok" if r["integrity_ok"] else "; ".join(r["integrity_problems"] + r["store_errors"])),
+        (f"{'PostgreSQL' if r.get('store') == 'postgresql' else 'SQLite'} integrity",
+         "ok" if r["integrity_ok"] else "; ".join(r["integrity_problems"] + r["store_errors"])),
     ]
-    lines = [f"## chatedit bench serve ({r['backend']} backend)", "", "| measure | value |", "|---|---|"]
+    if r.get("pages", 1) > 1 or r.get("store") == "postgresql":
+        rows.append(("saves refused as stale (undone) / turns refused as busy", f"{r['conflicts']} / {r['busy']}"))
+    where = f", {r['pages']} pages on PostgreSQL" if r.get("store") == "postgresql" else ""
+    lines = [f"## chatedit bench serve ({r['backend']} backend{where})", "", "| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     for key, title in (("error_examples", "errors"), ("leak_examples", "leaks"),
                        ("half_applied_examples", "half-applied"), ("lost_examples", "lost"), ("fault_notes", "faults"),

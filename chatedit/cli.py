@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,30 @@ def _add_llm(parser: argparse.ArgumentParser, default: str | None = "rules") -> 
     parser.add_argument("--llm-timeout", type=float, default=60.0, help="seconds one request to the model may take")
     parser.add_argument("--llm-fallback", default=None, metavar="MODEL",
                         help="answer with this chat model when --llm fails (e.g. rules)")
+
+
+def _add_workers(parser: argparse.ArgumentParser, deploy: bool = False) -> None:
+    """Where the backend runs: ``--workers ray`` and the Ray Serve deployment's size and resources."""
+    if not deploy:
+        parser.add_argument("--workers", choices=("ray",), default=None,
+                            help="run the backend as a Ray Serve deployment (pip install -e .[ray]); the page "
+                                 "stays a thin front end (default: everything in this process)")
+        parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                            help="join this Ray cluster (e.g. 10.0.0.5:6379 or auto) instead of starting one here; "
+                                 "a chatedit application already deployed there is used as it is")
+    parser.add_argument("--replicas", type=int, default=None, help="replicas of the backend (default 1)")
+    parser.add_argument("--min-replicas", type=int, default=None, help="autoscale from this many replicas ...")
+    parser.add_argument("--max-replicas", type=int, default=None,
+                        help="... to this many, adding one when each has more than one request under way")
+    parser.add_argument("--gpus-per-replica", type=float, default=None, metavar="N",
+                        help="GPUs each replica holds; fractions share a GPU (0.5: two replicas per GPU)")
+
+
+def _worker_settings(args: argparse.Namespace):
+    from chatedit.workers.deploy import WorkerSettings
+
+    return WorkerSettings.from_flags(getattr(args, "ray_address", None), args.replicas, args.min_replicas,
+                                     args.max_replicas, args.gpus_per_replica)
 
 
 def _add_quiet(parser: argparse.ArgumentParser, shows: str = "progress bars") -> None:
@@ -93,7 +118,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from chatedit import bench_serve
 
         result = bench_serve.run(users=args.users, turns=args.turns, faults=args.faults, backend=args.backend,
-                                 time_limit_s=args.time_limit, progress=not args.quiet)
+                                 time_limit_s=args.time_limit, progress=not args.quiet, store=args.store,
+                                 pages=args.pages)
         print(json.dumps(result) if args.json else bench_serve.markdown(result))
         return 0
 
@@ -301,13 +327,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1 or args.max_upload_mb <= 0:
         raise ValueError("--concurrency must be at least 1 and --max-upload-mb positive")
+    worker_flags = [f"--{name.replace('_', '-')}" for name in ("ray_address", "replicas", "min_replicas",
+                                                               "max_replicas", "gpus_per_replica")
+                    if getattr(args, name) is not None]
+    if worker_flags and args.workers is None:
+        raise ValueError(f"{', '.join(worker_flags)} need --workers ray")
     options = ServeOptions(
         backend=args.backend, backend_options=_backend_options(args), llm=_llm(args),
         data_dir=args.data_dir, host=args.host, port=args.port,
         share=args.share, auth=parse_auth(args.auth, args.auth_file), max_upload_mb=args.max_upload_mb,
         concurrency=args.concurrency, max_age_days=args.max_age_days, max_sessions=args.max_sessions, mcp=args.mcp,
+        workers=_worker_settings(args) if args.workers == "ray" else None,
+        store=args.store, shared_dir=args.shared_dir,
     )
     serve(options)
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from chatedit.workers.deploy import write_serve_config
+
+    path = write_serve_config(args.out, args.backend, _backend_options(args), _worker_settings(args), args.method)
+    print(f"wrote {path}; start it with `serve deploy {path}`, then `chatedit serve --workers ray --ray-address "
+          f"auto` on the cluster's head (docs/scaling.md)")
     return 0
 
 
@@ -390,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "server mid-turn (0: none)")
     b.add_argument("--backend", default="builtin", choices=registry.names(), help="the server's editing backend")
     b.add_argument("--time-limit", type=float, default=3600.0, help="seconds the whole benchmark may take")
+    b.add_argument("--store", default=None, metavar="URL",
+                   help="the servers' store: a postgresql://USER@HOST/DB database (default: SQLite in a temp folder); "
+                        "its sessions tables are written to")
+    b.add_argument("--pages", type=int, default=1,
+                   help="page processes on the one store (more than 1 needs --store), each user's turns going to "
+                        "each in turn")
     _add_quiet(b, "bar over the simulated turns")
     b.set_defaults(func=cmd_bench)
 
@@ -455,6 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_llm(p)
     p.add_argument("--data-dir", type=Path, default=Path("chatedit_data"),
                    help="sessions database, their images and upload temp files (default: ./chatedit_data)")
+    p.add_argument("--store", default=os.environ.get("CHATEDIT_STORE") or None, metavar="URL",
+                   help="where sessions are kept: SQLite in --data-dir (default), or postgresql://USER@HOST/DB "
+                        "for several page processes on one database (pip install -e .[postgresql]); "
+                        "default: CHATEDIT_STORE")
+    p.add_argument("--shared-dir", type=Path, default=None, metavar="DIR",
+                   help="with --store postgresql://: a folder every page process shares, for the chat's images "
+                        "and the page's browser secret (default: --data-dir, which stays each process's own)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (use with --auth)")
@@ -469,7 +524,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mcp", action="store_true",
                    help="also serve the session's tools to other agents over MCP at /gradio_api/mcp/ "
                         "(with --auth, MCP clients send the same login as HTTP Basic credentials)")
+    _add_workers(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("deploy", help="write a Ray Serve config running a backend as a deployment (`serve deploy`)")
+    _add_backend(p)
+    p.add_argument("--method", default="field", choices=("field", "linear"), help="how the replicas walk")
+    p.add_argument("--out", type=Path, default=Path("serve.yaml"), help="the config file to write (default: serve.yaml)")
+    _add_workers(p, deploy=True)
+    p.set_defaults(func=cmd_deploy)
     return parser
 
 

@@ -3,15 +3,24 @@
 An ``Editor`` holds the (shared, read-only) backend; every call takes the session's own
 ``DialogState`` and either changes it completely or not at all. Each returns an ``Outcome``:
 the sentence the person and the model read, and the face shown afterwards.
+
+The heavy work of a turn, an edit's walk and an upload's inversion, goes through ``Workers``: in
+this process, next to the backend's models (``InProcess``, the default), or on Ray Serve replicas
+(``chatedit.workers``), which run the same walk next to their own copy of the models and stream its
+frames back. Either way the editor gets the same ``EditResult`` and builds the same ``Outcome``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from functools import wraps
+from typing import Protocol
 
 import torch
 
@@ -30,8 +39,103 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / max(mse, 1e-10))
 
 
+UPLOADED = "uploaded photo"  # the action of a face's first entry when the face came from a photo
+
+
+def photo_key(latent: torch.Tensor) -> str:
+    """The key of an uploaded photo's face: a hash of the code its upload made (the face's first entry).
+    Per-photo state a backend keeps (an inversion, a tuned generator) is found on the workers by it."""
+    data = latent.detach().float().cpu().contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 class EditError(ValueError):
     """A request the editor refuses, with a message meant for the person and the model."""
+
+
+@dataclass(frozen=True)
+class WalkStart:
+    """Where an edit's walk starts: small, and owned by the session."""
+
+    latent: torch.Tensor  # the code shown now
+    original: torch.Tensor  # the code of the face it started as (the walk keeps its identity)
+    photo: str | None = None  # ``photo_key`` of the uploaded photo the face comes from; None for a drawn face
+
+
+@dataclass(frozen=True)
+class Inverted:
+    """An uploaded photo as the backend redraws it."""
+
+    latent: torch.Tensor
+    image: torch.Tensor  # (3, H, W) in [0, 1]: the photo redrawn from ``latent``
+    degrees: dict[str, int]  # as read from ``image``
+    fit: float  # PSNR (dB) of ``image`` against the photo
+
+
+class Workers(Protocol):
+    """Where an edit's walk and an upload's inversion run. Both raise ``BackendError`` with a sentence
+    for the person when they cannot finish; nothing of the session is touched either way."""
+
+    def walk(self, start: WalkStart, attribute: str, target: int | None, change: int | None, method: Method,
+             max_steps: int, on_frame: Callable[[Frame], None] | None,
+             on_preview: Callable[[torch.Tensor], None] | None) -> EditResult:
+        """The walk of ``tools.walk.edit`` from ``start``, its frames shown as they come."""
+
+    def invert(self, image: torch.Tensor, refine_steps: int,
+               on_progress: Callable[[int, torch.Tensor], None] | None) -> Inverted:
+        """The photo ``image`` (3, H, W) as a code, redrawn and read."""
+
+    def route(self, photo: str | None) -> AbstractContextManager[list[str]]:
+        """Sends the backend calls made inside the block to the workers that hold ``photo``'s state.
+        The list gathers sentences for the person about how they were served ("re-preparing your photo")."""
+
+
+class InProcess:
+    """The walk and the inversion run here, next to the backend's models (the default)."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def walk(self, start: WalkStart, attribute: str, target: int | None, change: int | None, method: Method,
+             max_steps: int, on_frame=None, on_preview=None) -> EditResult:
+        device = self.backend.device
+        with torch.no_grad():  # the identity the walk keeps: the face this one started as
+            original = self.backend.identity(self.backend.generate(start.original.to(device)))
+        face = FaceState(start.latent.to(device), original)
+        return edit(self.backend, face, attribute, target=target, change=change, method=method,
+                    max_steps=max_steps, on_frame=on_frame, on_preview=on_preview)
+
+    def invert(self, image: torch.Tensor, refine_steps: int, on_progress=None) -> Inverted:
+        return invert(self.backend, image, refine_steps, on_progress)
+
+    def route(self, photo: str | None) -> AbstractContextManager[list[str]]:
+        return nullcontext([])
+
+
+def invert(backend: Backend, image: torch.Tensor, refine_steps: int, on_progress=None) -> Inverted:
+    """``Workers.invert`` over a backend in this process (the replicas of ``chatedit.workers`` call it too)."""
+    progress = {"on_progress": on_progress} if backend.capabilities.streams_inversion else {}
+    latent = backend.encode(image[None].to(backend.device), refine_steps=refine_steps, **progress)
+    with torch.no_grad():
+        drawn = backend.generate(latent)
+        degrees = backend.predict(drawn).degrees[0]
+    read = {name: int(degrees[i]) for i, name in enumerate(backend.attributes)}
+    return Inverted(latent.detach().float().cpu(), drawn[0], read, psnr(drawn[0].cpu(), image.cpu()))
+
+
+def _routed(method):
+    """Runs an ``Editor`` method with the backend calls of its session's face sent to the workers that
+    hold that face's photo; what they say about it ("re-preparing your photo") leads the outcome's text."""
+
+    @wraps(method)
+    def routed(self: Editor, state: DialogState, *args, **kwargs):
+        with self.workers.route(self._photo(state)) as notes:
+            outcome = method(self, state, *args, **kwargs)
+        if notes and isinstance(outcome, Outcome):  # said in full, not folded into a summary of edits reached
+            return Outcome(" ".join([*dict.fromkeys(notes), outcome.text]), outcome.changed, outcome.image,
+                           outcome.question)
+        return outcome
+    return routed
 
 
 @dataclass(frozen=True)
@@ -45,11 +149,14 @@ class Outcome:
 
 class Editor:
     def __init__(self, backend: Backend, method: Method = "field", max_steps: int | None = None,
-                 refine_steps: int | None = None, feedback: Feedback | None = None, min_fit_psnr: float | None = None):
+                 refine_steps: int | None = None, feedback: Feedback | None = None, min_fit_psnr: float | None = None,
+                 workers: Workers | None = None):
         """``max_steps``, ``refine_steps`` and ``min_fit_psnr`` default to what the backend declares in its
-        ``capabilities`` (walk steps per edit, inversion steps per upload, the worst fit an upload may have)."""
+        ``capabilities`` (walk steps per edit, inversion steps per upload, the worst fit an upload may have).
+        ``workers`` run the walks and inversions (default: ``InProcess(backend)``)."""
         capabilities = backend.capabilities
         self.backend = backend
+        self.workers = workers or InProcess(backend)
         self.method = method
         self.max_steps = capabilities.max_steps if max_steps is None else max_steps
         self.refine_steps = capabilities.refine_steps if refine_steps is None else refine_steps
@@ -84,7 +191,10 @@ class Editor:
             seed = random.Random(state.seed * 1_000_003 + state.next_face_id()).randrange(1_000_000)
         if not 0 <= seed < 2**31:
             raise EditError(f"seed must be a whole number from 0 to {2**31 - 1}, got {seed}")
-        image = self._push(state, self.backend.sample(seed), f"new face (seed {seed})", state.next_face_id())
+        try:
+            image = self._push(state, self.backend.sample(seed), f"new face (seed {seed})", state.next_face_id())
+        except BackendError as error:  # nothing could be drawn (out of memory, the workers unreachable): said
+            return Outcome(str(error), False, None)
         self._forget_dialog(state)
         text = self.feedback.say("new_face.done", seed=seed, describe=self.feedback.describe(state.current.degrees))
         return Outcome(text, True, image)
@@ -102,21 +212,26 @@ class Editor:
             raise EditError(f"an image must be (3, H, W), got {tuple(image.shape)}")
         if float(image.float().std()) < 0.02:
             raise EditError(self.feedback.say("upload.blank"))
-        progress = {"on_progress": on_progress} if self.backend.capabilities.streams_inversion else {}
         try:
-            latent = self.backend.encode(image[None].to(self.backend.device), refine_steps=self.refine_steps,
-                                         **progress)
-            fit = psnr(self.backend.generate(latent)[0].cpu(), image.cpu())
+            made = self.workers.invert(image, self.refine_steps, on_progress)
         except BackendError as error:
             raise EditError(str(error)) from error
-        if fit < self.min_fit_psnr:  # the model cannot draw it: not a portrait it knows how to edit
-            logger.info("upload refused: redrawn at %.1f dB, under %.1f", fit, self.min_fit_psnr)
+        if made.fit < self.min_fit_psnr:  # the model cannot draw it: not a portrait it knows how to edit
+            logger.info("upload refused: redrawn at %.1f dB, under %.1f", made.fit, self.min_fit_psnr)
             reason = "upload.no_face" if self.backend.capabilities.photos else "upload.not_drawn"
             raise EditError(self.feedback.say(reason))
-        shown = self._push(state, latent, "uploaded photo", state.next_face_id())
+        state.push(Entry(made.latent, made.degrees, UPLOADED, state.next_face_id()))
         self._forget_dialog(state)
-        return Outcome("Got it. " + self.feedback.describe(state.current.degrees), True, shown)
+        return Outcome("Got it. " + self.feedback.describe(state.current.degrees), True, made.image)
 
+    @staticmethod
+    def _photo(state: DialogState) -> str | None:
+        """The key of the uploaded photo the face shown comes from; None for a drawn face (or none)."""
+        if not state.has_face or state.original.action != UPLOADED:
+            return None
+        return photo_key(state.original.latent)
+
+    @_routed
     def identity_similarity(self, state: DialogState, image: torch.Tensor | None = None,
                             original: torch.Tensor | None = None) -> float | None:
         """How much the face shown is still the face this session's current face started as, in [0, 1];
@@ -149,9 +264,11 @@ class Editor:
 
     # ----------------------------------------------------------------- history
 
+    @_routed
     def undo(self, state: DialogState, steps: int = 1) -> Outcome:
         return self._move(state, -steps, "undo")
 
+    @_routed
     def redo(self, state: DialogState, steps: int = 1) -> Outcome:
         return self._move(state, steps, "redo")
 
@@ -172,6 +289,7 @@ class Editor:
         key = f"{kind}.same" if not changes else f"{kind}.done" if moved == 1 else f"{kind}.done_many"
         return Outcome(self.feedback.say(key, changes=changes, n=moved), True, image)
 
+    @_routed
     def reset(self, state: DialogState) -> Outcome:
         if not state.has_face:
             return Outcome(self.feedback.say("no_face"), False, None)
@@ -190,6 +308,7 @@ class Editor:
 
     # ----------------------------------------------------------------- the edit
 
+    @_routed
     def edit(self, state: DialogState, attribute: str, target: int | None = None, change: int | None = None,
              on_frame: Callable[[Frame], None] | None = None,
              on_preview: Callable[[torch.Tensor], None] | None = None) -> Outcome:
@@ -216,11 +335,10 @@ class Editor:
             return Outcome(self.feedback.say("edit.not_allowed", noun=noun, because=because), False, None)
 
         # 2. walk, from the face shown now, measuring identity against this face's original
-        original_image = self.original_image(state)[None]
-        face = FaceState(current.latent.to(self.backend.device), self.backend.identity(original_image))
+        origin = WalkStart(current.latent, state.original.latent, self._photo(state))
         try:
-            result = edit(self.backend, face, attribute, target=target, change=change, method=self.method,
-                          max_steps=self.max_steps, on_frame=on_frame, on_preview=on_preview)
+            result = self.workers.walk(origin, attribute, target, change, self.method, self.max_steps,
+                                       on_frame, on_preview)
         except BackendError as error:
             raise EditError(str(error)) from error
         start, reached = result.start_degree, result.degrees[attribute]
@@ -235,7 +353,7 @@ class Editor:
             key = "already" if result.reason == "already_at_target" else "failed"
             return Outcome(self.feedback.edit(key, attribute, start), False, None)
         # a child with a beard: the beard walks off too, and the face shown is where that walk ends
-        final, limited = self._keep_allowed(face, current.degrees, result, attribute, on_frame, on_preview) \
+        final, limited = self._keep_allowed(origin, current.degrees, result, attribute, on_frame, on_preview) \
             or (result, None)
         state.push(Entry(final.latent.detach().float().cpu(), dict(final.degrees),
                          f"{attribute} {start}→{reached}", current.face))
@@ -258,7 +376,7 @@ class Editor:
         return Outcome(" ".join(sentences), True, final.image, question,
                        self.feedback.state(attribute, reached) if plain else None)
 
-    def _keep_allowed(self, face: FaceState, before: dict[str, int], result: EditResult, attribute: str,
+    def _keep_allowed(self, start: WalkStart, before: dict[str, int], result: EditResult, attribute: str,
                       on_frame, on_preview) -> tuple[EditResult, tuple[str, str]] | None:
         """After an edit that lands where another attribute is more than the face now allows (a
         child with a beard), a second walk takes that one down to what is allowed, keeping the edited
@@ -269,8 +387,8 @@ class Editor:
             if other == attribute or result.degrees[other] <= allowed or before[other] > most_allowed(other, before)[0]:
                 continue
             try:
-                second = edit(self.backend, FaceState(result.latent, face.original_identity), other, target=allowed,
-                              method=self.method, max_steps=self.max_steps, on_frame=on_frame, on_preview=on_preview)
+                second = self.workers.walk(WalkStart(result.latent, start.original, start.photo), other, allowed,
+                                           None, self.method, self.max_steps, on_frame, on_preview)
             except BackendError as error:
                 raise EditError(str(error)) from error
             logger.info("then %s %d→%d (%s): %s", other, second.start_degree, second.degrees[other], because,

@@ -25,7 +25,7 @@ from chatedit.agent import MAX_MESSAGE_CHARS
 from chatedit.editor import EditError
 from chatedit.feedback import load_feedback
 from chatedit.tools.align import NoFaceDetector, NoFaceFound
-from chatedit.tools.backend import Backend
+from chatedit.tools.backend import Backend, BackendError
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ def face_of(backend: Backend, picture: Image.Image) -> torch.Tensor:
     except NoFaceDetector as error:  # the server's installation, not the photo: the log says what to install
         logger.error("upload refused: %s", error)
         raise EditError(load_feedback().say("upload.no_detector")) from None
+    except BackendError as error:  # the backend's workers could not take it (chatedit.workers): its sentence
+        raise EditError(str(error)) from error
     except (OSError, ValueError) as error:
         raise EditError(load_feedback().say("upload.not_image", name="the picture")) from error
 

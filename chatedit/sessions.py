@@ -17,6 +17,11 @@ asked for (``edit_path_gif``), each frame once.
 With logins (``user``), a session belongs to the login that created it; without, its id is the
 credential.
 
+Several processes may serve one session from a shared store (PostgreSQL): a turn holds the
+store's ``turn_lock`` on the session, so turns from two processes run one after the other, and
+starts from what the store holds (a turn another process saved meanwhile is brought in first);
+a save based on an older copy is refused by the store and the turn undone, never written over.
+
 Photo intake is ``chatedit.intake.read_photo``: checked and bounded before the backend finds and
 aligns the face; every refusal an ``EditError`` whose message is a sentence for the person.
 """
@@ -38,12 +43,12 @@ import torch
 from PIL import Image
 
 from chatedit import memory
-from chatedit.attributes import in_words
 from chatedit.agent import Agent, Event, FrameEvent, Reply, ToolEvent
+from chatedit.attributes import in_words
 from chatedit.edit_path import EditPathFrames, path_key
 from chatedit.editor import EditError
-from chatedit.images import DISPLAY_PX, display_size, to_pil
 from chatedit.feedback import load_feedback
+from chatedit.images import DISPLAY_PX, display_size, to_pil
 from chatedit.intake import check_text, face_of, read_photo, read_picture
 from chatedit.limits import RateLimit
 from chatedit.replay import conversation_sheet
@@ -62,6 +67,7 @@ UPLOAD_FAILED = "Something went wrong on my side with that photo."
 NOT_SAVED = ("I couldn't save that turn (the server could not write it, perhaps its disk is full), so I undid it: "
              "the face and the conversation are as they were. Please try again in a little while.")
 NOT_YOURS = "That conversation belongs to another login, so here is a new one of your own."
+BUSY = "This conversation is busy with a turn in another window; please try again in a little while."
 
 T = TypeVar("T")
 
@@ -124,6 +130,7 @@ class _Open:
     used: float  # when it was last asked for
     owner: str | None  # the login that created it; None without logins
     turns: TurnQueue
+    version: int = 0  # the stored version the session in memory is (0: not stored yet)
 
 
 @dataclass(frozen=True)
@@ -186,13 +193,16 @@ class SessionService:
                 if opened is not None and session_id in self.agent.sessions:
                     if _may_open(opened.owner, user):
                         opened.used = time.time()
+                        if not opened.turns.busy:  # a turn saved by another process since
+                            self._refresh(session_id)
                         return session_id
                     refused = True
                 else:
                     saved = self.store.load(session_id)
                     if saved is not None and _may_open(saved.owner, user):
                         self.agent.restore(saved.id, saved.state, saved.memory)
-                        self._open[saved.id] = self._opened(saved.id, list(saved.chat), saved.created, saved.owner)
+                        self._open[saved.id] = self._opened(saved.id, list(saved.chat), saved.created, saved.owner,
+                                                            saved.version)
                         return saved.id
                     refused = saved is not None
             if refused:
@@ -210,9 +220,10 @@ class SessionService:
             self.save(session.id)
             return session.id
 
-    def _opened(self, session_id: str, chat: list[dict], created: float, owner: str | None) -> _Open:
+    def _opened(self, session_id: str, chat: list[dict], created: float, owner: str | None,
+                version: int = 0) -> _Open:
         turns = TurnQueue(session_id, lambda job: self._run(session_id, job), self._slots, idle=memory.release)
-        return _Open(chat, created, time.time(), owner, turns)
+        return _Open(chat, created, time.time(), owner, turns, version)
 
     def _evict_idle(self) -> None:
         """Keeps at most ``max_open`` sessions in memory, dropping the least recently used idle ones
@@ -231,8 +242,24 @@ class SessionService:
         """Writes the session (dialog state, the model's memory, the chat) to the store."""
         session = self.agent.session(session_id)
         opened = self._open[session_id]
-        self.store.save(SavedSession(session_id, self.backend_name, session.state, session.messages, opened.chat,
-                                     opened.created, owner=opened.owner))
+        saved = SavedSession(session_id, self.backend_name, session.state, session.messages, opened.chat,
+                             opened.created, owner=opened.owner, version=opened.version)
+        self.store.save(saved)  # SessionConflict when another process saved it since
+        opened.version = saved.version
+
+    def _refresh(self, session_id: str) -> None:
+        """Brings the session in memory up to the store's copy when another process saved a newer one."""
+        opened = self._open[session_id]
+        if self.store.version(session_id) in (None, opened.version):
+            return
+        saved = self.store.load(session_id)
+        if saved is None:
+            return
+        session = self.agent.session(session_id)
+        vars(session.state).update(vars(saved.state))
+        session.messages[:] = saved.memory
+        opened.chat[:] = saved.chat
+        opened.version = saved.version
 
     def degrees(self, session_id: str) -> dict[str, int]:
         """The face's degrees as last read (nothing is drawn); empty with no face yet."""
@@ -310,8 +337,18 @@ class SessionService:
         return iter(listener)
 
     def _run(self, session_id: str, job: Job) -> None:
-        """One turn in the session's worker: its events to its listeners, then the session written;
-        a turn that breaks or cannot be written leaves the session as it was before it."""
+        """One turn in the session's worker, its turns in other processes held off meanwhile."""
+        try:
+            with self.store.turn_lock(session_id):
+                self._refresh(session_id)  # a turn another process saved meanwhile comes first
+                self._run_turn(session_id, job)
+        except StoreError:  # the lock: another process's turn never ended
+            logger.exception("session %s is busy in another process", session_id)
+            job.publish(Notice(BUSY))
+
+    def _run_turn(self, session_id: str, job: Job) -> None:
+        """One turn: its events to its listeners, then the session written; a turn that breaks or
+        cannot be written leaves the session as it was before it."""
         # 1. the session as it is, to put back
         session, opened = self.agent.session(session_id), self._open[session_id]
         before = _Before(_copy_state(session.state), list(session.messages), len(opened.chat))

@@ -1,4 +1,4 @@
-"""Sessions on disk: SQLite for the conversation and the dialog state, image files beside it.
+"""Sessions on disk: a database for the conversation and the dialog state, image files beside it.
 
 A session is a small row in ``sessions`` (its backend, its owner, the dialog's few small fields)
 and one row per item of each of its lists: ``entries`` (every face of the history: the latent as
@@ -8,6 +8,12 @@ changed, all in one transaction: a turn appends a few rows and updates the sessi
 or a failed write (a full disk) leaves the session as it was saved before. The schema's version
 is SQLite's ``user_version``; a database of an older version is migrated when it is opened.
 
+Every save moves the session's ``version`` on by one. A copy of a session knows the version it
+was loaded or saved at (``SavedSession.version``), and a save based on an older version than the
+stored one is refused (``SessionConflict``): a turn written by another process is never silently
+overwritten. ``turn_lock`` orders the turns of one session across processes; here, with one
+process per data directory, the session service's queue already does, so it holds nothing.
+
 The images the chat shows are files under ``images/<session id>/`` beside the database; a
 session keeps the last ``max_chat_images`` of them, and earlier faces of its chat become a line of
 text. Old sessions are pruned by age and by count, files included.
@@ -16,6 +22,8 @@ One process writes a data directory at a time: ``DataDirLock`` (an OS lock on ``
 taken with ``SessionStore(..., exclusive=True)``) refuses a second one and names the first.
 
 Only the standard library's ``sqlite3``: the store is embedded, nothing to run beside the app.
+Several page processes share a PostgreSQL store instead (``chatedit.store_pg``, through
+``open_store``), with the same schema, the same migrations and the same behaviour.
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +59,8 @@ KEPT_VERSIONS = 3  # versions of a download kept: the newest, and those an open 
 WAL_PAGES = 128  # pages (4 KiB each) the write-ahead log holds before they are folded into the database
 WAL_BYTES = 512 * 1024  # the log's size left after folding
 CHAT_IMAGE = re.compile(r"^chat-(\d+)\.(?:png|webp)$")
-SCHEMA_VERSION = 2  # 0: one row per session, the state as JSON (latents as lists of numbers); 1: no entries.asked
+SCHEMA_VERSION = 3  # 0: one row per session, the state as JSON (latents as lists of numbers); 1: no entries.asked;
+# 2: no sessions.version
 CHAT_PHOTO_PX = 384  # a photo shown in the chat is kept at most this large a side
 CHAT_FACE_PX = 256  # a smaller face is drawn this large (Lanczos): the chat shows faces at 192 px, crisp
 CHAT_IMAGE_QUALITY = 90  # WebP: ~6 KB for a face at 256 px (a PNG is ~60 KB); the downloads stay PNG
@@ -64,7 +75,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     updated REAL NOT NULL,
     backend TEXT NOT NULL,
     owner TEXT,               -- the login that created the session (NULL without --auth)
-    dialog TEXT NOT NULL      -- DialogState.header() as JSON: the face shown, focus, open question, seed, ...
+    dialog TEXT NOT NULL,     -- DialogState.header() as JSON: the face shown and the dialog's small fields
+    -- one more on every save: a save based on an older one is refused
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
 CREATE TABLE IF NOT EXISTS entries (
@@ -87,6 +100,12 @@ CREATE TABLE IF NOT EXISTS chat (
     PRIMARY KEY (session, idx)
 )
 """
+# what takes a database of each schema version from the one before, the same in every store (the
+# SQLite store's version 0 had another layout altogether: ``_migrate`` copies it over)
+MIGRATIONS = {
+    2: ("ALTER TABLE entries ADD COLUMN asked TEXT NOT NULL DEFAULT ''",),
+    3: ("ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0",),
+}
 
 
 def valid_session_id(session_id: object) -> bool:
@@ -96,6 +115,10 @@ def valid_session_id(session_id: object) -> bool:
 
 class StoreError(RuntimeError):
     """A session could not be written; the stored copy is the one saved before."""
+
+
+class SessionConflict(StoreError):
+    """The session was saved by another process since this copy of it was loaded; nothing was written."""
 
 
 class DataDirInUse(ValueError):
@@ -112,6 +135,9 @@ class SavedSession:
     created: float = 0.0
     updated: float = 0.0
     owner: str | None = None  # the login that created the session; set by its first save, never changed after
+    # the stored version this copy is based on, set by ``load`` and ``save``; a save is refused when the
+    # stored session has moved on since (None: written whatever is stored, as by a single process)
+    version: int | None = None
 
 
 # --------------------------------------------------------------------------- rows of the lists
@@ -158,6 +184,32 @@ def _fingerprint(spec: _List, item: Any, row: tuple) -> tuple:
     return (weakref.ref(item) if spec.immutable and item is not None else None), hash(row)
 
 
+def _write_list(run: Callable[..., Any], session_id: str, spec: _List, items: list, written: list | None) -> list:
+    """Writes the rows of ``items`` that differ from ``written`` (the fingerprints of the stored
+    rows, ``None`` when unknown: every row is written) and drops rows past the end."""
+    columns = ", ".join(spec.columns)
+    upsert = (f"INSERT INTO {spec.table} (session, idx, {columns}) VALUES (?, ?, {', '.join('?' * len(spec.columns))}) "
+              f"ON CONFLICT (session, idx) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in spec.columns)}")
+    fresh = []
+    for i, item in enumerate(items):
+        before = written[i] if written is not None and i < len(written) else None
+        if before is not None and before[0] is not None and before[0]() is item:
+            fresh.append(before)  # the very item written before
+            continue
+        row = spec.to_row(item)
+        if before is None or before[1] != hash(row):
+            run(upsert, (session_id, i, *row))
+        fresh.append(_fingerprint(spec, item, row))
+    if written is None or len(written) > len(items):
+        run(f"DELETE FROM {spec.table} WHERE session = ? AND idx >= ?", (session_id, len(items)))
+    return fresh
+
+
+def _delete_lists(run: Callable[..., Any], session_id: str) -> None:
+    for spec in LISTS:
+        run(f"DELETE FROM {spec.table} WHERE session = ?", (session_id,))
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -166,22 +218,18 @@ class SessionStore:
 
     ``exclusive=True`` first takes the data directory's lock (``DataDirLock``): a server does, so
     that a second one on the same directory refuses to start. A write that fails raises
-    ``StoreError`` and leaves the stored session as it was."""
+    ``StoreError`` and leaves the stored session as it was; a save based on a version older than
+    the stored one raises ``SessionConflict``.
+
+    The database is reached through ``_transaction`` alone (and the migration when it is opened):
+    ``chatedit.store_pg.PostgresStore`` is this store over another connection."""
+
+    _errors: tuple[type[BaseException], ...] = (sqlite3.Error,)  # the driver's errors, raised as StoreError
+    _for_update = ""  # what a SELECT adds to lock the session's row until the commit (SQLite locks the database)
 
     def __init__(self, data_dir: str | Path, max_age_days: float = 30.0, max_sessions: int = 1000,
                  max_chat_images: int = MAX_CHAT_IMAGES, exclusive: bool = False):
-        if max_chat_images < 1:
-            raise ValueError(f"max_chat_images must be at least 1, got {max_chat_images}")
-        self.data_dir = Path(data_dir).resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = DataDirLock(self.data_dir) if exclusive else None  # before the database is opened
-        self.images_dir = self.data_dir / "images"
-        self.images_dir.mkdir(parents=True, exist_ok=True)
-        self.max_age_days = max_age_days
-        self.max_sessions = max_sessions
-        self.max_chat_images = max_chat_images
-        self._lock = threading.Lock()
-        self._written: OrderedDict[str, dict[str, list]] = OrderedDict()  # session -> list -> fingerprints
+        self._setup(data_dir, max_age_days, max_sessions, max_chat_images, lock_dir=data_dir if exclusive else None)
         path = self.data_dir / "sessions.sqlite3"
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
@@ -195,140 +243,200 @@ class SessionStore:
             self.close()
             raise
 
+    def _setup(self, data_dir: str | Path, max_age_days: float, max_sessions: int, max_chat_images: int,
+               lock_dir: str | Path | None) -> None:
+        """What every store has: its limits, its images folder, the lock on ``lock_dir`` (taken
+        before the database is opened) and what it remembers of the rows it wrote."""
+        if max_chat_images < 1:
+            raise ValueError(f"max_chat_images must be at least 1, got {max_chat_images}")
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = None
+        if lock_dir is not None:
+            Path(lock_dir).mkdir(parents=True, exist_ok=True)
+            self.lock = DataDirLock(lock_dir)
+        self.images_dir = self.data_dir / "images"
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.max_age_days = max_age_days
+        self.max_sessions = max_sessions
+        self.max_chat_images = max_chat_images
+        self._lock = threading.Lock()  # the SQLite connection
+        self._memo = threading.Lock()  # ``_written``
+        # session -> (the version written, list -> fingerprints of its rows)
+        self._written: OrderedDict[str, tuple[int, dict[str, list]]] = OrderedDict()
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
         if self.lock is not None:
             self.lock.release()
 
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Callable[..., Any]]:
+        """One transaction (a write takes the database's write lock first), handing out
+        ``run(sql, params)``; committed at the end, rolled back on any error or interrupt."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield self._db.execute
+                self._db.execute("COMMIT")
+            except BaseException:  # an interrupt too: no transaction is left open
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def turn_lock(self, session_id: str) -> AbstractContextManager[None]:
+        """Held while a turn of the session runs, so that turns of one session in several processes
+        run one after another. One process owns a SQLite store: nothing to hold."""
+        self._check(session_id)
+        return nullcontext()
+
+    def _turn_running(self, run: Callable[..., Any], session_id: str) -> bool:
+        """Whether a process holds the session's ``turn_lock`` (pruning passes it by); never, here."""
+        return False
+
     # ----------------------------------------------------------------- sessions
 
     def save(self, saved: SavedSession) -> None:
-        """Writes what changed since the session was last saved or loaded, in one transaction.
+        """Writes what changed since the session was last saved or loaded, in one transaction, and
+        moves its version on (``saved.version`` too).
 
         Faces of the chat beyond the last ``max_chat_images`` are retired: their lines in
         ``saved.chat`` become ``RETIRED_FACE`` and their files are removed once the save is written.
-        Raises ``StoreError`` when the database refuses the write; nothing of it is kept then."""
+        Raises ``SessionConflict`` when the stored session is newer than ``saved.version`` and
+        ``StoreError`` when the database refuses the write; nothing of it is kept then."""
         self._check(saved.id)
         now = time.time()
         created = saved.created or now
         chat, retired = self._retire_faces(saved.chat)
-        with self._lock:
-            written = self._fingerprints(saved.id)
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "INSERT INTO sessions (id, created, updated, backend, owner, dialog) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET updated=excluded.updated, backend=excluded.backend, "
-                    "owner=COALESCE(sessions.owner, excluded.owner), dialog=excluded.dialog",
-                    (saved.id, created, now, saved.backend, saved.owner, json.dumps(saved.state.header())))
+        try:
+            with self._transaction(write=True) as run:
+                # 1. the stored version, the session's row locked until the commit
+                row = run(f"SELECT version FROM sessions WHERE id = ?{self._for_update}", (saved.id,)).fetchone()
+                stored = None if row is None else row[0]
+                if stored is not None and saved.version is not None and saved.version != stored:
+                    raise SessionConflict(f"session {saved.id} was saved by another process (version {stored}, "
+                                          f"this copy is of version {saved.version}); nothing was written")
+                # 2. the session's row, one version on (a session pruned meanwhile comes back whole)
+                version, dialog = (stored or 0) + 1, json.dumps(saved.state.header())
+                if stored is None:
+                    inserted = run("INSERT INTO sessions (id, created, updated, backend, owner, dialog, version) "
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                                   (saved.id, created, now, saved.backend, saved.owner, dialog, version)).rowcount
+                    if not inserted:
+                        raise SessionConflict(f"session {saved.id} was created by another process meanwhile")
+                else:
+                    run("UPDATE sessions SET updated = ?, backend = ?, owner = COALESCE(owner, ?), dialog = ?, "
+                        "version = ? WHERE id = ?", (now, saved.backend, saved.owner, dialog, version, saved.id))
+                # 3. the rows that changed
+                written = self._fingerprints(run, saved.id, stored)
                 items = _items(saved, chat)
-                fresh = {spec.table: self._write_list(saved.id, spec, items[spec.table], written.get(spec.table))
+                fresh = {spec.table: _write_list(run, saved.id, spec, items[spec.table], written.get(spec.table))
                          for spec in LISTS}
-                self._db.execute("COMMIT")
-            except BaseException as error:  # an interrupt too: no transaction is left open
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                self._written.pop(saved.id, None)
-                if isinstance(error, sqlite3.Error):
-                    raise StoreError(f"session {saved.id} could not be written ({error}); "
-                                     "the stored copy is the one saved before") from error
-                raise
-            self._remember(saved.id, fresh)
+        except BaseException as error:
+            self._forget(saved.id)
+            if isinstance(error, self._errors):
+                raise StoreError(f"session {saved.id} could not be written ({error}); "
+                                 "the stored copy is the one saved before") from error
+            raise
+        self._remember(saved.id, version, fresh)
         for i in retired:
             saved.chat[i] = chat[i]
-        saved.created, saved.updated = created, now
+        saved.created, saved.updated, saved.version = created, now, version
         self._remove_unused_images(saved.id, chat)
-
-    def _write_list(self, session_id: str, spec: _List, items: list, written: list | None) -> list:
-        """Writes the rows of ``items`` that differ from ``written`` (the fingerprints of the rows
-        on disk, ``None`` when unknown: every row is written) and drops rows past the end."""
-        columns = ", ".join(spec.columns)
-        insert = (f"INSERT OR REPLACE INTO {spec.table} (session, idx, {columns}) "
-                  f"VALUES (?, ?, {', '.join('?' * len(spec.columns))})")
-        fresh = []
-        for i, item in enumerate(items):
-            before = written[i] if written is not None and i < len(written) else None
-            if before is not None and before[0] is not None and before[0]() is item:
-                fresh.append(before)  # the very item written before
-                continue
-            row = spec.to_row(item)
-            if before is None or before[1] != hash(row):
-                self._db.execute(insert, (session_id, i, *row))
-            fresh.append(_fingerprint(spec, item, row))
-        if written is None or len(written) > len(items):
-            self._db.execute(f"DELETE FROM {spec.table} WHERE session = ? AND idx >= ?", (session_id, len(items)))
-        return fresh
 
     def load(self, session_id: str) -> SavedSession | None:
         if not valid_session_id(session_id):
             return None
-        with self._lock:
-            row = self._db.execute("SELECT backend, owner, dialog, created, updated FROM sessions WHERE id = ?",
-                                   (session_id,)).fetchone()
+        with self._transaction(write=False) as run:  # one snapshot of the session, whoever writes meanwhile
+            row = run("SELECT backend, owner, dialog, created, updated, version FROM sessions WHERE id = ?",
+                      (session_id,)).fetchone()
             if row is None:
                 return None
             lists, fresh = {}, {}
             for spec in LISTS:
-                rows = self._db.execute(f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE session = ? "
-                                        "ORDER BY idx", (session_id,)).fetchall()
+                rows = run(f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE session = ? ORDER BY idx",
+                           (session_id,)).fetchall()
                 lists[spec.table] = [spec.from_row(tuple(r)) for r in rows]
                 fresh[spec.table] = [_fingerprint(spec, item, tuple(r))
                                      for item, r in zip(lists[spec.table], rows, strict=True)]
-            self._remember(session_id, fresh)
-        backend, owner, dialog, created, updated = row
+        backend, owner, dialog, created, updated, version = row
+        self._remember(session_id, version, fresh)
         state = DialogState.from_parts(json.loads(dialog), lists["entries"], lists["turns"])
-        return SavedSession(session_id, backend, state, lists["memory"], lists["chat"], created, updated, owner)
+        return SavedSession(session_id, backend, state, lists["memory"], lists["chat"], created, updated, owner,
+                            version)
+
+    def version(self, session_id: str) -> int | None:
+        """The stored session's version; None when there is none."""
+        self._check(session_id)
+        with self._transaction(write=False) as run:
+            row = run("SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return None if row is None else row[0]
 
     def ids(self) -> list[str]:
         """Session ids, most recently used first."""
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT id FROM sessions ORDER BY updated DESC")]
+        with self._transaction(write=False) as run:
+            return [r[0] for r in run("SELECT id FROM sessions ORDER BY updated DESC").fetchall()]
 
     def delete(self, session_id: str) -> None:
         self._check(session_id)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-                for spec in LISTS:
-                    self._db.execute(f"DELETE FROM {spec.table} WHERE session = ?", (session_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            finally:
-                self._written.pop(session_id, None)
+        try:
+            with self._transaction(write=True) as run:
+                run("DELETE FROM sessions WHERE id = ?", (session_id,))
+                _delete_lists(run, session_id)
+        finally:
+            self._forget(session_id)
         shutil.rmtree(self.images_dir / session_id, ignore_errors=True)
 
     def prune(self, now: float | None = None) -> list[str]:
-        """Deletes sessions unused for ``max_age_days`` and all but the ``max_sessions`` most recent."""
+        """Deletes sessions unused for ``max_age_days`` and all but the ``max_sessions`` most recent.
+
+        Safe while other processes use the store: a session saved since it was picked, or with a
+        turn running, is passed by."""
         now = time.time() if now is None else now
         cutoff = now - self.max_age_days * 86400
-        with self._lock:
-            rows = self._db.execute("SELECT id, updated FROM sessions ORDER BY updated DESC").fetchall()
-        doomed = [sid for i, (sid, updated) in enumerate(rows) if updated < cutoff or i >= self.max_sessions]
-        for sid in doomed:
-            self.delete(sid)
-        return doomed
+        with self._transaction(write=False) as run:
+            rows = run("SELECT id, updated, version FROM sessions ORDER BY updated DESC").fetchall()
+        doomed = [(sid, version) for i, (sid, updated, version) in enumerate(rows)
+                  if updated < cutoff or i >= self.max_sessions]
+        removed = []
+        for sid, version in doomed:
+            with self._transaction(write=True) as run:
+                gone = not self._turn_running(run, sid) and run(
+                    "DELETE FROM sessions WHERE id = ? AND version = ?", (sid, version)).rowcount > 0
+                if gone:
+                    _delete_lists(run, sid)
+            if gone:
+                self._forget(sid)
+                shutil.rmtree(self.images_dir / sid, ignore_errors=True)
+                removed.append(sid)
+        return removed
 
-    def _fingerprints(self, session_id: str) -> dict[str, list]:
-        """What is on disk for the session: remembered, or read back (the hashes of its rows)."""
-        if session_id in self._written:
-            self._written.move_to_end(session_id)
-            return self._written[session_id]
+    def _fingerprints(self, run: Callable[..., Any], session_id: str, stored: int | None) -> dict[str, list]:
+        """What is stored for the session at version ``stored``: remembered, or read back (the
+        hashes of its rows) when this store last wrote or read another version of it."""
+        with self._memo:
+            remembered = self._written.get(session_id)
+            if remembered is not None and remembered[0] == stored:
+                self._written.move_to_end(session_id)
+                return remembered[1]
         known = {}
         for spec in LISTS:
-            rows = self._db.execute(f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE session = ? "
-                                    "ORDER BY idx", (session_id,))
+            rows = run(f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE session = ? ORDER BY idx",
+                       (session_id,)).fetchall()
             known[spec.table] = [_fingerprint(spec, None, tuple(r)) for r in rows]
         return known
 
-    def _remember(self, session_id: str, fingerprints: dict[str, list]) -> None:
-        self._written[session_id] = fingerprints
-        self._written.move_to_end(session_id)
-        while len(self._written) > CACHED_SESSIONS:
-            self._written.popitem(last=False)
+    def _remember(self, session_id: str, version: int, fingerprints: dict[str, list]) -> None:
+        with self._memo:
+            self._written[session_id] = (version, fingerprints)
+            self._written.move_to_end(session_id)
+            while len(self._written) > CACHED_SESSIONS:
+                self._written.popitem(last=False)
+
+    def _forget(self, session_id: str) -> None:
+        with self._memo:
+            self._written.pop(session_id, None)
 
     # ----------------------------------------------------------------- images
 
@@ -438,8 +546,10 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         old = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'").fetchone()
-        if old and version == 1:  # version 1: the entries without the words that asked for them
-            db.execute("ALTER TABLE entries ADD COLUMN asked TEXT NOT NULL DEFAULT ''")
+        if old and version >= 1:  # the tables as they are, a column or two short
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    db.execute(statement)
             old = None
         if old:  # version 0: one row per session, everything as JSON
             db.execute("DROP INDEX IF EXISTS sessions_updated")
@@ -532,5 +642,28 @@ def _describe(raw: bytes) -> str:
     return ", ".join(words)
 
 
-__all__ = ["DataDirInUse", "DataDirLock", "RETIRED_FACE", "SCHEMA_VERSION", "SavedSession", "SessionStore",
-           "StoreError", "valid_session_id"]
+# --------------------------------------------------------------------------- which store
+
+
+def open_store(location: str | None, data_dir: str | Path, shared_dir: str | Path | None = None,
+               exclusive: bool = False, **limits) -> SessionStore:
+    """The store at ``location``: ``None`` (or ``sqlite``) for SQLite in ``data_dir``, a
+    ``postgresql://USER@HOST/DB`` URL for PostgreSQL, its images in ``shared_dir/images``
+    (default: ``data_dir``), a folder every process on the database shares. ``exclusive``: the
+    process takes ``data_dir``'s lock either way (its temp files and photos are its own).
+    ``limits``: ``max_age_days``, ``max_sessions``, ``max_chat_images``."""
+    if location in (None, "", "sqlite"):
+        if shared_dir is not None and Path(shared_dir).resolve() != Path(data_dir).resolve():
+            raise ValueError(f"a SQLite store keeps its images in its data directory; --shared-dir {shared_dir} "
+                             "is for a postgresql:// store")
+        return SessionStore(data_dir, exclusive=exclusive, **limits)
+    if location.startswith(("postgresql://", "postgres://")):
+        from chatedit.store_pg import PostgresStore
+
+        return PostgresStore(location, shared_dir if shared_dir is not None else data_dir,
+                             lock_dir=data_dir if exclusive else None, **limits)
+    raise ValueError(f"store must be sqlite or a postgresql://USER@HOST/DB URL, got {location!r}")
+
+
+__all__ = ["DataDirInUse", "DataDirLock", "MIGRATIONS", "RETIRED_FACE", "SCHEMA_VERSION", "SavedSession",
+           "SessionConflict", "SessionStore", "StoreError", "open_store", "valid_session_id"]

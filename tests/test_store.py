@@ -1,5 +1,9 @@
 """Sessions on disk: everything a session needs comes back, old ones go, bad ids never touch a path; old
-databases are migrated, a save writes only what changed and a failed one nothing, an edit costs a few KB."""
+databases are migrated, a save writes only what changed and a failed one nothing, an edit costs a few KB,
+a save based on a stale copy is refused.
+
+The tests that take ``stores`` run against both stores, SQLite and PostgreSQL (a throwaway
+cluster, ``tests/postgres.py``; skipped, saying why, where none can be started)."""
 
 from __future__ import annotations
 
@@ -15,9 +19,54 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, messag
 from PIL import Image
 
 from chatedit.state import DialogState, Entry, Turn
-from chatedit.store import CHAT_FACE_PX, RETIRED_FACE, SCHEMA_VERSION, SavedSession, SessionStore, StoreError
+from chatedit.store import CHAT_FACE_PX, RETIRED_FACE, SCHEMA_VERSION, SavedSession, SessionStore, StoreError, open_store
+
+from postgres import drop_database, fresh_database
 
 SID = "0123456789abcdef0123456789abcdef"
+
+
+class Stores:
+    """Stores of one kind over one database and one folder, as processes would open them: SQLite
+    in ``folder``, or the PostgreSQL database at ``url`` with its images in ``folder``."""
+
+    def __init__(self, folder: Path, url: str | None = None):
+        self.folder, self.url = folder, url
+        self.kind = "postgresql" if url else "sqlite"
+        self._opened: list[SessionStore] = []
+
+    def open(self, **limits) -> SessionStore:
+        store = open_store(self.url, self.folder, **limits)
+        self._opened.append(store)
+        return store
+
+    def sql(self, statement: str) -> list[tuple]:
+        """Runs ``statement`` on the database directly (committed at once); returns its rows."""
+        if self.url is None:
+            db = sqlite3.connect(self.folder / "sessions.sqlite3", isolation_level=None)
+            try:
+                return db.execute(statement).fetchall()
+            finally:
+                db.close()
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def close(self) -> None:
+        for store in self._opened:
+            store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request, tmp_path):
+    url = fresh_database() if request.param == "postgresql" else None
+    opened = Stores(tmp_path, url)
+    yield opened
+    opened.close()
+    if url:
+        drop_database(url)
 
 
 def a_state() -> DialogState:
@@ -32,8 +81,8 @@ def a_state() -> DialogState:
     return state
 
 
-def test_a_saved_session_comes_back_whole(tmp_path):
-    store = SessionStore(tmp_path)
+def test_a_saved_session_comes_back_whole(stores):
+    store = stores.open()
     state = a_state()
     memory = [HumanMessage("smile more"),
               AIMessage("", tool_calls=[{"name": "edit_attribute", "args": {"attribute": "smiling", "change": 1},
@@ -45,17 +94,17 @@ def test_a_saved_session_comes_back_whole(tmp_path):
     store.save(SavedSession(SID, "builtin", state, memory, chat))
     store.close()
 
-    again = SessionStore(tmp_path).load(SID)  # a new process would open the same files
+    again = stores.open().load(SID)  # a new process would open the same database
     assert again.state.to_json() == state.to_json()
     assert again.state.index == 0 and again.state.can_redo() == 1
     assert [type(m) for m in again.memory] == [type(m) for m in memory]
     assert again.memory[1].tool_calls[0]["args"] == {"attribute": "smiling", "change": 1}
     assert again.chat == chat and again.backend == "builtin"
-    assert SessionStore(tmp_path).absolute(chat[1]["image"]) == image.resolve()
+    assert stores.open().absolute(chat[1]["image"]) == image.resolve()
 
 
-def test_saving_again_updates_the_row_and_keeps_its_creation_time(tmp_path):
-    store = SessionStore(tmp_path)
+def test_saving_again_updates_the_row_and_keeps_its_creation_time(stores):
+    store = stores.open()
     saved = SavedSession(SID, "builtin", a_state(), [])
     store.save(saved)
     created = saved.created
@@ -65,8 +114,8 @@ def test_saving_again_updates_the_row_and_keeps_its_creation_time(tmp_path):
     assert again.created == created and again.chat[-1]["text"] == "hi" and store.ids() == [SID]
 
 
-def test_prune_removes_old_sessions_and_keeps_the_most_recent(tmp_path):
-    store = SessionStore(tmp_path, max_age_days=1, max_sessions=2)
+def test_prune_removes_old_sessions_and_keeps_the_most_recent(stores):
+    store = stores.open(max_age_days=1, max_sessions=2)
     ids = [f"{i:032x}" for i in range(4)]
     for sid in ids:
         store.save(SavedSession(sid, "builtin", a_state(), []))
@@ -80,8 +129,8 @@ def test_prune_removes_old_sessions_and_keeps_the_most_recent(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["../../etc", "ABC", "", "0123456789abcdef0123456789abcde/", None])
-def test_bad_session_ids_never_reach_the_disk(tmp_path, bad):
-    store = SessionStore(tmp_path)
+def test_bad_session_ids_never_reach_the_disk(stores, bad):
+    store = stores.open()
     assert store.load(bad) is None
     with pytest.raises(ValueError):
         store.save_image(bad, torch.rand(3, 8, 8), "x")
@@ -89,8 +138,8 @@ def test_bad_session_ids_never_reach_the_disk(tmp_path, bad):
         store.save(SavedSession(bad, "builtin", a_state(), []))
 
 
-def test_paths_outside_the_data_dir_are_refused(tmp_path):
-    store = SessionStore(tmp_path / "data")
+def test_paths_outside_the_data_dir_are_refused(stores):
+    store = stores.open()
     with pytest.raises(ValueError):
         store.absolute("../outside.png")
     with pytest.raises(ValueError):
@@ -159,6 +208,7 @@ def test_a_database_of_schema_1_gains_the_words_that_asked_for_each_face(tmp_pat
     store.close()
     db = sqlite3.connect(tmp_path / "sessions.sqlite3")
     db.execute("ALTER TABLE entries DROP COLUMN asked")
+    db.execute("ALTER TABLE sessions DROP COLUMN version")
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
@@ -226,31 +276,38 @@ def test_an_edit_costs_a_few_kilobytes_on_disk(tmp_path):
 
 
 class Writes:
-    """Counts the rows a save inserts, updates or deletes, by table (SQLite triggers on the same file)."""
+    """Counts the rows a save inserts, updates or deletes, by table (triggers in the database)."""
 
     TABLES = ("sessions", "entries", "turns", "memory", "chat")
 
-    def __init__(self, data_dir):
-        self.db = sqlite3.connect(data_dir / "sessions.sqlite3", isolation_level=None)
-        self.db.execute("CREATE TABLE IF NOT EXISTS written (tbl TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    def __init__(self, stores: Stores):
+        self.stores = stores
+        stores.sql("CREATE TABLE IF NOT EXISTS written (tbl TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+        if stores.kind == "postgresql":
+            stores.sql("CREATE FUNCTION count_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                       "INSERT INTO written VALUES (TG_TABLE_NAME, 1) ON CONFLICT (tbl) DO UPDATE SET n = written.n + 1; "
+                       "RETURN NULL; END $$")
         for table in self.TABLES:
+            if stores.kind == "postgresql":
+                stores.sql(f"CREATE TRIGGER count_{table} AFTER INSERT OR UPDATE OR DELETE ON {table} "
+                           "FOR EACH ROW EXECUTE FUNCTION count_write()")
+                continue
             for op in ("INSERT", "UPDATE", "DELETE"):
-                self.db.execute(f"CREATE TRIGGER IF NOT EXISTS count_{table}_{op} AFTER {op} ON {table} BEGIN "
-                                f"INSERT INTO written VALUES ('{table}', 1) ON CONFLICT(tbl) DO UPDATE SET n = n + 1; "
-                                "END")
+                stores.sql(f"CREATE TRIGGER IF NOT EXISTS count_{table}_{op} AFTER {op} ON {table} BEGIN "
+                           f"INSERT INTO written VALUES ('{table}', 1) ON CONFLICT(tbl) DO UPDATE SET n = n + 1; END")
 
     def take(self) -> dict[str, int]:
-        counts = dict(self.db.execute("SELECT tbl, n FROM written"))
-        self.db.execute("DELETE FROM written")
+        counts = dict(self.stores.sql("SELECT tbl, n FROM written"))
+        self.stores.sql("DELETE FROM written")
         return counts
 
 
-def test_a_save_writes_only_what_changed(tmp_path):
-    store = SessionStore(tmp_path)
+def test_a_save_writes_only_what_changed(stores):
+    store = stores.open()
     saved = SavedSession(SID, "builtin", a_state(), a_memory())
     for n in range(30):
         an_edit(store, saved, n)
-    writes = Writes(tmp_path)
+    writes = Writes(stores)
 
     an_edit(store, saved, 30)  # one more edit: its own rows, whatever came before
     assert writes.take() == {"sessions": 1, "entries": 1, "turns": 1, "memory": 4, "chat": 3}
@@ -261,24 +318,28 @@ def test_a_save_writes_only_what_changed(tmp_path):
     an_edit(store, saved, 31)
     assert writes.take() == {"sessions": 1, "entries": 2, "turns": 1, "memory": 4, "chat": 3}
 
-    again = SessionStore(tmp_path)  # another store (a restarted process): loaded, then saved, writes the same
+    again = stores.open()  # another store (a restarted process): loaded, then saved, writes the same
     reloaded = again.load(SID)
     an_edit(again, reloaded, 32)
     assert writes.take() == {"sessions": 1, "entries": 1, "turns": 1, "memory": 4, "chat": 3}
-    fresh = SessionStore(tmp_path)  # saved without being loaded first: the rows on disk are read back
+    fresh = stores.open()  # saved without being loaded first: the rows on disk are read back
     reloaded.chat.append({"role": "user", "text": "hello", "image": None})
     fresh.save(reloaded)
     assert writes.take() == {"sessions": 1, "chat": 1}
     assert fresh.load(SID).state.to_json() == reloaded.state.to_json() and fresh.load(SID).chat == reloaded.chat
 
 
-def test_a_failed_write_leaves_the_session_as_saved_before(tmp_path):
-    store = SessionStore(tmp_path)
+def test_a_failed_write_leaves_the_session_as_saved_before(stores):
+    store = stores.open()
     saved = SavedSession(SID, "builtin", a_state(), a_memory())
     an_edit(store, saved, 0)
     before = store.load(SID)
-    db = sqlite3.connect(tmp_path / "sessions.sqlite3", isolation_level=None)  # the disk fills up at the chat
-    db.execute("CREATE TRIGGER full BEFORE INSERT ON chat BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    if stores.kind == "postgresql":  # the disk fills up at the chat
+        stores.sql("CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                   "RAISE EXCEPTION 'database or disk is full'; END $$")
+        stores.sql("CREATE TRIGGER disk_full BEFORE INSERT ON chat FOR EACH ROW EXECUTE FUNCTION full_disk()")
+    else:
+        stores.sql("CREATE TRIGGER full BEFORE INSERT ON chat BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
 
     with pytest.raises(StoreError, match="disk is full"):
         an_edit(store, saved, 1)  # history, turn and memory were written before the chat failed: all undone
@@ -286,22 +347,22 @@ def test_a_failed_write_leaves_the_session_as_saved_before(tmp_path):
     assert after.state.to_json() == before.state.to_json() and after.chat == before.chat
     assert len(after.memory) == len(before.memory) and after.updated == before.updated
 
-    db.execute("DROP TRIGGER full")  # room again: the next save writes everything the failed one did not
+    stores.sql("DROP TRIGGER disk_full ON chat" if stores.kind == "postgresql" else "DROP TRIGGER full")  # room again
     store.save(saved)
     assert store.load(SID).state.to_json() == saved.state.to_json() and store.load(SID).chat == saved.chat
     assert len(store.load(SID).memory) == len(saved.memory)
 
 
-def test_the_owner_is_kept_from_the_first_save(tmp_path):
-    store = SessionStore(tmp_path)
+def test_the_owner_is_kept_from_the_first_save(stores):
+    store = stores.open()
     saved = SavedSession(SID, "builtin", a_state(), [], owner="ada")
     store.save(saved)
     store.save(SavedSession(SID, "builtin", a_state(), [], owner="bob"))
     assert store.load(SID).owner == "ada"
 
 
-def test_a_session_keeps_its_last_chat_faces_and_retires_the_others(tmp_path):
-    store = SessionStore(tmp_path, max_chat_images=3)
+def test_a_session_keeps_its_last_chat_faces_and_retires_the_others(stores):
+    store = stores.open(max_chat_images=3)
     saved = SavedSession(SID, "builtin", a_state(), [])
     for n in range(5):
         an_edit(store, saved, n)
@@ -315,8 +376,8 @@ def test_a_session_keeps_its_last_chat_faces_and_retires_the_others(tmp_path):
     assert Image.open(folder / "chat-0006.webp").size == (CHAT_FACE_PX, CHAT_FACE_PX)  # a 128-px face drawn at the chat's size
 
 
-def test_a_face_written_for_a_turn_that_never_saved_is_removed_later(tmp_path):
-    store = SessionStore(tmp_path)
+def test_a_face_written_for_a_turn_that_never_saved_is_removed_later(stores):
+    store = stores.open()
     saved = SavedSession(SID, "builtin", a_state(), [])
     an_edit(store, saved, 0)
     orphan = store.save_chat_image(SID, a_face(1))  # its turn was rolled back: no chat line shows it

@@ -5,7 +5,9 @@ Gradio keeps uploads and streamed frames in ``GRADIO_TEMP_DIR``; it is set to th
 images, so no file outside the app's data and temp directories is ever served. A server first
 takes its data directory's lock (a second server on it is refused, naming the first), then
 empties that temp folder of what earlier processes left. Nothing here imports gradio at module
-level (``chatedit --help`` stays fast).
+level (``chatedit --help`` stays fast). With ``--store postgresql://…`` several servers share one
+database and one ``--shared-dir`` (the chat's images, the photos); each keeps a data directory of
+its own (its lock, its temp files).
 
 No response names a server path: ``HideServerPaths`` shows the data directory as an alias and
 turns the alias back into it on the way in. With ``--auth``, failed logins are throttled per
@@ -31,6 +33,7 @@ from chatedit.limits import RateLimit
 
 if TYPE_CHECKING:
     from chatedit.llms import LLMSettings
+    from chatedit.workers.deploy import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,9 @@ class ServeOptions:
     max_sessions: int = 1000
     new_sessions_per_minute: float = 20.0  # sessions one client address may open a minute
     mcp: bool = False  # the session's tools also served to other agents over MCP (ui/mcp.py)
+    workers: "WorkerSettings | None" = None  # the backend on Ray Serve replicas (--workers ray); None: in-process
+    store: str | None = None  # None: SQLite in data_dir; postgresql://…: one database for several page processes
+    shared_dir: Path | None = None  # with a postgresql:// store: the folder all page processes share (default data_dir)
 
 
 def parse_auth(pairs: list[str], auth_file: Path | None = None) -> list[tuple[str, str]]:
@@ -206,11 +212,12 @@ def prepare(options: ServeOptions):
     """Takes the data directory (a second server on it is refused, naming the first), empties its
     temp folder of what earlier processes left, loads the models once and builds the page;
     returns ``(page, app)`` ready to launch."""
-    from chatedit.store import SessionStore
+    from chatedit.store import open_store
 
     data_dir = Path(options.data_dir).resolve()
-    store = SessionStore(data_dir, max_age_days=options.max_age_days, max_sessions=options.max_sessions,
-                         exclusive=True)  # first of all: DataDirInUse if another server has it
+    # first of all: DataDirInUse if another server has the data directory (a shared store is not locked)
+    store = open_store(options.store, data_dir, shared_dir=options.shared_dir, max_age_days=options.max_age_days,
+                       max_sessions=options.max_sessions, exclusive=True)
     try:
         store.lock.note(host=options.host, port=options.port)
         freed = clear_temp(data_dir / "tmp")
@@ -252,8 +259,13 @@ def _build(options: ServeOptions, store, data_dir: Path):
         logger.info("pruned %d old sessions", len(pruned))
     backend_options = dict(options.backend_options)
     if registry.get(options.backend).capabilities().photos:  # photos kept to redo inversions and tunes after a restart
-        backend_options.setdefault("photo_dir", data_dir / "photos")
-    agent = build_agent(options.backend, options.llm, **backend_options)
+        backend_options.setdefault("photo_dir", store.data_dir / "photos")  # shared, with a postgresql:// store
+    if options.workers is not None:  # the models live on the replicas; this process keeps sessions and the chat model
+        from chatedit.workers.client import build_agent as build_agent_on_workers
+
+        agent = build_agent_on_workers(options.backend, options.llm, settings=options.workers, **backend_options)
+    else:
+        agent = build_agent(options.backend, options.llm, **backend_options)
     llm_name = options.llm if isinstance(options.llm, str) else options.llm.name
     sessions = SessionService(agent, store, options.backend, max_running=options.concurrency,
                               new_sessions_per_minute=options.new_sessions_per_minute)
@@ -286,6 +298,8 @@ def launch_kwargs(options: ServeOptions, app) -> dict:
 def _hidden_folders(options: ServeOptions) -> dict[str, Path]:
     """The folders whose absolute paths no response shows, by the alias shown instead."""
     folders = {"chatedit-data": Path(options.data_dir).resolve()}
+    if options.shared_dir is not None and not Path(options.shared_dir).resolve().is_relative_to(folders["chatedit-data"]):
+        folders["chatedit-shared"] = Path(options.shared_dir).resolve()
     temp = os.environ.get("GRADIO_TEMP_DIR")
     if temp and not Path(temp).resolve().is_relative_to(folders["chatedit-data"]):
         folders["chatedit-tmp"] = Path(temp).resolve()
