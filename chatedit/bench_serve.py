@@ -50,6 +50,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Self
@@ -89,9 +90,10 @@ class Server:
     a ``postgresql://`` URL (None: SQLite in ``data_dir``), its images in ``shared_dir``."""
 
     def __init__(self, data_dir: Path, log: Path, backend: str, store: str | None = None,
-                 shared_dir: Path | None = None):
+                 shared_dir: Path | None = None, workers: tuple[str, ...] = ()):
         self.data_dir, self.log, self.backend = data_dir, log, backend
         self.store, self.shared_dir = store, shared_dir
+        self.workers = workers  # ``serve``'s worker flags, e.g. --workers ray --ray-address … --replicas 2
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -102,6 +104,7 @@ class Server:
                "--data-dir", str(self.data_dir), "--backend", self.backend]
         if self.store is not None:
             cmd += ["--store", self.store, "--shared-dir", str(self.shared_dir)]
+        cmd += list(self.workers)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
         with self.log.open("a") as out:
             out.write(f"--- start on port {port}\n")
@@ -159,6 +162,7 @@ class Pages:
     def __init__(self, servers: list[Server]):
         self.servers = servers
         self.backend, self.store = servers[0].backend, servers[0].store
+        self.replicas = 0  # on Ray Serve: the deployment's replicas (0: the backend runs in each page)
 
     @property
     def url(self) -> str:
@@ -784,23 +788,28 @@ class FaultRound:
 
 
 def run(users: int = 8, turns: int = 40, faults: int = 5, backend: str = "builtin",
-        time_limit_s: float = 3600.0, progress: bool = False, store: str | None = None, pages: int = 1) -> dict:
+        time_limit_s: float = 3600.0, progress: bool = False, store: str | None = None, pages: int = 1,
+        workers: str | None = None, replicas: int = 1) -> dict:
     """Starts ``pages`` servers on one store (``None``: SQLite, one page), runs the load and the
-    fault round, and returns the measurements."""
+    fault round, and returns the measurements. ``workers="ray"``: a Ray cluster is started here and
+    the pages run the backend on it as a Serve deployment of ``replicas`` replicas."""
     if users < 1 or turns < 1 or faults < 0 or time_limit_s <= 0:
         raise ValueError(f"users and turns must be at least 1, faults at least 0 and the time limit positive; "
                          f"got users={users}, turns={turns}, faults={faults}, time_limit_s={time_limit_s}")
     if pages < 1 or (pages > 1 and store is None):
         raise ValueError(f"--pages {pages}: several page processes need a shared store (--store postgresql://…)")
+    if workers not in (None, "ray") or replicas < 1:
+        raise ValueError(f"--workers is ray or nothing and --replicas at least 1, got {workers!r} and {replicas}")
     deadline = time.monotonic() + time_limit_s
-    with tempfile.TemporaryDirectory(prefix="chatedit-bench-serve-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="chatedit-bench-serve-") as tmp, ray_cluster(workers, replicas) as flags:
         servers = []
         for k in range(pages):
             data_dir = Path(tmp) / (f"data{k}" if pages > 1 else "data")
             data_dir.mkdir()
             servers.append(Server(data_dir, Path(tmp) / f"server{k}.log", backend, store,
-                                  Path(tmp) / "shared" if store is not None else None))
+                                  Path(tmp) / "shared" if store is not None else None, workers=flags))
         server = Pages(servers)
+        server.replicas = replicas if workers else 0
         started = time.perf_counter()
         server.start()
         try:
@@ -808,6 +817,46 @@ def run(users: int = 8, turns: int = 40, faults: int = 5, backend: str = "builti
                         progress=progress)
         finally:
             server.stop()
+
+
+@contextmanager
+def ray_cluster(workers: str | None, replicas: int):
+    """``serve``'s worker flags for a Ray cluster started here for the run (with room for every
+    replica, one CPU each), shut down after it; one this process is already connected to is used
+    and left running (its Serve application, if any, is what the pages join). No flags, and no
+    cluster, without ``workers``."""
+    if workers is None:
+        yield ()
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    mine = not ray.is_initialized()
+    if mine:
+        ray.init(num_cpus=max(replicas, 2), include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        yield ("--workers", "ray", "--ray-address", address, "--replicas", str(replicas))
+    finally:
+        if mine:
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+
+
+def replicas_rss_mb() -> float | None:
+    """Resident memory of the Serve replicas on this machine, in MB (None: none running)."""
+    sizes = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any("ServeReplica" in part for part in proc.info["cmdline"] or ()):
+                sizes.append(proc.memory_info().rss)
+        except psutil.Error:
+            continue
+    return round(sum(sizes) / 2**20, 1) if sizes else None
 
 
 def _run(server: Pages, n_users: int, turns: int, faults: int, deadline: float, startup_s: float,
@@ -869,6 +918,8 @@ def _run(server: Pages, n_users: int, turns: int, faults: int, deadline: float, 
     log = server.log_text()
     return {
         "backend": server.backend, "store": "postgresql" if server.store else "sqlite", "pages": len(server.servers),
+        "workers": f"ray ({server.replicas} replica{'s' if server.replicas > 1 else ''})" if server.replicas
+        else "in-process", "replicas_rss_mb": replicas_rss_mb() if server.replicas else None,
         "conflicts": log.count("SessionConflict"), "busy": log.count("busy in another process"),
         "users": n_users, "turns_per_user": turns, "turns": len(done),
         "edits": edits, "errors": len(load_errors) + server_errors + fault_round.down, "server_errors_logged": server_errors,
@@ -949,6 +1000,9 @@ def markdown(result: dict) -> str:
     if r.get("pages", 1) > 1 or r.get("store") == "postgresql":
         rows.append(("saves refused as stale (undone) / turns refused as busy", f"{r['conflicts']} / {r['busy']}"))
     where = f", {r['pages']} pages on PostgreSQL" if r.get("store") == "postgresql" else ""
+    if r.get("workers", "in-process") != "in-process":
+        where += f", the backend on {r['workers']}"
+        rows.append(("replicas' RSS at the end", f"{r['replicas_rss_mb']} MB"))
     lines = [f"## chatedit bench serve ({r['backend']} backend{where})", "", "| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     for key, title in (("error_examples", "errors"), ("leak_examples", "leaks"),

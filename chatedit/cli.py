@@ -114,12 +114,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_parse.run(bench_parse.chat_model_parse_calls(_llm(args)), path, progress=not args.quiet)
         print(json.dumps(result) if args.json else bench_parse.markdown(result))
         return 0
+    if args.what == "speed":
+        from chatedit import bench_speed
+
+        result = bench_speed.run(args.backend, resolution=args.resolution, steps=args.steps,
+                                 inversion_steps=args.inversion_steps, repeats=args.repeats, device=args.device,
+                                 progress=not args.quiet)
+        print(json.dumps(result) if args.json else bench_speed.markdown(result))
+        return 0
     if args.what == "serve":
         from chatedit import bench_serve
 
         result = bench_serve.run(users=args.users, turns=args.turns, faults=args.faults, backend=args.backend,
                                  time_limit_s=args.time_limit, progress=not args.quiet, store=args.store,
-                                 pages=args.pages)
+                                 pages=args.pages, workers=args.workers, replicas=args.replicas)
         print(json.dumps(result) if args.json else bench_serve.markdown(result))
         return 0
 
@@ -422,6 +430,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(b, "bar over the requests")
     b.set_defaults(func=cmd_bench)
 
+    b = bsub.add_parser("speed", help="what one replica costs: a backend at its full published size (random "
+                                      "weights; timing does not depend on their values), timed on this device")
+    b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    b.add_argument("--backend", required=True, choices=("stylegan2", "diffusion"))
+    b.add_argument("--resolution", type=int, default=None,
+                   help="stylegan2: Talk-to-Edit's 128 or 1024 px generator (default 1024); diffusion: SD 1.5's 512")
+    b.add_argument("--steps", type=int, default=30, metavar="N",
+                   help="diffusion: denoising steps of the inversion and of each pass (default 30, the backend's)")
+    b.add_argument("--inversion-steps", type=int, default=200, metavar="N",
+                   help="stylegan2: optimisation steps of the timed inversion (default 200, the backend's)")
+    b.add_argument("--repeats", type=int, default=3, help="timed calls per stage, after one warm-up call")
+    b.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    _add_quiet(b, "the stage being timed, on stderr")
+    b.set_defaults(func=cmd_bench)
+
     b = bsub.add_parser("serve", help="the chat page under load and faults: simulated users over HTTP on a loopback "
                                       "server, then disconnects and kill -9 mid-turn")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -438,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pages", type=int, default=1,
                    help="page processes on the one store (more than 1 needs --store), each user's turns going to "
                         "each in turn")
+    b.add_argument("--workers", choices=("ray",), default=None,
+                   help="run the backend on a Ray cluster started for the benchmark, as a Serve deployment "
+                        "(pip install -e .[ray]); default: in each page process")
+    b.add_argument("--replicas", type=int, default=1, help="with --workers ray: the deployment's replicas")
     _add_quiet(b, "bar over the simulated turns")
     b.set_defaults(func=cmd_bench)
 

@@ -202,6 +202,19 @@ def test_a_photo_whose_replica_died_is_prepared_again_and_edited(cluster):
     cluster.close(session.id)
 
 
+def test_bench_serve_runs_pages_whose_backend_is_the_clusters_deployment(cluster):
+    from chatedit import bench_serve
+
+    result = bench_serve.run(users=2, turns=3, faults=0, workers="ray", replicas=REPLICAS, time_limit_s=240)
+    assert (result["errors"], result["leaks"], result["half_applied"], result["lost_turns"]) == (0, 0, 0, 0), \
+        result["error_examples"] + result["leak_examples"]
+    assert result["workers"] == "ray (2 replicas)" and result["replicas_rss_mb"] > 100
+    assert result["turns"] == 6 and result["frame_gap_p50_ms"] is not None
+    assert "the backend on ray (2 replicas)" in bench_serve.markdown(result)
+    assert ray.is_initialized()  # the cluster it was given is left running
+    wait_for_replicas()
+
+
 def test_a_cluster_that_cannot_be_reached_leaves_the_page_up_and_says_so():
     agent = build_ray_agent("builtin", "rules", settings=WorkerSettings(address="127.0.0.1:1"))
     session, opened = agent.open("no-ray")

@@ -49,8 +49,7 @@ def _model_index(model: str) -> dict:
 
 def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None):
     """The LEDITS++ pipeline for ``model`` on ``device`` (CUDA when present), half precision on a GPU."""
-    from diffusers import (DPMSolverMultistepScheduler, LEditsPPPipelineStableDiffusion,
-                           LEditsPPPipelineStableDiffusionXL)
+    from diffusers import LEditsPPPipelineStableDiffusion, LEditsPPPipelineStableDiffusionXL
 
     index = _model_index(model)
     kind = str(index.get("_class_name", ""))
@@ -69,6 +68,14 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None, dtype: 
         pipe = cls.from_pretrained(model, dtype=dtype)
     except (OSError, ValueError) as error:
         raise PipelineLoadError(f"could not load the pipeline {model}: {error}") from error
+    logger.info("loaded %s (%s) on %s in %s", model, cls.__name__, device, dtype)
+    return ready(pipe, device)
+
+
+def ready(pipe, device: torch.device | str):
+    """A LEDITS++ pipeline set up as every pass of the backend expects, on ``device``."""
+    from diffusers import DPMSolverMultistepScheduler
+
     # LEDITS++'s inversion is defined for the multistep SDE solver (or DDIM); set it explicitly. The
     # last step must use its noise map too (sigma_min, second order), or a redraw with no edit ends
     # on the UNet's guess of the photo instead of the photo (0.16 mean error on the test model).
@@ -76,5 +83,4 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str | None = None, dtype: 
         pipe.scheduler.config, algorithm_type="sde-dpmsolver++", solver_order=2, final_sigmas_type="sigma_min",
         lower_order_final=False)
     pipe.set_progress_bar_config(disable=True)
-    logger.info("loaded %s (%s) on %s in %s", model, cls.__name__, device, dtype)
     return pipe.to(device)
