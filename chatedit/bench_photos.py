@@ -171,7 +171,8 @@ def run(backend, photos: list[Path], edits: int | None = None, progress: bool = 
     result["gpu_peak_memory_gib"] = (round(torch.cuda.max_memory_allocated() / 2**30, 2)
                                      if torch.cuda.is_available() else None)
     result["graders"] = graders.names
-    result["steering"] = {"age": backend.degree_reader, "smiling": backend.degree_reader, "others": "clip"}
+    others = "clip" if backend.degree_reader in ("clip", "real") else backend.degree_reader  # wplus: "stylegan2"
+    result["steering"] = {"age": backend.degree_reader, "smiling": backend.degree_reader, "others": others}
     result["backend"] = backend.name
     result["device"] = str(backend.device)
     result["resolution"] = backend.resolution
@@ -193,8 +194,9 @@ def markdown(result: dict) -> str:
     head += " identity (ArcFace) |" if arcface else ""
     lines = [
         f"{result['edits']} edits of {len(result['photos'])} photos ({', '.join(Path(p).name for p in result['photos'])}) "
-        f"on the diffusion backend at {result['resolution']} px, steered by {result['steering']['age']} for age and "
-        "smiling and CLIP for the rest, graded apart from what steered",
+        f"on the {result['backend']} backend at {result['resolution']} px, steered by {result['steering']['age']} for "
+        f"age and smiling and {result['steering']['others'].replace('clip', 'CLIP')} for the rest, graded apart from "
+        "what steered",
         "",
     ]
     if not result["quality_measured"]:
@@ -202,7 +204,8 @@ def markdown(result: dict) -> str:
                   "below only show the benchmark runs end to end.", ""]
     lines += [head, "|---|---|---|---|---|---|---|" + ("---|" if arcface else "")]
     for name, r in result["field"].items():
-        grader = "real reader" if name in REAL else "CLIP (also steers)"
+        steers = result["steering"]["others"] == "clip"
+        grader = "real reader" if name in REAL else "CLIP (also steers)" if steers else "CLIP"
         row = (f"| {name} | {grader} | {r['edits']} | {r['exact']:.0%} | {r['within1']:.0%} | {r['preserved']:.0%} | "
                f"{r['identity']:.3f} |")
         lines.append(row + (f" {r.get('identity_arcface', float('nan')):.3f} |" if arcface else ""))

@@ -160,12 +160,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 result[inversion] = bench.run(backend, faces=args.faces, bench=faces, progress=not args.quiet)
             print(json.dumps(result) if args.json else bench.by_inversion_markdown(result))
             return 0
-    elif args.backend == "diffusion":
+    elif args.backend in ("diffusion", "wplus"):
         from chatedit import bench_photos as bench
 
         photos = bench.photo_files(args.photos)
         bench.require_graders()  # fail now, not after loading the pipeline
-        result = bench.run(registry.load("diffusion", **options), photos, edits=args.edits, progress=not args.quiet)
+        if args.backend == "wplus":  # CLIP grades eyeglasses, beard and bangs, even where Talk-to-Edit's predictor steers
+            from chatedit.tools.wplus.plugin import DEFAULT_CLIP
+
+            options.setdefault("clip", DEFAULT_CLIP)
+        result = bench.run(registry.load(args.backend, **options), photos, edits=args.edits, progress=not args.quiet)
     else:
         from chatedit import bench_edit as bench
 
@@ -411,13 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     # the backends with an evaluation predictor to grade by (stylegan2: with --weights, eval_predictor.pth.tar
     # included; --pti-steps N or --inversion edits the sampled faces drawn, inverted and tuned as uploads are, by
     # both inversions, W and W+, unless --inversion names one)
-    # diffusion: real photos (--photos), graded by the real readers, CLIP and dlib (pip install -e .[faces])
+    # diffusion and wplus: real photos (--photos), graded by the real readers, CLIP and dlib (pip install -e .[faces])
     b.add_argument("--photos", type=Path, default=None, metavar="DIR",
-                   help="diffusion: a folder of photos to edit (default: scikit-image's astronaut and matplotlib's "
-                        "grace_hopper.jpg)")
+                   help="diffusion, wplus: a folder of photos to edit (default: scikit-image's astronaut and "
+                        "matplotlib's grace_hopper.jpg)")
     b.add_argument("--edits", type=int, default=None, metavar="N",
-                   help="diffusion: edits per photo, attributes in turn (default: one per attribute)")
-    _add_backend(b, backends=("builtin", "stylegan2", "diffusion"))
+                   help="diffusion, wplus: edits per photo, attributes in turn (default: one per attribute)")
+    _add_backend(b, backends=("builtin", "stylegan2", "diffusion", "wplus"))
     _add_quiet(b, "bars over the edits")
     b.set_defaults(func=cmd_bench)
 

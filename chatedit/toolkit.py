@@ -2,7 +2,8 @@
 
 The names and arguments are a contract (the issue tracker's #4): ``edit_attribute(attribute,
 target=None, change=None)``, ``undo(steps=1)``, ``redo(steps=1)``, ``reset()``,
-``new_face(seed=None)``, ``describe()``. No tool takes a path. Arguments are validated by the
+``new_face(seed=None)``, ``describe()``, and ``set_scene(scene)`` on a backend that draws scenes
+(``capabilities.scenes``). No tool takes a path. Arguments are validated by the
 pydantic schemas before anything runs; a bad call comes back to the model as an error
 ``ToolMessage`` with the bad value in it, and the face is left as it was.
 
@@ -134,7 +135,7 @@ def make_tools(editor: Editor | None, state: DialogState, on_frame: Callable | N
         (describe, describe_schema(), "Describe the face as it is now, attribute by attribute, or the one "
                                       "attribute asked about ('does she have glasses?')."),
     ]
-    return [
+    tools = [
         StructuredTool.from_function(
             func=func, name=func.__name__, description=description, args_schema=schema,
             response_format="content_and_artifact", handle_tool_error=True,
@@ -142,3 +143,8 @@ def make_tools(editor: Editor | None, state: DialogState, on_frame: Callable | N
         )
         for func, schema, description in specs
     ]
+    if editor is not None and editor.backend.capabilities.scenes:  # "put her on a beach": set_scene(scene)
+        from chatedit.scenes import scene_tool
+
+        tools.append(scene_tool(editor, state))
+    return tools

@@ -1,8 +1,9 @@
 """The contract every registered backend keeps (in the spirit of diffusers' ``PipelineTesterMixin``).
 
 The same checks run on the built-in backend (its shipped weights), on the StyleGAN2 backend
-(random weights in Talk-to-Edit's published layout) and on the diffusion backend (a tiny random
-Stable Diffusion pipeline folder): the declared interface and capabilities, determinism for a
+(random weights in Talk-to-Edit's published layout), on the diffusion backend (a tiny random
+Stable Diffusion pipeline folder) and on the W+ adapter backend (random files in the W+ adapter's,
+e4e's and Talk-to-Edit's layouts over that pipeline): the declared interface and capabilities, determinism for a
 seed, streaming, and the failure behaviour a person sees (a clear sentence, nothing changed).
 """
 
@@ -23,6 +24,18 @@ from test_diffusion_backend import _backend as diffusion_backend
 from test_diffusion_backend import parts  # noqa: F401  (a fixture)
 from test_stylegan2_backend import load as stylegan2_backend
 from test_stylegan2_backend import weights  # noqa: F401  (a fixture)
+from test_wplus_backend import wplus_backend
+from test_wplus_backend import wplus_parts  # noqa: F401  (a fixture)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: on a machine shared with other jobs two threads fight over two cores, and the tiny
+    Stable Diffusion passes take seconds instead of milliseconds (the sums are the same)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", params=registry.names())
@@ -31,6 +44,8 @@ def backend(request):
         return registry.load("builtin")
     if request.param == "stylegan2":
         return stylegan2_backend(request.getfixturevalue("weights"))
+    if request.param == "wplus":
+        return wplus_backend(request.getfixturevalue("wplus_parts"))
     return diffusion_backend(request.getfixturevalue("parts"))
 
 
@@ -63,6 +78,7 @@ def test_an_optional_member_works_exactly_when_it_is_declared(backend):
     calls = {
         "degree_offsets": lambda: backend.degree_offset(0, w, 0, 2),
         "polish": lambda: backend.polish(w, 0, 2, backend.predict(backend.generate(w)).probs[0]),
+        "scenes": lambda: backend.with_scene(w, "on a beach"),
     }
     for capability, call in calls.items():
         if getattr(backend.capabilities, capability):

@@ -257,3 +257,33 @@ def test_worker_flags_without_workers_are_refused_by_name(capsys):
 
     assert main(["serve", "--replicas", "2", "--gpus-per-replica", "0.5"]) == 1
     assert "--replicas, --gpus-per-replica need --workers ray" in capsys.readouterr().err
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def call(self, member, *args):
+        self.calls.append((member, *args))
+        return "the replica's answer"
+
+
+@pytest.mark.parametrize("scenes", [True, False])
+def test_a_scene_change_goes_to_a_replica_only_on_a_backend_that_draws_scenes(scenes):
+    import torch
+
+    from chatedit.tools.backend import Capabilities
+    from chatedit.workers.client import RemoteBackend
+
+    workers = Recorder()
+    remote = RemoteBackend(workers, {"name": "wplus", "attributes": ["smiling"], "resolution": 64,
+                                     "capabilities": Capabilities(scenes=scenes)})
+    w = torch.zeros(1, 3, 4)
+    if scenes:
+        assert remote.with_scene(w, "on a beach") == "the replica's answer"
+        (member, sent, scene), = workers.calls
+        assert (member, scene) == ("with_scene", "on a beach") and torch.equal(sent, w)
+    else:
+        with pytest.raises(NotImplementedError, match="draws no scenes"):
+            remote.with_scene(w, "on a beach")
+        assert workers.calls == []

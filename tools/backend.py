@@ -3,8 +3,8 @@
 A backend holds a generator's latent space and the models that read it. It subclasses
 ``Backend``, implements the abstract members, and states what else it can do in its
 ``capabilities``; nothing in ChatEdit probes a backend for members. Optional members
-(``degree_offset``, ``polish``) are called only when the matching capability is on, and raise
-``NotImplementedError`` otherwise. Which backends exist, their options and what they need is the
+(``degree_offset``, ``polish``, ``with_scene``) are called only when the matching capability is on,
+and raise ``NotImplementedError`` otherwise. Which backends exist, their options and what they need is the
 registry's business (``chatedit.tools.registry``).
 
 Latent codes are whatever the backend makes of them: (1, w_dim) for the built-in backend, (1,
@@ -69,6 +69,7 @@ class Capabilities:
     gif_frames_per_step: int = 6  # frames per history step in the edit-path GIF (1: each step a whole pass)
     photos: bool = False  # edits real photographs (aligned at intake); False: draws its own portraits
     methods: tuple[Method, ...] = ("field",)  # edit methods ``step`` takes; "linear" is a baseline to compare with
+    scenes: bool = False  # ``with_scene`` is implemented: the face is drawn in a scene the chat can change
 
     def __post_init__(self):
         if self.substeps < 1 or self.max_steps < 1 or self.gif_frames_per_step < 1 or self.refine_steps < 0:
@@ -147,6 +148,11 @@ class Backend(ABC):
         distributions ``keep`` (A, D) and the face as ``identity`` (only with ``capabilities.polish``).
         ``on_preview(image)`` is called with the (3, H, W) image of each step on the way."""
         raise NotImplementedError(f"the {self.name} backend has no polish")
+
+    def with_scene(self, w: torch.Tensor, scene: str | None) -> torch.Tensor:
+        """``w`` with the face unchanged, drawn in ``scene`` from now on (None: the backend's own scene;
+        only with ``capabilities.scenes``)."""
+        raise NotImplementedError(f"the {self.name} backend draws no scenes")
 
 
 __all__ = ["Backend", "BackendError", "Capabilities", "Method", "PredictorReading", "Reading"]

@@ -22,6 +22,7 @@ REGISTERED = {
     "builtin": "chatedit.tools.builtin.plugin",
     "stylegan2": "chatedit.tools.stylegan2.plugin",
     "diffusion": "chatedit.tools.diffusion.plugin",
+    "wplus": "chatedit.tools.wplus.plugin",
 }
 
 

@@ -204,6 +204,11 @@ class RemoteBackend(Backend):
     def identity(self, image: torch.Tensor) -> torch.Tensor | None:
         return self.workers.call("identity", image.detach().cpu())
 
+    def with_scene(self, w: torch.Tensor, scene: str | None) -> torch.Tensor:
+        if not self.capabilities.scenes:
+            raise NotImplementedError(f"the {self.name} backend draws no scenes")
+        return self.workers.call("with_scene", w.detach().cpu(), scene)
+
     def step(self, method, attribute, w, direction=1):
         raise NotImplementedError("the walk runs on the workers, next to the models")
 

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 PHOTOS_PER_REPLICA = 32  # photos whose state one replica keeps routed to it (Serve's LRU of multiplexed ids)
 REPREPARING = "(Re-preparing your photo: the worker that held it stopped, so this turn took a little longer.)"
-CONTRACT = ("intake", "sample", "encode", "generate", "predict", "identity")  # what ``call`` serves
+CONTRACT = ("intake", "sample", "encode", "generate", "predict", "identity", "with_scene")  # what ``call`` serves
 _DONE = object()
 
 
