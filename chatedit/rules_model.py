@@ -33,6 +33,7 @@ from chatedit.language import (
     load_vocabulary,
     parse,
 )
+from chatedit.language.scenes import split_scene
 
 STATE_BLOCK = re.compile(r"<state>\s*(\{.*?\})\s*</state>", re.S)
 
@@ -97,9 +98,11 @@ class RulesChatModel(BaseChatModel):
             return self._reply(load_feedback().say("unknown"))
         human = messages[turn_start]
         context = read_state(messages[:turn_start])
-        intents = parse(human.text, context)
+        scene, text = (None, human.text) if tool_names is None or "set_scene" not in tool_names \
+            else split_scene(human.text)  # "put her on a beach", where the backend draws scenes
+        intents = parse(text, context) if scene is None or text.strip() else []
         results = [m for m in messages[turn_start + 1:] if isinstance(m, ToolMessage)]
-        calls = intents_to_calls(intents)
+        calls = ([{"name": "set_scene", "args": {"scene": scene}}] if scene else []) + intents_to_calls(intents)
         if tool_names is not None:
             calls = [c for c in calls if c["name"] in tool_names]
         notes = self._notes(intents, bool(calls))

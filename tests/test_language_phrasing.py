@@ -268,3 +268,19 @@ def test_the_parser_stays_fast():
         parse(text)
     assert (time.perf_counter() - started) / len(texts) < 0.02, "parse should take well under 20 ms a message"
     assert sys.getrecursionlimit()   # keeps the import honest on minimal interpreters
+
+
+@pytest.mark.parametrize("text, scene, rest", [
+    ("Put her on a beach", "on a beach", ""),
+    ("could you show him in a tuxedo, please", "in a tuxedo", ""),
+    ("make him smile and then place him in front of the Eiffel Tower", "in front of the Eiffel Tower", "make him smile"),
+    ("swap the background to a rainy street", "with a rainy street in the background", ""),
+    ("give her a sunset background", "with a sunset in the background", ""),
+    ("I'd like them at a café in Rome", "at a café in Rome", ""),
+    ("put him in sunglasses", None, "put him in sunglasses"),  # a face edit, not a scene
+    ("make her look older", None, "make her look older"),
+])
+def test_scene_requests_are_split_from_the_edits(text, scene, rest):
+    from chatedit.language.scenes import split_scene
+
+    assert split_scene(text) == (scene, rest)

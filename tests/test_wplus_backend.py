@@ -388,3 +388,19 @@ def test_talk_to_edits_generator_in_weights_is_the_one_new_faces_come_from(wplus
     backend = wplus_backend({**wplus_parts, "weights": weights})
     assert torch.equal(backend.generator.style[1].weight, state["style.1.weight"])
     assert not torch.equal(backend.generator.style[1].weight, backend.e4e.decoder.style[1].weight)
+
+
+def test_the_built_in_chat_model_puts_her_on_a_beach_and_edits_the_rest_of_the_message(backend):
+    from chatedit.agent import Agent, Reply
+    from chatedit.rules_model import RulesChatModel
+
+    agent = Agent(Editor(backend, max_steps=4), RulesChatModel())
+    agent.open("s", seed=5)
+    events = list(agent.chat("s", "Put her on a beach and make her smile a little"))
+    reply = events[-1]
+    assert isinstance(reply, Reply) and "on a beach" in reply.text
+    assert [c["name"] for c in reply.calls] == ["set_scene", "edit_attribute"]
+    state = agent.session("s").state
+    assert backend.scene(state.current.latent) == "on a beach"
+    events = list(agent.chat("s", "change the background to a snowy forest"))
+    assert backend.scene(agent.session("s").state.current.latent) == "with a snowy forest in the background"
