@@ -36,6 +36,7 @@ from chatedit.editor import EditError, Editor, Outcome
 from chatedit.feedback import load_feedback
 from chatedit.state import DialogState, Turn
 from chatedit.toolkit import make_tools
+from chatedit.tools.backend import BackendError
 
 if TYPE_CHECKING:
     from chatedit.llms import LLMSettings
@@ -355,7 +356,12 @@ class Agent:
     def _reply(self, state: DialogState, text: str, calls: list[dict]) -> Reply:
         if not state.has_face:
             return Reply(text, None, {}, calls)
-        return Reply(text, self.editor.image(state), dict(state.current.degrees), calls)
+        try:
+            image = self.editor.image(state)
+        except BackendError as error:  # the face cannot be drawn now (out of memory, the workers gone): said
+            said = str(error)
+            return Reply(text if said in text else f"{text} {said}".strip(), None, dict(state.current.degrees), calls)
+        return Reply(text, image, dict(state.current.degrees), calls)
 
 
 def _while_streaming(work: Callable[[], T], frames: queue.Queue, name: str) -> Generator[FrameEvent, None, T]:

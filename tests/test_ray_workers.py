@@ -287,3 +287,26 @@ def test_a_scene_change_goes_to_a_replica_only_on_a_backend_that_draws_scenes(sc
         with pytest.raises(NotImplementedError, match="draws no scenes"):
             remote.with_scene(w, "on a beach")
         assert workers.calls == []
+
+
+def test_a_cluster_gone_while_the_page_runs_ends_the_call_at_once_with_a_sentence():
+    import socket
+
+    from chatedit.tools.backend import BackendError
+    from chatedit.workers.client import CLUSTER_GONE, RayWorkers
+
+    class Handle:  # a call through it would wait for a cluster that is not there
+        def options(self, **kwargs):
+            raise AssertionError("no call may be sent to a cluster that is gone")
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    workers = RayWorkers(Handle(), cluster=address)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as raised:
+        workers.call("generate", None)
+    with pytest.raises(BackendError):
+        list(workers._stream("walk", None))
+    assert str(raised.value) == CLUSTER_GONE.format(why=f"nothing answers at {address}")
+    assert time.monotonic() - started < 5

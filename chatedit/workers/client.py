@@ -38,9 +38,14 @@ logger = logging.getLogger(__name__)
 WORKER_LOST = "The worker running this stopped before it finished, so nothing was changed. Please try again."
 UNREACHABLE = ("The editing workers cannot be reached right now ({why}), so nothing was changed; the page keeps "
                "working and will use them as soon as they are back.")
+CLUSTER_GONE = ("The editing workers' Ray cluster stopped answering ({why}), so nothing was changed; your session is "
+                "kept. Faces can be edited again once Ray is back and this page has been restarted.")
 NOT_STARTED = ("The editing workers could not be reached when this page started ({why}), so faces cannot be drawn "
                "or edited; your sessions are kept. Start Ray (or fix --ray-address) and restart the page.")
 CALL_TIMEOUT_S = 300.0  # one call (a draw, a reading) that takes longer has lost its worker
+# Ray ends a process whose cluster (its GCS) has been gone this long (default 60 s): the page must
+# outlive its cluster, so the wait is made longer than any page runs, and each call looks first
+RECONNECT_TIMEOUT_S = str(10 * 365 * 24 * 3600)
 
 
 @dataclass
@@ -57,9 +62,10 @@ _ROUTE: ContextVar[Route | None] = ContextVar("chatedit_workers_route", default=
 class RayWorkers:
     """The ``Editor``'s workers on a Ray Serve deployment (``chatedit.workers.replica``)."""
 
-    def __init__(self, handle, method: Method = "field"):
+    def __init__(self, handle, method: Method = "field", cluster: str | None = None):
         self.handle = handle  # a DeploymentHandle of the Backend deployment
         self.method = method  # the replicas walk by the method they were deployed with
+        self.cluster = cluster  # the cluster's GCS address, looked at before each call (None: not looked at)
         self.last_replica: str | None = None  # the replica that took the latest stream (logs, fault tests)
 
     # ----------------------------------------------------------------- Workers
@@ -111,6 +117,7 @@ class RayWorkers:
     def call(self, member: str, *args) -> Any:
         """``backend.<member>(*args)`` on a replica (the one holding the routed photo, if any)."""
         route = _ROUTE.get() or Route(None)
+        self._check_cluster()
         for attempt in (1, 2):  # a replica found dead before it answered: once more, on another
             try:
                 value, notes = self._handle(route.photo).call.remote(member, *args).result(timeout_s=CALL_TIMEOUT_S)
@@ -124,6 +131,16 @@ class RayWorkers:
             raise BackendError(value.text)
         return value
 
+    def _check_cluster(self) -> None:
+        """A ``BackendError`` now when the cluster itself is gone: a call to it would wait for ever."""
+        if self.cluster is None:
+            return
+        try:
+            check_address(self.cluster, timeout_s=2.0)
+        except ConnectionError as error:
+            logger.error("the Ray cluster at %s is gone: %s", self.cluster, error)
+            raise BackendError(CLUSTER_GONE.format(why=f"nothing answers at {self.cluster}")) from error
+
     def _handle(self, photo: str | None, stream: bool = False):
         options = {"stream": True} if stream else {}
         if photo:
@@ -134,6 +151,7 @@ class RayWorkers:
         """The messages of a generator method after its ``Started``; notes go to the route, a ``Failed``
         is raised as ``BackendError``. A stream whose replica dies before it starts is tried once more."""
         route = _ROUTE.get() or Route(None)
+        self._check_cluster()
         for attempt in (1, 2):
             started = False
             try:
@@ -223,6 +241,7 @@ def start(backend: str, backend_options: dict, settings: WorkerSettings, method:
     """Starts (or, with ``settings.address``, joins) a Ray cluster and runs ``backend`` on it as a Serve
     deployment, unless the cluster already runs one (``serve deploy``); returns its handle."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", RECONNECT_TIMEOUT_S)
     import ray
     from ray import serve
 
@@ -256,7 +275,9 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
 
 def connect(handle, method: Method = "field") -> tuple[RemoteBackend, RayWorkers]:
     """The page's backend and workers over a running deployment's handle."""
-    workers = RayWorkers(handle, method)
+    import ray
+
+    workers = RayWorkers(handle, method, cluster=ray.get_runtime_context().gcs_address)
     about = handle.about.remote().result(timeout_s=CALL_TIMEOUT_S)
     return RemoteBackend(workers, about), workers
 
@@ -320,10 +341,13 @@ def build_agent(backend: str = "builtin", llm="rules", method: str = "field", se
             handle = start(backend, dataclasses.asdict(given), settings, method)
         remote, workers = connect(handle, method)
     except ConnectionError as error:  # no cluster there: the page starts, and says so on every call
-        logger.error("Ray cannot be reached at %s: %s", settings.address or "a local cluster", error)
+        hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+            " (Ray 2.59 and later start clusters with token authentication: run this page with RAY_AUTH_MODE=token, "
+            "or start the cluster with RAY_AUTH_MODE=disabled)")
+        logger.error("Ray cannot be reached at %s: %s%s", settings.address or "a local cluster", error, hint)
         remote, workers = standing_in(spec, f"Ray at {settings.address or 'this machine'}: {str(error)[:120]}")
     return Agent(Editor(remote, method=method, workers=workers), chat_model, fallback=fallback)
 
 
-__all__ = ["NOT_STARTED", "UNREACHABLE", "WORKER_LOST", "RayWorkers", "RemoteBackend", "Unreachable", "build_agent",
+__all__ = ["CLUSTER_GONE", "NOT_STARTED", "UNREACHABLE", "WORKER_LOST", "RayWorkers", "RemoteBackend", "Unreachable", "build_agent",
            "connect", "standing_in", "start"]
