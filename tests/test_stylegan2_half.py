@@ -39,7 +39,7 @@ def test_half_is_a_stylegan2_option_on_the_command_line_and_in_build_agent(capsy
     assert cli._backend_options(cli.build_parser().parse_args(["serve"])) == {}  # auto: not passed at all
     with pytest.raises(ValueError, match="--half: an option of --backend stylegan2, not of --backend builtin"):
         build_agent("builtin", half=True)
-    with pytest.raises(ValueError, match="--model: an option of --backend diffusion, not of --backend stylegan2"):
+    with pytest.raises(ValueError, match="--model: an option of --backend diffusion or wplus, not of --backend stylegan2"):
         build_agent("stylegan2", weights="x", model="sd")
     assert cli.main(["bench", "edit", "--half"]) == 1
     assert "--half: an option of --backend stylegan2" in capsys.readouterr().err
