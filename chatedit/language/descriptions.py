@@ -49,9 +49,12 @@ def described_degree(words: list[str], attribute: str, vocab: Vocabulary) -> int
     degrees, weight = _table()[attribute]
     synonyms = vocab.phrasing.description_words
     said = {plain(synonyms.get(w, w)) for w in words} | {plain(synonyms.get(plain(w), plain(w))) for w in words}
-    # the best score; between equal ones, the description with the fewest words not said ("long" is
-    # "a long beard" more than "a full long beard")
-    ranked = sorted(((sum(weight[w] for w in said & d), -len(d - said), i) for i, d in enumerate(degrees)),
+    named = {plain(synonyms.get(w, w)) for w in words if any(r.kind == "name" and r.attribute == attribute
+                                                            for r in vocab.lexicon.get((w,), ()))}
+    # the best score, from the words that are not the attribute's name ("her expression" says no degree);
+    # between equal ones, the description with the fewest words not said ("long" is "a long beard" more
+    # than "a full long beard")
+    ranked = sorted(((sum(weight[w] for w in (said - named) & d), -len(d - said), i) for i, d in enumerate(degrees)),
                     reverse=True)
     (best, spare, degree), runner_up = ranked[0], ranked[1]
     if best < MIN_SCORE or (best, spare) == runner_up[:2]:

@@ -8,9 +8,10 @@ removes, a follow-up) and how they combine. ``parse`` turns text into :class:`In
 How a message is read (docs/language.md):
 1. normalise: lower-case, expand contractions, fix one-edit typos, apply canonical phrases, then
    the rewrites of ``phrasing.py`` (word formation, superlatives, phrasal verbs);
-2. take out questions of the form "is he old or young?"; split into clauses at punctuation and
-   conjunctions ("older and with a beard"); drop question and wish frames ("could you", "i would
-   love to see"); note remarks on the face beside a request ("she looks so glum, ...");
+2. take out questions of the form "is he old or young?" ("should he be old or young?" only the
+   person can settle: unclear); split into clauses at punctuation and conjunctions ("older and with
+   a beard"); drop question and wish frames ("could you", "i would love to see"); note remarks on
+   the face beside a request ("she looks so glum, ...");
 3. a leading "yes"/"no" answers the system's pending suggestion;
 4. each clause is a command (undo, reset, ...), a question about the face, or is scanned for cues:
    degree phrases, described looks, superlatives, swaps, comparatives, add/remove verbs, intensity
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from chatedit.attributes import MAX_DEGREE
 
-from .questions import alternatives, face_question
+from .questions import alternatives, face_question, topic_question
 from .reading import (
     ADD,
     CHANGE,
@@ -115,17 +116,38 @@ def _covered(words: list[str], phrases: frozenset[tuple[str, ...]]) -> bool:
 
 def _unframed(words: list[str], vocab: Vocabulary) -> list[str]:
     """The clause without a question or wish frame it opens with: "why not give him glasses" -> "give him glasses"."""
-    frames = vocab.phrasing.frame_open
+    frames, opinion = vocab.phrasing.frame_open, vocab.phrasing.question_opinion
+    if any(tuple(words[k:k + n]) in opinion for k in (0, 1) for n in (2, 3, 4)):
+        return words   # "what would you say her age is?": a question, not a wish
     size = next((n for n in range(min(len(words), 6), 0, -1) if tuple(words[:n]) in frames), 0)
     return words[size:]
+
+
+def _coordinated(clauses: list[Clause], vocab: Vocabulary) -> list[Clause]:
+    """ "a thick, long beard", "the thinnest, most barely-there fringe": adjectives that need a name,
+    either side of a comma, describe the same thing; the two clauses are one."""
+    def adjective(word: str) -> bool:
+        roles = vocab.lexicon.get((word,), ())
+        return bool(roles) and all(r.named or r.kind in ("most", "intensity") for r in roles)
+
+    out: list[Clause] = []
+    for clause in clauses:
+        first = next((w for w in clause.words if w not in vocab.skipped), "")
+        if out and not clause.joined and not out[-1].question and adjective(out[-1].words[-1]) and adjective(first):
+            clause.words = out.pop().words + clause.words
+        out.append(clause)
+    return out
 
 
 def _remark(clause: Clause, vocab: Vocabulary) -> bool:
     """ "she looks so glum": a subject and a verb of being, saying how the face is, with no complaint word."""
     subjects, verbs = vocab.phrasing.observe
     words = [w for w in clause.words if w not in vocab.skipped]
+    while words and words[0] in vocab.phrasing.question_lead:   # "honestly, he looks miserable"
+        words = words[1:]
     subject = words[0] in subjects or _has(vocab, words[0], "name") if words else False   # "her expression is flat"
-    return len(words) > 2 and subject and words[1] in verbs and not any(
+    mild = any(_has(vocab, w, "intensity") and _has(vocab, x, "polar") for w, x in zip(words, words[1:]))
+    return len(words) > 2 and subject and words[1] in verbs and not mild and not any(
         _has(vocab, w, "too", "more", "less", "enough", "cmp", "add", "remove", "negation") for w in words)
 
 
@@ -150,6 +172,37 @@ def _within_two(a: str, b: str) -> bool:
         for j, cb in enumerate(b, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
     return row[-1] <= 2
+
+
+def _topic(question: Intent, topic: Reading, clause: int, slots: list, cues: dict[str, list[Cue]]) -> Intent:
+    """A question after a clause of nothing but names ("her glasses, are they thick?"): the names are
+    what it asks about, not an attribute to add."""
+    for attribute in topic.names:
+        cues[attribute] = [c for c in cues[attribute] if c.clause != clause]
+        if not cues[attribute] and attribute in slots:
+            slots.remove(attribute)
+            del cues[attribute]
+    if question.attribute is None and len(topic.names) == 1:
+        return Intent("describe", attribute=topic.names[0])
+    return question
+
+
+def _restate_amount(reading: Reading, previous: Reading, vocab: Vocabulary) -> bool:
+    """Whether a clause that only says how much ("a lot less", "maybe two steps") sets the amount of the
+    change the clause before asked for ("younger, a lot more": more of it); a "less" only after a change down."""
+    follow = reading.cues[0] if len(reading.cues) == 1 and not reading.names else None
+    if follow is None or follow.level != RELATIVE or reading.intensity is None:
+        return False
+    comparing = _has(vocab, follow.word, "more", "less")
+    if follow.word != "intensity" and not comparing:
+        return False
+    sign = next(iter(follow.options.values()))
+    changes = [c for c in previous.cues if c.level == CHANGE and c.options]
+    if not changes or (sign < 0 and any(v > 0 for c in changes for v in c.options.values())):
+        return False
+    for cue in changes:
+        cue.options = {a: (1 if v > 0 else -1) * follow.amount for a, v in cue.options.items()}
+    return True
 
 
 def _check(context: DialogContext, vocab: Vocabulary) -> None:
@@ -224,8 +277,9 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
     values = [c.options[attribute] for c in chosen]
     if level in (DEGREE, LOOK):   # the last phrase refines or corrects the earlier ones; a superlative wins
         far = [c for c in chosen if c.far]
-        if far:
-            return Intent("edit", attribute, target=far[-1].options[attribute])
+        if far:   # "the least smile she can, while still smiling": the faintest that still is one
+            still = far[-1].options[attribute] == 0 and any(c.level == ADD and c.clause != far[-1].clause for c in cues)
+            return Intent("edit", attribute, target=1 if still else far[-1].options[attribute])
         if any(not c.detail for c in chosen):   # "like a grandfather with white hair, retired": a detail
             chosen = [c for c in chosen if not c.detail]
             values = [c.options[attribute] for c in chosen]
@@ -274,15 +328,16 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     vocab = load_vocabulary()
     _check(context, vocab)
     # 1. normalise and split; "is he old or young?" asks about the age
-    asked, tokens = alternatives(normalise(text, vocab), vocab)
+    asked, undecided, tokens = alternatives(normalise(text, vocab), vocab)
     slots: list[Intent | str] = [Intent("describe", attribute=a) for a in asked]
+    slots += [Intent("unclear", attribute=a) for a in undecided]   # "should the beard be long or short?"
     clauses = split_clauses(tokens, vocab)
     if not clauses:
         return slots or [Intent("unknown")]
 
     for clause in clauses:   # "could you ...", "i would love to see ...": the request inside the frame
         clause.words = _unframed(clause.words, vocab)
-    clauses = [c for c in clauses if c.words]
+    clauses = _coordinated([c for c in clauses if c.words], vocab)
     if not clauses:
         return slots or [Intent("unknown")]
     remarks = {i for i, c in enumerate(clauses) if _remark(c, vocab)}
@@ -341,7 +396,12 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
             command = Intent("describe", attribute=reading.names[0])   # "does she have glasses?": that one
         elif command is None:
             question, about = face_question(clause, reading, vocab)   # "how's the beard looking?"
+            rest = [c for c in clauses[index + 1:] if c.sentence == clause.sentence]
+            if not question and topic_question(clause, reading, rest, vocab, len(clauses) == 1):
+                question, about = True, reading.names[0]
             command = Intent("describe", attribute=about) if question else None
+        if command and command.kind == "describe" and previous and previous.bare and not clause.joined:
+            command = _topic(command, previous, index - 1, slots, cues)   # "his chin, is it covered by a beard?"
         if (command and command.kind == "undo" and command.steps == 1 and reading.names != [context.focus]) \
                 or (undoing and clause.joined and not command and reading.bare):
             # "undo the glasses (and the smile)" when the last edit was something else: each back to what
@@ -357,6 +417,8 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
             slots.pop()   # "a new face, seed 7"
         if command:
             slots.append(command)
+            if command.attribute:   # "her glasses? remove them": what was asked about is what "them" is
+                earlier = [command.attribute, *[a for a in earlier if a != command.attribute]]
             if command.kind != "new_face":
                 continue
         if index in remarks:
@@ -364,6 +426,8 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         elif reading.names and not reading.cues and not reading.bare and not reading.blocked and not reading.things:
             slots.append(Intent("unclear", attribute=reading.names[0]))   # "make the glasses fancier"
         moderate |= reading.moderate
+        if previous and not clause.joined and _restate_amount(reading, previous, vocab):
+            continue   # "less bangs, a lot less", "older, maybe two steps": how much, said again
         if reading.bare:   # "... and the beard": the previous verb; alone, "glasses please" adds
             verb = previous.verb if (clause.joined and previous and previous.verb) else "add"
             reading.verb = verb

@@ -2,11 +2,15 @@
 
 Run on normalised tokens, before clauses are split:
 
+0. hair said near the forehead is the fringe: "hair falling on her forehead" -> "fringe falling ...";
+   someone else says nothing of the face: "my grandma wears thick glasses" -> "my person wears ...";
 1. word formation: an unknown word made from a known one ("cheerier" -> "more cheery", "thickest"
-   -> "most thick", "merriness" -> "smile", "trimmed" -> "trim"; "no rims" -> "rimless");
+   -> "most thick", "merriness" -> "smile", "trimmed" -> "trim"; "no rims" -> "rimless"; "de-beard",
+   "glasses-less" -> "without beard", "without glasses");
 2. superlatives said with "as": "as old as it gets", "as young as he can possibly be" -> "most old";
 3. phrasal verbs, the particle next to the verb or after its object: "tone the smile down" ->
-   "decrease the smile", "crack up" -> "laugh";
+   "decrease the smile", "crack up" -> "laugh"; not where the pair ends a phrase the lexicon knows
+   ("corners turned up");
 4. the faintest of a thing: "barely a whisper of a smile" -> "tiny smile".
 """
 
@@ -16,6 +20,8 @@ from .vocabulary import Vocabulary
 
 ARTICLES = frozenset({"a", "an", "the"})
 STOPS = frozenset({",", ".", ";", "!", "?", ":"})
+SENTENCE_ENDS = frozenset({".", ";", "!", "?"})
+HAIR_REACH = 5   # words between hair and the forehead: "hair falling down over her forehead"
 PARTICLE_REACH = 5   # words between a verb and its particle: "turn [the big grin on her face] down"
 
 
@@ -40,16 +46,24 @@ def _stems(word: str, suffix: str) -> list[str]:
     return out
 
 
-def _formed(word: str, vocab: Vocabulary) -> list[str] | None:
-    """The words an unknown ``word`` is made from, or None when it is known or not made from one."""
-    if not word.isalpha() or len(word) < 4 or _known(vocab, word) or word in vocab.known:
+def formed(word: str, vocab: Vocabulary) -> list[str] | None:
+    """The words an unknown ``word`` is made from, or None when it is known or not made from one. A
+    common word ("happiness") is only read as the noun of a mood."""
+    if not word.isalpha() or len(word) < 4 or _known(vocab, word):
         return None
     sfx = vocab.phrasing.suffixes
 
     def polar(w: str) -> list:
         return [r for r in _roles(vocab, w) if r.kind in ("polar", "cmp")]
 
-    for kind in ("superlative", "comparative", "noun", "adverb", "inflection"):
+    prefixes, suffixes, without = vocab.phrasing.without
+    for stem in [word[len(p):] for p in prefixes if word.startswith(p)] + [
+            word[:-len(x)] for x in suffixes if word.endswith(x)]:
+        named = next((w for w in (stem, stem + "s") if _names(vocab, w)), None)
+        if named:   # "debeard", "glassesless", "spectaclefree"
+            return [without, named]
+    kinds = ("noun",) if word in vocab.known else ("superlative", "comparative", "noun", "adverb", "inflection")
+    for kind in kinds:
         for suffix in sfx.get(kind, ()):
             if not word.endswith(suffix):
                 continue
@@ -72,11 +86,21 @@ def _formed(word: str, vocab: Vocabulary) -> list[str] | None:
     return None
 
 
+def _names(vocab: Vocabulary, word: str) -> bool:
+    return any(r.kind == "name" for r in _roles(vocab, word))
+
+
 def _privative(tokens: list[str], vocab: Vocabulary) -> list[str]:
-    """ "with no rims", "without frames" -> "with rimless", "frameless" when the vocabulary knows the -less word."""
+    """ "with no rims", "without frames" -> "with rimless", "frameless" when the vocabulary knows the -less word;
+    "de-beard" -> "without beard"."""
     out, i = [], 0
     cues = sorted(vocab.phrasing.privative, key=len, reverse=True)
+    prefixes, _, without = vocab.phrasing.without
     while i < len(tokens):
+        if tokens[i] in prefixes and i + 1 < len(tokens) and _names(vocab, tokens[i + 1]):
+            out += [without, tokens[i + 1]]
+            i += 2
+            continue
         cue = next((c for c in cues if tuple(tokens[i:i + len(c)]) == c), None)
         if cue and i + len(cue) < len(tokens):
             noun = tokens[i + len(cue)]
@@ -95,7 +119,7 @@ def _privative(tokens: list[str], vocab: Vocabulary) -> list[str]:
 
 
 def _as_superlative(tokens: list[str], vocab: Vocabulary) -> list[str]:
-    """ "as old as it gets", "as young as he can possibly be": "most old"."""
+    """ "as old as it gets", "as young as he can possibly be", "old as can be": "most old"."""
     out, i = [], 0
     endings = vocab.phrasing.as_endings
     while i < len(tokens):
@@ -113,9 +137,31 @@ def _as_superlative(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 out += ["most", tokens[i + 1], *between]
                 i = j
                 continue
+        j = i + 2   # "happy as can be", "long as possible": the first "as" left out, to the end of the clause
+        while j < len(tokens) and tokens[j] in endings:
+            j += 1
+        if j > i + 2 and i + 1 < len(tokens) and tokens[i + 1] == "as" and (j == len(tokens) or tokens[j] in STOPS) \
+                and any(r.kind in ("polar", "cmp") for r in _roles(vocab, tokens[i])):
+            out += ["most", tokens[i]]
+            i = j
+            continue
         out.append(tokens[i])
         i += 1
     return out
+
+
+def _phrase_ending(tokens: list[str], verb: int, particle: int, vocab: Vocabulary) -> bool:
+    """Whether a verb and the particle right after it end a phrase the lexicon knows: "corners turned up"
+    is a faint smile, not "corners increase"."""
+    if particle != verb + 1:
+        return False
+    inner = vocab.phrasing.inner_adverbs | vocab.skipped
+    for k in range(verb - 1, max(0, verb - 6) - 1, -1):
+        if tokens[k] in STOPS:
+            return False
+        if (tokens[k], *(w for w in tokens[k + 1:particle + 1] if w not in inner)) in vocab.lexicon:
+            return True
+    return False
 
 
 def _phrasal(tokens: list[str], vocab: Vocabulary) -> list[str]:
@@ -128,7 +174,7 @@ def _phrasal(tokens: list[str], vocab: Vocabulary) -> list[str]:
             for j in range(i + 1, min(len(out), i + 2 + PARTICLE_REACH)):
                 if out[j] in STOPS or out[j] in vocab.conjunctions:
                     break
-                if out[j] in particles:
+                if out[j] in particles and not _phrase_ending(out, i, j, vocab):
                     meaning = list(particles[out[j]])
                     out = out[:i] + meaning + out[i + 1:j] + out[j + 1:]
                     i += len(meaning) - 1
@@ -165,6 +211,42 @@ def _faint(tokens: list[str], vocab: Vocabulary) -> list[str]:
     return out
 
 
+def _hair_at(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "hair falling on the forehead", "her forehead, is it covered by hair?": hair said near the forehead
+    is the fringe."""
+    hair, near, fringe = vocab.phrasing.fringe_hair
+    out = list(tokens)
+    for i, tok in enumerate(tokens):
+        if tok not in hair:
+            continue
+        window = [t for side in (tokens[i - 1::-1] if i else [], tokens[i + 1:])
+                  for t in until(side, SENTENCE_ENDS)[:HAIR_REACH]]
+        if set(window) & near:
+            out[i] = fringe
+    return out
+
+
+def _someone_else(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "my grandma wears thick glasses, give her those": a person who is someone else ("my grandma") says
+    nothing of the face; "make her look like my grandma" compares with them and stays."""
+    before, person = vocab.phrasing.someone_else
+    out = list(tokens)
+    for i in range(1, len(tokens)):
+        if tokens[i - 1] not in before or (i > 1 and tokens[i - 2] in vocab.phrasing.simile):
+            continue
+        for size in (2, 1):
+            roles = vocab.lexicon.get(tuple(tokens[i:i + size]), ())
+            if any(r.kind in ("degree", "look") for r in roles) and not any(r.kind == "name" for r in roles):
+                out[i:i + size] = [person] * size
+                break
+    return out
+
+
+def until(tokens: list[str], stops: frozenset[str]) -> list[str]:
+    """``tokens`` up to the first of ``stops``."""
+    return tokens[:next((k for k, t in enumerate(tokens) if t in stops), len(tokens))]
+
+
 def _intensity(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """ "way older": "much older"; "way" elsewhere ("no way", "the other way") is left alone. "too much
     old": "too old" (a learner's "too much" before an adjective)."""
@@ -176,8 +258,8 @@ def _intensity(tokens: list[str], vocab: Vocabulary) -> list[str]:
 
 
 def rewrite(tokens: list[str], vocab: Vocabulary) -> list[str]:
-    """The four rewrites above, in order, and intensity words that only are one before a comparative."""
-    formed = []
-    for tok in _intensity(tokens, vocab):
-        formed.extend(_formed(tok, vocab) or [tok])
-    return _faint(_phrasal(_as_superlative(_privative(formed, vocab), vocab), vocab), vocab)
+    """The rewrites above, in order, and intensity words that only are one before a comparative."""
+    words = []
+    for tok in _someone_else(_hair_at(_intensity(tokens, vocab), vocab), vocab):
+        words.extend(formed(tok, vocab) or [tok])
+    return _faint(_phrasal(_as_superlative(_privative(words, vocab), vocab), vocab), vocab)

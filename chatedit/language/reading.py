@@ -50,6 +50,7 @@ class Reading:
     moderate: bool = False         # "..., but not too much"
     verb: str | None = None        # "add" | "remove" | "reduce" | "blocked": inherited by "... and the beard"
     bare: bool = False             # only attribute names ("the beard", "glasses please")
+    intensity: int | None = None   # "a lot", "two steps": how much, when said
 
 
 def _options(roles: list[Role], value=None) -> tuple[dict[str, int], str]:
@@ -91,11 +92,23 @@ def _comparisons(spans: list[Span], amount: int, step: int, vocab: Vocabulary) -
     for i, s in enumerate(spans):
         roles = s.get("polar") or s.get("name")
         prev = spans[i - 1] if i else None
+        if prev and not prev.roles and prev.words[0] in vocab.fillers and i > 1 and spans[i - 2].has("more", "less"):
+            prev = spans[i - 2]   # "less of a sourpuss"
+        after = spans[i + 1] if i + 1 < len(spans) else None
+        if after and after.has("most") and s.get("name") and not s.used and not (
+                i + 2 < len(spans) and spans[i + 2].has("polar", "degree", "look", "name")):
+            sign = after.get("most")[0].value   # "make her smile the least she can": the verb's superlative
+            options = {r.attribute: _far_end(r, sign, vocab) for r in s.get("name")}
+            cues.append(Cue(DEGREE, options, "self", s.text, far=True))
+            s.used = after.used = True
+            continue
         said = {}   # "her biggest smile", "the shortest fringe": the superlative of the phrase's first word
         if prev and prev.has("most") and not s.get("polar") and (s.get("degree") or s.get("look")):
             said = {r.attribute: r.value for r in s.get("degree") + s.get("look")}
             first = vocab.lexicon.get(s.words[:1], ())
             roles = [r for r in first if r.kind == "polar" and r.attribute in said] or roles
+        if not roles and prev and prev.has("more", "less"):   # "less stony-faced": away from that degree's end
+            roles = [Role("polar", r.attribute, 1 if 2 * r.value > MAX_DEGREE else -1, r.named) for r in s.get("degree")]
         if not roles:
             continue
         nxt = spans[i + 1] if i + 1 < len(spans) else None
@@ -111,8 +124,8 @@ def _comparisons(spans: list[Span], amount: int, step: int, vocab: Vocabulary) -
             continue
         if prev and prev.has("more", "less"):
             level, sign, used = CHANGE, (1 if prev.has("more") else -1), [prev]
-        elif roles[0].kind == "polar" and prev and prev.has("too"):
-            level, sign, used = WEAK, -1, [prev]
+        elif roles[0].kind == "polar" and prev and (prev.has("too") or _mild_complaint(spans, i, vocab)):
+            level, sign, used = WEAK, -1, [prev]   # "too long"; "the fringe feels a tad long"
         elif nxt and nxt.has("enough") and negated:
             level, sign, used = WEAK, 1, [nxt, *negated]
         else:
@@ -122,6 +135,15 @@ def _comparisons(spans: list[Span], amount: int, step: int, vocab: Vocabulary) -
         for x in [s, *used]:
             x.used = True
     return cues
+
+
+def _mild_complaint(spans: list[Span], i: int, vocab: Vocabulary) -> bool:
+    """ "the fringe feels a tad long", "he looks a bit old": a mild intensity before an adjective, said of
+    the face with a verb of being and no verb of change, is "a bit too"."""
+    before = spans[:i - 1]
+    mild = any(r.value < vocab.amounts["full_remove"] for r in spans[i - 1].get("intensity"))
+    return mild and any(s.text in vocab.phrasing.observe[1] for s in before) \
+        and not any(s.has("make", "add", "remove", "increase", "decrease") for s in spans)
 
 
 def _anchored(spans: list[Span], step: int) -> list[Cue]:
@@ -141,15 +163,40 @@ def _anchored(spans: list[Span], step: int) -> list[Cue]:
 
 def _swapped(spans: list[Span], vocab: Vocabulary) -> list[Span]:
     """ "change the poker face to a smile", "swap the thick frames for thin ones": the old state only
-    says which attribute (its names are kept, as names), the new one is the request."""
+    says which attribute (its names are kept, as names), the new one is the request; "substitute thin
+    frames for the thick ones" says the new one first."""
+    def names(olds: list[Span]) -> list[Span]:
+        kept = [Span(x.words, tuple(dict.fromkeys(Role("name", r.attribute) for r in x.roles if r.attribute and (
+            r.kind == "name" or (r.kind in ("degree", "lens") and not r.named)))), True) for x in olds]
+        return [x for x in kept if x.roles]
+
     for i, s in enumerate(spans):
         swap = s.text in vocab.phrasing.swap_verbs
         to = next((j for j in range(i + 1, len(spans)) if spans[j].has("change_to")
                    or (swap and spans[j].text in vocab.phrasing.swap_to)), None)
         if (s.has("change_from") or swap) and to is not None:
-            old = [Span(x.words, tuple(dict.fromkeys(Role("name", r.attribute) for r in x.roles if r.attribute and (
-                r.kind == "name" or (r.kind in ("degree", "lens") and not r.named)))), True) for x in spans[i + 1:to]]
-            return spans[:i + 1] + [x for x in old if x.roles] + spans[to:]
+            if spans[to].text in vocab.phrasing.swap_reversed.get(s.text, ()):   # "substitute thin frames for thick"
+                return spans[:i + 1] + spans[i + 1:to] + [spans[to]] + names(spans[to + 1:])
+            return spans[:i + 1] + names(spans[i + 1:to]) + spans[to:]
+    return spans
+
+
+def _simile(spans: list[Span], vocab: Vocabulary) -> list[Span]:
+    """ "a beard like an old sea captain's": after one attribute's name, a degree word of another that
+    describes a noun the vocabulary does not know ("old sea captain") is about that noun, not the face,
+    and the comparison is left out; "like an old man" is a phrase of its own and stays."""
+    named: set[str] = set()
+    for i, s in enumerate(spans):
+        if s.text in vocab.phrasing.simile and named:
+            j = next((k for k in range(i + 1, len(spans)) if spans[k].roles), len(spans))   # the first word read
+            k = j + 1   # then the noun it describes: no word for these attributes ("sea captain", "hipster")
+            while k < len(spans) and spans[k].words[0] not in vocab.fillers and all(
+                    r.named and r.attribute not in named for r in spans[k].roles):
+                k += 1
+            other = j < len(spans) and len(spans[j].words) == 1 and any(
+                r.attribute not in named for r in spans[j].get("degree") + spans[j].get("polar"))
+            return spans[:i] + spans[k:] if other and k > j + 1 else spans
+        named |= {r.attribute for r in s.get("name")}
     return spans
 
 
@@ -203,8 +250,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     # 1. things; "change the poker face to a smile": drop the old state; intensity; "keep"
     things = list(dict.fromkeys(role.thing for s in spans for role in s.get("oos")))
     r.things = [t for t in things if t not in vocab.generic_things] or things   # "hair blonde": hair colour
-    spans = _swapped(spans, vocab)
-    intensity = next((role.value for s in spans for role in s.get("intensity")), None)
+    spans = _simile(_swapped(spans, vocab), vocab)
+    intensity = r.intensity = next((role.value for s in spans for role in s.get("intensity")), None)
     amount = intensity or vocab.amounts["plain"]
     r.moderate = any(s.has("moderate") for s in spans)
     r.pronoun = any(s.has("pronoun") for s in spans)
@@ -297,7 +344,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
 
     # 7. nothing but names: "the beard", "glasses please"; with an intensity, a step: "smile a bit";
     #    an intensity alone moves the focus on that much: "a little", "all the way"
-    plain = all(s.has("name") or s.words[0] in vocab.fillers for s in spans if not s.has("intensity"))
+    plain = all(s.has("name") or s.words[0] in vocab.fillers or s.words[0] in vocab.phrasing.phrasal
+                for s in spans if not s.has("intensity"))   # "crank the age to the max": a verb of degree
     if r.names and not r.cues and plain and intensity is not None:
         r.cues.append(Cue(ADD, dict(every), "verb", "add", intensity))
         r.verb = "add"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from chatedit.attributes import MAX_DEGREE
 
-from .phrasing import rewrite
+from .phrasing import formed, rewrite, until
 from .vocabulary import Role, Vocabulary, load_vocabulary, replace_phrases
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ def _within_one(a: str, b: str) -> bool:
 
 
 def _correct(word: str, vocab: Vocabulary) -> str:
-    if len(word) < 4 or not word.isalpha() or word in vocab.known:
-        return word
+    if len(word) < 4 or not word.isalpha() or word in vocab.known or formed(word, vocab):
+        return word   # "sunnier" is more sunny, not "sunnies"
     candidates = sorted((k for k in vocab.keywords if _within_one(word, k)), key=lambda k: (-len(k), k))
     meanings = {frozenset((r.kind, r.attribute) for r in vocab.lexicon.get((k,), ())) for k in candidates}
     if candidates and len(meanings) == 1:   # "glases": glasses or glass, the same either way
@@ -83,8 +83,9 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
             after = tokens[i + 2] if i + 2 < len(tokens) else ""
             off_after = bool(out) and out[-1] in vocab.years_off and after == "off"   # "take 10 years off"
             off_before = len(out) >= 2 and out[-2] in vocab.years_off and out[-1] == "off"   # "take off 10 years"
-            relative = (out and out[-1] in vocab.age_change_before) or after in vocab.relative_years \
-                or off_after or off_before
+            before = vocab.age_change_before | vocab.relative_years | vocab.phrasing.years_after
+            relative = (out and out[-1] in before) or after in vocab.relative_years or off_after or off_before
+            # "age him ten years" ("older" before), "wind the age back a decade"
             if value is not None and nxt in vocab.age_after and relative:
                 # "add 20 years", "5 years younger": a change, not an age; "add"/"take ... off" say which way
                 if out and out[-1] in vocab.age_change_before - {"by"}:
@@ -100,7 +101,8 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
             degree = value is not None and value <= MAX_DEGREE and out and out[-1] == vocab.years_attribute
             if degree and nxt not in vocab.age_after:
                 pass   # "age 4", as "smile 2": a degree of the scale, not a four-year-old
-            elif value is not None and (nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
+            elif value is not None and nxt not in vocab.phrasing.steps | vocab.phrasing.durations and (
+                    nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
                 years = value
             elif value is not None and value >= 10 and out and (
                     out[-1] in vocab.age_before_adult   # "show me him at 17"
@@ -116,6 +118,52 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
     return out
 
 
+VERB_KINDS = ("add", "make", "remove", "reduce", "increase", "decrease", "action", "change_from", "restore")
+
+
+def _attributes(words: list[str], vocab: Vocabulary) -> set[str]:
+    return {r.attribute for w in words for r in vocab.lexicon.get((w,), ()) if r.attribute}
+
+
+def _verb(word: str, vocab: Vocabulary) -> bool:
+    return word in vocab.phrasing.phrasal or any(r.kind in VERB_KINDS for r in vocab.lexicon.get((word,), ()))
+
+
+def _instead(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "instead of X": X is the old state. Opening a sentence, it runs to a comma or a verb and the rest
+    is the new one: "instead of the beard, give him stubble" -> "swap the beard for give him stubble", or,
+    when the two are about different attributes, "instead of glasses, a beard" -> "without glasses, a
+    beard". After the new state ("a gentle smile instead of the laugh") it only names what the sentence
+    already asks for and is dropped, or it is another attribute, which goes: "glasses, without a beard"."""
+    phrases = sorted(vocab.phrasing.swap_instead, key=len, reverse=True)
+    without = vocab.phrasing.without[2]
+    out, i = [], 0
+    while i < len(tokens):
+        cue = next((p for p in phrases if tuple(tokens[i:i + len(p)]) == p), ())
+        opening = not out or out[-1] in PUNCTUATION
+        start = end = i + len(cue)
+        while cue and end < len(tokens) and tokens[end] not in PUNCTUATION and not (
+                opening and end > start and _verb(tokens[end], vocab)) \
+                and not (not opening and tokens[end] in vocab.conjunctions):
+            end += 1
+        old = tokens[start:end]
+        if opening and old and end < len(tokens) and tokens[end] not in PUNCTUATION - {","}:
+            rest = end + (tokens[end] == ",")
+            new = _attributes(until(tokens[rest:], PUNCTUATION), vocab)
+            same = _attributes(old, vocab) & new or not new
+            out += [vocab.phrasing.swap_instead_verb, *old, "for"] if same else [without, *old, ","]
+            i = rest
+        elif not opening and old:
+            sentence = until(out[::-1], PUNCTUATION)
+            if not _attributes(old, vocab) <= _attributes(sentence, vocab):
+                out += [",", without, *old]
+            i = end
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+
 def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     """Lower-case tokens with contractions expanded, typos fixed and canonical phrases applied."""
     vocab = vocab or load_vocabulary()
@@ -124,11 +172,13 @@ def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     text = _PERCENT.sub(lambda m: f" level {min(MAX_DEGREE, int(int(m[1]) * MAX_DEGREE / 100 + 0.5))} ", text)
     text = re.sub(r"\s*[=:]\s*(?=\d)", " level ", text)   # "beard=3", "smile: 3"
     text = _SIGNED.sub(lambda m: f" {'more' if m[1] == '+' else 'less'} amount:{m[2]} ", text)
+    suffixes = "|".join(vocab.phrasing.without[1])
+    text = re.sub(rf"(?<=[a-z])-(?=(?:{suffixes})\b)", "", text)   # "glasses-less": one word, "glassesless"
     text = re.sub(r"[-_/]", " ", text)
     tokens, bare = [], vocab.contractions.get("bare", {})   # "dont": a contraction typed without its apostrophe
     for tok in _TOKEN.findall(text):
         tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else bare.get(tok, [tok]))
-    tokens = [_correct(t, vocab) for t in tokens]
+    tokens = _instead([_correct(t, vocab) for t in tokens], vocab)
     return rewrite(_age_numbers(replace_phrases(tokens, vocab.canonical), vocab), vocab)
 
 
@@ -140,6 +190,8 @@ class Clause:
     words: list[str]
     joined: bool = False        # follows a conjunction ("and", "or"): may inherit the previous verb
     question: bool = False
+    asked: bool = False         # in a sentence that ends with a question mark: "his age, roughly?"
+    sentence: int = 0
 
     @property
     def text(self) -> str:
@@ -147,13 +199,18 @@ class Clause:
 
 
 def split_clauses(tokens: list[str], vocab: Vocabulary) -> list[Clause]:
-    clauses, current, joined = [], [], False
+    clauses, current, joined, sentence = [], [], False, 0
     for tok in tokens + ["."]:
         if tok in PUNCTUATION or tok in vocab.conjunctions:
             if current:
-                clauses.append(Clause(current, joined, tok == "?"))
+                clauses.append(Clause(current, joined, tok == "?", sentence=sentence))
             elif tok == "?" and clauses:
                 clauses[-1].question = True
+            if tok == "?":
+                for clause in clauses[sentence:]:
+                    clause.asked = True
+            if tok in PUNCTUATION - {","}:
+                sentence = len(clauses)
             current, joined = [], tok in vocab.conjunctions
         else:
             current.append(tok)
@@ -179,6 +236,19 @@ class Span:
         return " ".join(self.words)
 
 
+def _match(words: list[str], i: int, longest: int, vocab: Vocabulary) -> tuple[int, tuple[str, ...]]:
+    """(words taken, the lexicon phrase they are) for the longest phrase at ``i``, or (0, ()). A phrase
+    may hold adverbs that change nothing ("forehead completely uncovered" is "forehead uncovered")."""
+    inner = vocab.phrasing.inner_adverbs
+    exact = next((n for n in range(min(longest, len(words) - i), 0, -1) if tuple(words[i:i + n]) in vocab.lexicon), 0)
+    for size in range(min(longest + 2, len(words) - i), exact + 1, -1):
+        window = words[i:i + size]
+        phrase = (window[0], *(w for w in window[1:] if w not in inner))
+        if window[-1] not in inner and len(phrase) > exact and phrase in vocab.lexicon:
+            return size, phrase
+    return exact, tuple(words[i:i + exact])
+
+
 def scan(words: list[str], vocab: Vocabulary) -> list[Span]:
     """Longest-first phrase matching over the clause's words, articles and possessives dropped."""
     words = [w for w in words if w not in vocab.skipped]
@@ -200,12 +270,25 @@ def scan(words: list[str], vocab: Vocabulary) -> list[Span]:
             spans.append(Span((words[i],), (Role("degree", vocab.years_attribute, degree),)))
             i += 1
             continue
-        for size in range(min(longest, len(words) - i), 0, -1):
-            roles = vocab.lexicon.get(tuple(words[i:i + size]))
-            if roles:
-                spans.append(Span(tuple(words[i:i + size]), roles))
-                i += size
-                break
+        count = int(words[i]) if words[i].isdigit() else vocab.numbers.get(words[i])
+        size = 2 if i + 1 < len(words) and words[i + 1] in vocab.phrasing.steps else 1
+        degree = i and any(r.kind == "degree_number" for r in vocab.lexicon.get((words[i - 1],), ()))   # "to 4 degrees"
+        if count is not None and count <= MAX_DEGREE and not degree and (
+                size == 2 or (i and words[i - 1] in vocab.phrasing.by)):
+            spans.append(Span(tuple(words[i:i + size]), (Role("intensity", value=count),)))   # "two steps", "by 2"
+            i += size
+            continue
+        size, gapped = _match(words, i, longest, vocab)
+        if size > 1 and i + 1 < len(words):
+            # "very thick frame": "very thick" is a beard's, "thick frame" the glasses': the longer reach wins
+            later, phrase = _match(words, i + 1, longest, vocab)
+            mine = {r.attribute for r in vocab.lexicon[gapped] if r.attribute}
+            theirs = {r.attribute for r in vocab.lexicon.get(phrase, ()) if r.attribute}
+            if i + 1 + later > i + size and theirs and not mine & theirs and all(r.named for r in vocab.lexicon[gapped]):
+                size, gapped = 1, (words[i],)
+        if size and gapped in vocab.lexicon:
+            spans.append(Span(tuple(words[i:i + size]), vocab.lexicon[gapped]))
+            i += size
         else:
             spans.append(Span((words[i],), ()))
             i += 1

@@ -43,6 +43,7 @@ class Phrasing:
     phrasal: dict[str, dict[str, tuple[str, ...]]]   # verb form -> particle -> the words it is read as
     suffixes: dict[str, tuple[str, ...]]       # word formation: kind -> suffixes, longest first
     privative: frozenset[tuple[str, ...]]      # "no rims" -> "rimless"
+    without: tuple[frozenset[str], tuple[str, ...], str]   # "de-beard", "glasses-less": (prefixes, suffixes, read as)
     as_endings: frozenset[str]                 # "as old as it gets"
     faint_nouns: frozenset[str]                # "a whisper of a smile"
     before_comparatives: dict[str, str]        # "way older": "much older"
@@ -50,11 +51,25 @@ class Phrasing:
     corrections: frozenset[str]                # "thin glasses, thick ones actually": a correction
     description_words: dict[str, str]          # "slender" -> "thin": read as a word of attributes.yaml's looks
     faint_words: frozenset[tuple[str, ...]]    # "barely a smile"
+    someone_else: tuple[frozenset[str], str]   # "my grandma wears thick glasses": (the words before, read as)
+    simile: frozenset[str]                     # "a beard like an old sea captain's"
     swap_verbs: frozenset[str]
     swap_to: frozenset[str]
+    swap_reversed: dict[str, frozenset[str]]   # "substitute the new for the old": verb -> the words after which the old comes
+    swap_instead: frozenset[tuple[str, ...]]   # "instead of the old, the new"
+    swap_instead_verb: str                     # the verb such a sentence is read with: "swap the old for the new"
     compose: dict[str, dict]                   # attribute -> {"base", "base_words", "with_degrees", "with_words"}
+    inner_adverbs: frozenset[str]              # "forehead completely uncovered": adverbs a phrase may hold
+    fringe_hair: tuple[frozenset[str], frozenset[str], str]   # (hair words, forehead words, the fringe)
+    durations: frozenset[str]                  # "three days unshaven": a number of these is no age
+    years_after: frozenset[str]                # "wind the age back a decade": a number of years after these is a change
+    by: frozenset[str]                         # "decrement age by 2": a number after these is an amount
+    steps: frozenset[str]                      # "two steps", "a couple of notches": an amount of degrees
     question_open: frozenset[tuple[str, ...]]
     question_verbs: frozenset[tuple[str, ...]]
+    report_verbs: frozenset[str]              # "give me a rundown of the face": a verb and a noun of a report
+    report_nouns: frozenset[str]
+    report_not_to: frozenset[str]             # "give her a ...": to the face, so an edit
     question_wishes: frozenset[str]
     question_face: frozenset[tuple[str, ...]]
     question_lead: frozenset[str]
@@ -62,6 +77,10 @@ class Phrasing:
     question_causative: frozenset[str]
     question_objects: frozenset[str]
     question_alternative: frozenset[str]
+    question_opinion: frozenset[tuple[str, ...]]   # "would you say she looks happy or sad?": no wish
+    question_polite: frozenset[str]           # "glasses please?": asked for, not asked about
+    question_possessive: frozenset[str]       # "her age?": a name said with one of these, asked
+    question_either: dict[str, frozenset[str]]   # "glasses on or off?", "bangs or no?": "yes" and "no" choices
     clarify: dict[str, str]                    # what the built-in model says when it understood only part
 
 
@@ -158,8 +177,10 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         observe=(frozenset(frames["observe"]["subjects"]), frozenset(frames["observe"]["verbs"])),
         phrasal=phrasal,
         suffixes={k: tuple(sorted(v, key=len, reverse=True)) for k, v in data["word_formation"].items()
-                  if k != "privative"},
+                  if k not in ("privative", "without")},
         privative=frozenset(_phrases(data["word_formation"]["privative"])),
+        without=(frozenset(data["word_formation"]["without"]["prefixes"]),
+                 tuple(data["word_formation"]["without"]["suffixes"]), data["word_formation"]["without"]["read_as"]),
         as_endings=frozenset(w for p in _phrases(sup["as_endings"]) for w in p),
         faint_nouns=frozenset(sup["faint_nouns"]),
         before_comparatives=dict(data["before_comparatives"]),
@@ -167,14 +188,29 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         corrections=frozenset(data["corrections"]),
         description_words={**((derived or {}).get("description_words") or {}), **data["description_words"]},
         faint_words=frozenset(_phrases(sup["faint_words"])),
+        simile=frozenset(data["simile"]),
+        someone_else=(frozenset(data["someone_else"]["before"]), data["someone_else"]["read_as"]),
         swap_verbs=frozenset(data["swaps"]["verbs"]),
         swap_to=frozenset(data["swaps"]["to"]),
+        swap_reversed={v: frozenset(w) for v, w in data["swaps"]["reversed"].items()},
+        swap_instead=frozenset(_phrases(data["swaps"]["instead"]["phrases"])),
+        swap_instead_verb=data["swaps"]["instead"]["read_as"],
         compose={a: {"base": {int(k): int(v) for k, v in c["base"].items()},
                      "base_words": frozenset(c.get("base_words", [])),
                      "with_degrees": frozenset(c.get("with_degrees", [])),
                      "with_words": frozenset(c.get("with_words", []))} for a, c in data["compose"].items()},
+        inner_adverbs=frozenset(data["inner_adverbs"]),
+        steps=frozenset(data["steps"]),
+        by=frozenset(data["by"]),
+        years_after=frozenset(data["years_after"]),
+        durations=frozenset(data["durations"]),
+        fringe_hair=(frozenset(data["fringe_hair"]["hair"]), frozenset(data["fringe_hair"]["near"]),
+                     data["fringe_hair"]["read_as"]),
         question_open=frozenset(_phrases(faces["open"])),
         question_verbs=frozenset(_phrases(faces["verbs"])),
+        report_verbs=frozenset(faces["report"]["verbs"]),
+        report_nouns=frozenset(faces["report"]["nouns"]),
+        report_not_to=frozenset(faces["report"]["not_to"]),
         question_wishes=frozenset(faces["wishes"]),
         question_face=frozenset(_phrases(faces["face"])),
         question_lead=frozenset(faces["lead"]),
@@ -182,6 +218,10 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         question_causative=frozenset(faces["causative"]),
         question_objects=frozenset(faces["objects"]),
         question_alternative=frozenset(faces["alternative"]),
+        question_either={k: frozenset(v) for k, v in faces["either"].items()},
+        question_possessive=frozenset(faces["possessive"]),
+        question_polite=frozenset(faces["polite"]),
+        question_opinion=frozenset(_phrases(faces["opinion"])),
         clarify=dict(data["clarify"]),
     )
 
@@ -192,9 +232,11 @@ def load_vocabulary() -> Vocabulary:
     extra = _read_prompt("lexicon.yaml")
     derived = _read_prompt("lexicon_wordnet.yaml")
     lexicon: dict[tuple[str, ...], list[Role]] = defaultdict(list)
+    skipped = frozenset(data["skipped"])
 
     def add(items, role: Role) -> None:
         for phrase in _phrases(items):
+            phrase = tuple(w for w in phrase if w not in skipped) or phrase   # matched as a message is, articles dropped
             if role not in lexicon[phrase]:
                 lexicon[phrase].append(role)
 
@@ -233,7 +275,8 @@ def load_vocabulary() -> Vocabulary:
     for thing, items in data["out_of_scope"].items():
         add(items, Role("oos", thing=thing))
 
-    canonical = {p: tuple(str(target).split()) for target, items in data["canonical"].items() for p in _phrases(items)}
+    canonical = {p: tuple(str(target).split()) for source in (data, extra)
+                 for target, items in (source.get("canonical") or {}).items() for p in _phrases(items)}
     # 3. lexicon.yaml, its phrases in canonical form as a message is ("covers his jaw" is read "cover jaw"):
     #    moods (a degree and the sign towards it), the ends of scales, described looks,
     #    parts of the face that name an attribute, superlative and extreme words; WordNet's moods
@@ -260,9 +303,15 @@ def load_vocabulary() -> Vocabulary:
         named = degrees.get("named", True)
         for degree, items in ((k, v) for k, v in degrees.items() if k != "named"):
             add_canon(items, Role("look", name, int(degree), named=named))
-            for phrase in _phrases(canon(items)):   # "short fringe" names the fringe as well
-                if any(Role("name", name) in lexicon.get((w,), ()) for w in phrase):
+            for phrase in _phrases(canon(items)):   # "short fringe", "big laugh" name the fringe and the smile as well
+                if any(Role("name", name) in lexicon.get((w,), ()) or len(phrase) > 1 and any(
+                        r.kind == "degree" and r.attribute == name and not r.named for r in lexicon.get((w,), ()))
+                       for w in phrase):
                     add([" ".join(phrase)], Role("name", name))
+    for name, signs in extra.get("comparatives", {}).items():   # "youthened", "lifts her mood"
+        for key, sign in (("up", 1), ("down", -1)):
+            forms = {" ".join([f, *rest]) for verb, *rest in map(str.split, signs.get(key, [])) for f in verb_forms(verb)}
+            add_canon(sorted(forms), Role("cmp", name, sign))
     sup = extra["superlatives"]
     add_canon(sup["most"], Role("most", value=1))
     add_canon(sup["least"], Role("most", value=-1))
@@ -303,8 +352,8 @@ def load_vocabulary() -> Vocabulary:
         generic_things=frozenset(data["out_of_scope_generic"]),
         keywords=frozenset(keywords),
         contractions=data["contractions"],
-        skipped=frozenset(data["skipped"]),
-        fillers=frozenset(data["fillers"]),
+        skipped=skipped,
+        fillers=frozenset(data["fillers"]) | frozenset(extra.get("fillers", [])),
         not_ages=frozenset(data["not_ages"]),
         relative_years=frozenset(p[0] for p, roles in lexicon.items() if len(p) == 1 and any(
             r.kind == "cmp" and r.attribute == data["years_attribute"] and not r.named for r in roles)),
