@@ -45,7 +45,7 @@ from cachetools import LRUCache
 from PIL import Image
 
 from chatedit.attributes import attribute_names
-from chatedit.images import from_pil, to_pil
+from chatedit.images import from_pil
 
 from ..align import align_face, detect_face, face_embedding, insightface_app
 from ..backend import Backend, BackendError, Capabilities, PredictorReading
@@ -53,7 +53,7 @@ from ..keys import join_key, split_key
 from .faceid import DEFAULT_SCALE, FaceID, load_faceid
 from .plugin import DEFAULT_CLIP
 from .reader import ClipDegreeReader
-from .real import READERS, RealDegreeReader, dlib_identity, dlib_similarity
+from .real import READERS, PhotoIdentity, RealDegreeReader
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def photo_key(photo: torch.Tensor) -> int:
     return int.from_bytes(hashlib.sha256(photo.contiguous().numpy().tobytes()).digest()[:6], "big")
 
 
-class DiffusionBackend(Backend):
+class DiffusionBackend(PhotoIdentity, Backend):
     name = "diffusion"
     # every walk step is a whole denoising pass: two per degree, twelve per edit at most, each shown
     # forming (previews) and once in the edit-path GIF; the VAE redraws any photo, so uploads are
@@ -457,21 +457,6 @@ class DiffusionBackend(Backend):
 
     def predict(self, image: torch.Tensor) -> PredictorReading:
         return self.reader.read(image)
-
-    def identity(self, image: torch.Tensor) -> torch.Tensor | None:
-        """Unit-length identity embeddings (B, D): insightface's ArcFace when configured (``--face-models``),
-        else dlib's ResNet embedding when the faces extra is installed; otherwise None, never a made-up
-        number (this backend has no identity model of its own)."""
-        if self.insightface is None:
-            from chatedit import faces
-
-            return dlib_identity(image).to(self.device) if faces.available() else None
-        vectors = [face_embedding(self.insightface, to_pil(one)) for one in image]
-        return torch.from_numpy(np.stack(vectors)).float().to(self.device)
-
-    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """dlib's calibrated reading for dlib's embeddings (``dlib_similarity``); ArcFace's cosine otherwise."""
-        return super().similarity(a, b) if self.insightface is not None else dlib_similarity(a, b)
 
     def step(self, method: str, attribute: int, latent: torch.Tensor, direction: int = 1) -> torch.Tensor:
         """One degree of strength for ``attribute``, up (``direction`` 1) or down (-1); the photo key never moves."""

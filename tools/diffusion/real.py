@@ -24,6 +24,7 @@ from PIL import Image
 
 from chatedit.images import to_pil
 
+from ..align import face_embedding
 from ..backend import PredictorReading
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,27 @@ def dlib_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     distance = (a - b.to(a.device)).norm(dim=-1)
     return torch.sigmoid((faces.SAME_PERSON_DISTANCE - distance) / faces.SIMILARITY_WIDTH)
+
+
+class PhotoIdentity:
+    """Identity on the photo backends (diffusion, wplus), which have no identity model of their own:
+    insightface's ArcFace when configured (``self.insightface``, from ``--face-models``), else dlib's
+    ResNet embedding when the faces extra is installed; otherwise None, never a made-up number.
+    Listed before ``Backend`` among a backend's bases."""
+
+    @torch.no_grad()
+    def identity(self, image: torch.Tensor) -> torch.Tensor | None:
+        """Unit-length identity embeddings (B, D) of images (B, 3, H, W) in [0, 1]."""
+        if self.insightface is None:
+            from chatedit import faces
+
+            return dlib_identity(image).to(self.device) if faces.available() else None
+        vectors = [face_embedding(self.insightface, to_pil(one)) for one in image]
+        return torch.from_numpy(np.stack(vectors)).float().to(self.device)
+
+    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """dlib's calibrated reading for dlib's embeddings (``dlib_similarity``); ArcFace's cosine otherwise."""
+        return super().similarity(a, b) if self.insightface is not None else dlib_similarity(a, b)
 
 
 def _position(value: float, edges: tuple[float, ...], below: float, above: float) -> float:

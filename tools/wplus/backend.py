@@ -40,12 +40,12 @@ from cachetools import LRUCache
 from PIL import Image
 
 from chatedit.attributes import attribute_names
-from chatedit.images import from_pil, to_pil
+from chatedit.images import from_pil
 
-from ..align import align_face, detect_face, face_embedding, insightface_app
+from ..align import align_face, detect_face, insightface_app
 from ..backend import Backend, BackendError, Capabilities, PredictorReading
 from ..diffusion.reader import ClipDegreeReader
-from ..diffusion.real import READERS, RealDegreeReader, dlib_identity, dlib_similarity
+from ..diffusion.real import READERS, PhotoIdentity, RealDegreeReader
 from ..stylegan2 import talk_to_edit as tte
 from ..stylegan2.generator import Generator, load_generator, to_image01
 from .adapter import WPlusAdapter
@@ -60,7 +60,7 @@ FREEU = (0.6, 0.4, 1.1, 1.2)  # s1, s2, b1, b2: the published demo's FreeU setti
 OUT_OF_MEMORY = "the GPU ran out of memory drawing this face; try again when fewer people are editing"
 
 
-class WPlusBackend(Backend):
+class WPlusBackend(PhotoIdentity, Backend):
     name = "wplus"
     # a walk step is an SD pass: two per degree, twelve per edit at most, each shown forming; e4e inverts
     # in one forward pass (no optimisation, nothing to stream); field walks and InterFaceGAN directions
@@ -322,21 +322,6 @@ class WPlusBackend(Backend):
                 readings.append(self.reader.read(one[None]))
         return PredictorReading(*(torch.cat([getattr(r, k).to(self.device) for r in readings])
                                   for k in ("degrees", "expected", "probs")))
-
-    @torch.no_grad()
-    def identity(self, image: torch.Tensor) -> torch.Tensor | None:
-        """Identity embeddings (B, D) of SD pictures: insightface's ArcFace with ``--face-models``, else dlib's
-        (the faces extra); None without either, never a made-up number."""
-        if self.insightface is None:
-            from chatedit import faces
-
-            return dlib_identity(image).to(self.device) if faces.available() else None
-        vectors = [face_embedding(self.insightface, to_pil(one)) for one in image]
-        return torch.from_numpy(np.stack(vectors)).float().to(self.device)
-
-    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """dlib's calibrated reading for dlib's embeddings; ArcFace's cosine otherwise."""
-        return super().similarity(a, b) if self.insightface is not None else dlib_similarity(a, b)
 
     # ----------------------------------------------------------------- what the walk needs
 
