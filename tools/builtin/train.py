@@ -63,10 +63,9 @@ class TrainConfig:
     @classmethod
     def quick(cls, **overrides) -> "TrainConfig":
         """A few minutes end to end: for smoke tests, not for shipping."""
-        return replace(cls(people=120, variants=4, ae_steps=60, predictor_steps=40, second_predictor_steps=40,
-                           eval_predictor_steps=40,
-                           identity_steps=30, field_steps=4,
-                           field_pairs=40, field_fit_steps=20), **overrides)
+        return replace(cls(people=64, variants=4, ae_steps=30, predictor_steps=20, second_predictor_steps=20,
+                           eval_predictor_steps=20, identity_steps=15, field_steps=4, field_pairs=24,
+                           field_fit_steps=12), **overrides)
 
 
 def _bf16_ok() -> bool:
