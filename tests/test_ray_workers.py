@@ -107,10 +107,13 @@ def test_four_concurrent_sessions_on_two_replicas_keep_their_own_state(cluster, 
         local.close(f"alone-{seed}")
 
     replicas, errors = set(), []
+    together = threading.Barrier(len(seeds), timeout=60)  # the walks overlap: two per replica at most
+    wait_for_replicas()
 
     def talk(seed: int) -> None:
         try:
             cluster.open(f"together-{seed}", seed=seed)
+            together.wait()
             for text in requests:
                 cluster.respond(f"together-{seed}", text)
                 replicas.add(cluster.editor.workers.last_replica)
