@@ -166,7 +166,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         photos = bench.photo_files(args.photos)
         bench.require_graders()  # fail now, not after loading the pipeline
         if args.backend == "wplus":  # CLIP grades eyeglasses, beard and bangs, even where Talk-to-Edit's predictor steers
-            from chatedit.tools.wplus.plugin import DEFAULT_CLIP
+            from chatedit.tools.diffusion.plugin import DEFAULT_CLIP
 
             options.setdefault("clip", DEFAULT_CLIP)
         result = bench.run(registry.load(args.backend, **options), photos, edits=args.edits, progress=not args.quiet)

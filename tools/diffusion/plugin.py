@@ -11,16 +11,25 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CLIP = "ViT-B-32@laion2b_s34b_b79k"  # open_clip name@pretrained tag
 
 
+def clip_option():
+    """``--clip``, as every backend that reads degrees off its pictures with CLIP declares it."""
+    return option(None, "--clip", f"CLIP model for reading degrees: an open_clip folder or NAME@PRETRAINED "
+                  f"(default: {DEFAULT_CLIP})")
+
+
+def reader_option():
+    """``--reader``: CLIP or the real readers for age and smiling (the photo backends)."""
+    return option(None, "--reader", "who reads age and smiling degrees as the walk steers: clip (default) or real "
+                  "(dlib-models' age network and face-api's expression network, pip install -e .[faces]); glasses, "
+                  "beard and bangs are read by CLIP either way", choices=("clip", "real"))
+
+
 @dataclass(frozen=True)
 class DiffusionOptions:
     model: str | None = option(None, "--model", "Stable Diffusion pipeline: a local folder or a hub id in the local "
                                f"cache (default: {DEFAULT_MODEL}; SDXL accepted)")
-    clip: str | None = option(None, "--clip", "CLIP model for reading degrees: an open_clip folder or "
-                              f"NAME@PRETRAINED (default: {DEFAULT_CLIP})")
-    reader: str | None = option(None, "--reader", "who reads age and smiling degrees as the walk steers: clip "
-                                "(default) or real (dlib-models' age network and face-api's expression network, "
-                                "pip install -e .[faces]); glasses, beard and bangs are read by CLIP either way",
-                                choices=("clip", "real"))
+    clip: str | None = clip_option()
+    reader: str | None = reader_option()
     adapters: Path | None = option(None, "--adapters", "folder of LoRA slider adapters named after attributes, "
                                    "e.g. smiling.safetensors", type=Path, metavar="DIR")
     preview_vae: str | None = option(None, "--preview-vae", "a tiny autoencoder (diffusers AutoencoderTiny folder "

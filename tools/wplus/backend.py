@@ -156,7 +156,8 @@ class WPlusBackend(PhotoIdentity, Backend):
         ``options`` go to the constructor."""
         from .loading import (field_config, load_directions, load_e4e, load_text2image, load_wplus_adapter,
                               predictor_config)
-        from .plugin import DEFAULT_CLIP, DEFAULT_MODEL, FIELDS, PREDICTOR
+        from ..diffusion.plugin import DEFAULT_CLIP
+        from .plugin import DEFAULT_MODEL, FIELDS, PREDICTOR
 
         root = Path(weights)
         field_files = [root / FIELDS / tte.attribute(a).field_file for a in attribute_names()]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..diffusion.plugin import clip_option, reader_option
 from ..registry import BackendSpec, Needs, option
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-DEFAULT_CLIP = "ViT-B-32@laion2b_s34b_b79k"
 DEFAULT_PROMPT = "a close-up photo of a person, natural light"
 DEFAULT_NEGATIVE = "monochrome, lowres, bad anatomy, worst quality, low quality"  # the published demo's
 # in Talk-to-Edit's pretrained_models folder
@@ -33,12 +33,8 @@ class WPlusOptions:
                                        "the published demo's; 0: the prompt alone)", type=float, metavar="SCALE")
     directions: Path | None = option(None, "--directions", "folder of InterFaceGAN W directions (e4e's smile.pt, "
                                      "age.pt, or <attribute>.pt) for the linear baseline", type=Path, metavar="DIR")
-    clip: str | None = option(None, "--clip", "CLIP model for reading degrees: an open_clip folder or "
-                              f"NAME@PRETRAINED (default: {DEFAULT_CLIP})")
-    reader: str | None = option(None, "--reader", "who reads age and smiling degrees as the walk steers: clip "
-                                "(default) or real (dlib-models' age network and face-api's expression network, "
-                                "pip install -e .[faces]); glasses, beard and bangs are read by CLIP either way",
-                                choices=("clip", "real"))
+    clip: str | None = clip_option()
+    reader: str | None = reader_option()
     steps: int | None = option(None, "--steps", "denoising steps of each pass (default 30)", type=int, metavar="N")
     field_steps: int = option(8, "--field-steps", "Talk-to-Edit field steps per degree, each re-evaluating the "
                               "field; a multiple of 2, the walk's steps (SD passes) per degree (default 8; "
