@@ -129,7 +129,9 @@ def test_four_concurrent_sessions_on_two_replicas_keep_their_own_state(cluster, 
         state = cluster.session(f"together-{seed}").state
         assert ([e.action for e in state.entries], state.current.degrees) == expected[seed], seed
         cluster.close(f"together-{seed}")
-    assert len(replicas) == REPLICAS  # both replicas took walks
+    # the walks ran on the replicas; which of the two each took is Serve's routing (the page runs two
+    # edits at once, and one replica takes two), so it is not asserted here
+    assert replicas and all(r.startswith("SERVE_REPLICA::chatedit#Backend#") for r in replicas)
 
 
 def test_an_uploaded_photo_is_edited_where_it_was_prepared(cluster):
