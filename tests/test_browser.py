@@ -182,22 +182,29 @@ def test_a_message_sent_during_an_edit_waits_marked_and_is_answered_in_order(bro
 RELIABLE = ("eyeglasses", "smiling", "bangs")
 
 
+def _roomiest(degrees: dict) -> tuple[str, int]:
+    """The reliable attribute with the most room to move, and the way it has room (+1 up, -1 down)."""
+    name = max(RELIABLE, key=lambda n: max(degrees[n], 5 - degrees[n]))
+    return name, (1 if degrees[name] <= 2 else -1)
+
+
 def test_arrow_keys_on_a_slider_run_one_edit_where_they_stop(browser, served):
     _, app = served
     page, session = open_page(browser, served)
     degrees = app.sessions.degrees(session)
-    name = min(RELIABLE, key=degrees.get)  # an attribute with room to grow that every face can grow
+    name, way = _roomiest(degrees)  # every face has one of these at <= 2 or >= 3
     start = degrees[name]
     turns = len(app.sessions.agent.session(session).state.turns)
     page.locator(f"#slider-{name} input[type=range]").focus()
-    page.keyboard.press("ArrowRight")
-    page.keyboard.press("ArrowRight")
+    key = "ArrowRight" if way > 0 else "ArrowLeft"
+    page.keyboard.press(key)
+    page.keyboard.press(key)
     page.wait_for_function("document.querySelector('#chat').innerText.includes('[slider]')", timeout=30_000)
     assert app.sessions.idle(session, timeout=60)
     page.wait_for_timeout(1500)  # the keys rested long ago: nothing else may run
     state = app.sessions.agent.session(session).state
-    assert len(state.turns) == turns + 1 and state.turns[-1].user.endswith(f"→ {start + 2}")
-    assert state.current.degrees[name] > start
+    assert len(state.turns) == turns + 1 and state.turns[-1].user.endswith(f"→ {start + 2 * way}")
+    assert (state.current.degrees[name] - start) * way > 0
     number = page.locator(f"#slider-{name} input[type=number]")
     page.wait_for_function(f"document.querySelector('#slider-{name} input[type=number]').value == "
                            f"'{state.current.degrees[name]}'", timeout=10_000)
@@ -208,13 +215,13 @@ def test_enter_in_a_sliders_number_box_runs_its_edit(browser, served):
     _, app = served
     page, session = open_page(browser, served)
     degrees = app.sessions.degrees(session)
-    name = min(RELIABLE, key=degrees.get)
+    name, way = _roomiest(degrees)
     number = page.locator(f"#slider-{name} input[type=number]")
-    number.fill(str(degrees[name] + 2))
+    number.fill(str(degrees[name] + 2 * way))
     number.press("Enter")
     page.wait_for_function("document.querySelector('#chat').innerText.includes('[slider]')", timeout=30_000)
     assert app.sessions.idle(session, timeout=60)
-    assert app.sessions.agent.session(session).state.current.degrees[name] > degrees[name]
+    assert (app.sessions.agent.session(session).state.current.degrees[name] - degrees[name]) * way > 0
 
 
 def test_no_dead_controls_and_every_picture_says_what_it_shows(browser, served):
