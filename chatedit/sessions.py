@@ -250,7 +250,7 @@ class SessionService:
     def _refresh(self, session_id: str) -> None:
         """Brings the session in memory up to the store's copy when another process saved a newer one."""
         opened = self._open[session_id]
-        if self.store.version(session_id) in (None, opened.version):
+        if not self.store.shared or self.store.version(session_id) in (None, opened.version):
             return
         saved = self.store.load(session_id)
         if saved is None:

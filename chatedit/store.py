@@ -366,6 +366,12 @@ class SessionStore:
         return SavedSession(session_id, backend, state, lists["memory"], lists["chat"], created, updated, owner,
                             version)
 
+    @property
+    def shared(self) -> bool:
+        """Whether another process may write these sessions: not for a SQLite store this process holds
+        the data directory's lock of (a server's), so its pages need not ask for newer copies."""
+        return self.lock is None
+
     def version(self, session_id: str) -> int | None:
         """The stored session's version; None when there is none."""
         self._check(session_id)

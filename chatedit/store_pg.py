@@ -48,6 +48,7 @@ class PostgresStore(SessionStore):
 
     _errors = (psycopg.Error,)
     _for_update = " FOR UPDATE"
+    shared = True  # every page process on the database writes it, whatever folder each one locks
 
     def __init__(self, url: str, shared_dir: str | Path, max_age_days: float = 30.0, max_sessions: int = 1000,
                  max_chat_images: int = MAX_CHAT_IMAGES, lock_dir: str | Path | None = None,

@@ -102,6 +102,23 @@ def test_a_session_comes_back_from_the_store_in_a_new_process(tmp_path):
     assert again.degrees(sid)["eyeglasses"] != before[1]["eyeglasses"]
 
 
+def test_a_page_sees_a_turn_another_process_saved_and_a_servers_own_store_is_not_asked(tmp_path):
+    a, b = service(tmp_path), service(tmp_path)  # two processes on one folder, neither holding its lock
+    sid = a.ensure(None)
+    assert b.ensure(sid) == sid
+    list(a.chat(sid, "add thick glasses"))
+    assert b.ensure(sid) == sid and (lines(b, sid), b.degrees(sid)) == (lines(a, sid), a.degrees(sid))
+
+    agent = Agent(Editor(PhotoWorld()), RulesChatModel())
+    server = SessionService(agent, SessionStore(tmp_path / "own", exclusive=True), "open-world")
+    sid = server.ensure(None)
+    try:
+        server.store.version = None  # a page request on a server's own store reads nothing back
+        assert server.ensure(sid) == sid
+    finally:
+        server.store.lock.release()
+
+
 def test_idle_sessions_leave_memory_and_a_busy_one_stays(tmp_path):
     sessions = service(tmp_path, max_open=2)
     first = sessions.ensure(None)
