@@ -41,7 +41,7 @@ SD15_VAE = dict(sample_size=512, in_channels=3, out_channels=3, latent_channels=
 SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                  max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
 CLIP_READER = "ViT-B-32"  # the diffusion backend's default degree reader (DEFAULT_CLIP's model)
-BACKENDS = ("stylegan2", "diffusion")
+BACKENDS = ("stylegan2", "diffusion", "wplus")
 
 
 def _sync(device: torch.device) -> None:
@@ -161,26 +161,35 @@ def sd15_tokenizer(folder: Path):
                          model_max_length=77)
 
 
-def diffusion_backend(device: torch.device, steps: int):
-    """The diffusion backend over SD 1.5 at its published size, LEDITS++ as ``load_pipeline`` sets it up."""
-    import open_clip
-    from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, LEditsPPPipelineStableDiffusion,
-                           UNet2DConditionModel)
+def sd15_modules(device: torch.device):
+    """SD 1.5's UNet, VAE and text encoder at their published sizes (random weights), its CLIP tokenizer,
+    and the dtype the photo backends pick on ``device``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from chatedit.tools.diffusion.backend import DiffusionBackend, load_texts
-    from chatedit.tools.diffusion.pipeline import ready
-    from chatedit.tools.diffusion.reader import ClipDegreeReader, degree_prompts
-
-    dtype = torch.float16 if device.type == "cuda" else torch.float32  # as load_pipeline picks
+    dtype = torch.float16 if device.type == "cuda" else torch.float32  # as the pipelines' loaders pick
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = sd15_tokenizer(Path(folder))
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                                 eos_token_id=tokenizer.eos_token_id,
                                                 pad_token_id=tokenizer.pad_token_id, **SD15_TEXT))
-    unet, vae = UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE)
-    scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                            steps_offset=1)  # SD 1.5's betas; ``ready`` sets the solver
+    return UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE), text_encoder, tokenizer, dtype
+
+
+SD15_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+
+
+def diffusion_backend(device: torch.device, steps: int):
+    """The diffusion backend over SD 1.5 at its published size, LEDITS++ as ``load_pipeline`` sets it up."""
+    import open_clip
+    from diffusers import DPMSolverMultistepScheduler, LEditsPPPipelineStableDiffusion
+
+    from chatedit.tools.diffusion.backend import DiffusionBackend, load_texts
+    from chatedit.tools.diffusion.pipeline import ready
+    from chatedit.tools.diffusion.reader import ClipDegreeReader, degree_prompts
+
+    unet, vae, text_encoder, tokenizer, dtype = sd15_modules(device)
+    scheduler = DPMSolverMultistepScheduler(**SD15_BETAS)  # ``ready`` sets the solver
     pipe = LEditsPPPipelineStableDiffusion(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                            requires_safety_checker=False)
@@ -247,6 +256,96 @@ def bench_diffusion(device: torch.device, repeats: int, steps: int, progress: bo
                           f"one-degree edit ({default} steps)": round(substeps * (decode + per_step * default) / 1000, 1)}}
 
 
+# --------------------------------------------------------------------------- W+ adapter
+
+
+def wplus_backend(device: torch.device, steps: int):
+    """The W+ backend at its published sizes: SD 1.5 with the adapter on every cross-attention layer (as
+    ``load_wplus_adapter`` installs it), e4e's IR-SE-50 encoder, FFHQ's 1024 px generator, Talk-to-Edit's
+    five 1024 px fields and its predictor (degrees read on the StyleGAN2 rendering), dlib's identity."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from chatedit.tools.stylegan2 import talk_to_edit as tte
+    from chatedit.tools.stylegan2.generator import Generator
+    from chatedit.tools.wplus.adapter import WPlusAttnProcessor, WProjection, processor_layout
+    from chatedit.tools.wplus.backend import WPlusBackend
+    from chatedit.tools.wplus.e4e import E4EEncoder
+    from chatedit.tools.wplus.loading import E4E, install
+
+    unet, vae, text_encoder, tokenizer, dtype = sd15_modules(device)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=EulerDiscreteScheduler(**SD15_BETAS), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)  # as load_text2image
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device, dtype)
+    processors = {name: WPlusAttnProcessor(inner, cross) for name, inner, cross in processor_layout(unet).values()}
+    projection = WProjection()
+    adapter = install(unet, projection, processors)
+    encoder = E4EEncoder().eval().requires_grad_(False)
+    e4e = E4E(encoder, torch.zeros(encoder.rows, encoder.style_dim), None)
+    generator = Generator(1024, 512, 8, channel_multiplier=2).eval().requires_grad_(False)
+    fields = [tte.FieldNetwork() for _ in range(5)]
+    predictor = tte.AttributePredictor().eval()
+    backend = WPlusBackend(pipe, adapter, e4e, fields, generator=generator, predictor=predictor, steps=steps)
+    return backend, parameters(unet, vae, text_encoder, projection, *processors.values(), encoder, generator,
+                               *fields, predictor)
+
+
+def bench_wplus(device: torch.device, repeats: int, steps: int, progress: bool) -> dict:
+    started = time.perf_counter()
+    backend, params = wplus_backend(device, steps)
+    built_s = time.perf_counter() - started
+    size = backend.resolution
+    photo = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    substeps = backend.capabilities.substeps
+    a = backend.attributes.index("smiling")
+    latent = backend.encode(photo)
+    image = backend.generate(latent)
+    nudge = [0.0]
+
+    def moved(code: torch.Tensor) -> torch.Tensor:  # a code never drawn before: drawings are cached by code
+        nudge[0] += 1e-3
+        code = code.clone()
+        code[0, 0, 0] += nudge[0]
+        return code
+
+    def one_degree():
+        code = latent
+        for _ in range(substeps):
+            code = moved(code + backend.step("field", a, code) / substeps)
+            frame = backend.generate(code)
+            backend.predict(frame)
+        backend.identity(frame)
+
+    w_plus = latent[:, :backend.n_latent]
+    code = torch.randn(1, 4, size // 8, size // 8, device=device, dtype=backend.pipe.vae.dtype)
+    stages = {
+        "inversion (e4e, one pass)": lambda: backend.encode(photo),
+        f"SD pass with the W+ tokens ({steps} steps)": lambda: backend.generate(moved(latent)),
+        "VAE decode (each pass's last stage)": lambda: backend._decode(code),
+        f"StyleGAN2 rendering ({backend.generator.size} px)": lambda: backend.render(w_plus),
+        "read degrees (rendering + predictor)": lambda: backend.predict(image),
+        "read identity (dlib)": lambda: backend.identity(image),
+        "field step": lambda: backend.step("field", a, latent),
+        f"one-degree edit ({substeps} passes + reads + identity)": one_degree,
+    }
+    timings = {}
+    for name, call in stages.items():
+        _say(progress, name)
+        timings[name] = timed(call, device, repeats)
+    one_pass = timings[f"SD pass with the W+ tokens ({steps} steps)"]["ms"]
+    decode = timings["VAE decode (each pass's last stage)"]["ms"]
+    per_step = max(one_pass - decode, 0) / steps
+    default = 30  # the backend's default --steps
+    pass_s = (decode + per_step * default) / 1000
+    reads = (timings["read degrees (rendering + predictor)"]["ms"] + timings["field step"]["ms"]) / 1000
+    return {"resolution": size, "parameters_m": params, "build_s": round(built_s, 1), "steps": steps,
+            "timings": timings, "identity_model": "dlib" if backend.identity(image) is not None else None,
+            "denoising_step_ms": round(per_step, 1),
+            "estimates": {f"SD pass with the W+ tokens ({default} steps, the default)": round(pass_s, 1),
+                          f"one-degree edit ({default} steps)": round(substeps * (pass_s + reads), 1)}}
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -277,7 +376,8 @@ def run(backend: str, resolution: int | None = None, steps: int = 30, inversion_
         else:
             if resolution not in (None, 512):
                 raise ValueError(f"SD 1.5 draws 512 px; --resolution {resolution} is not its published size")
-            figures = bench_diffusion(device, repeats, steps, progress)
+            bench = bench_diffusion if backend == "diffusion" else bench_wplus
+            figures = bench(device, repeats, steps, progress)
     return {"backend": backend, "device": _device_name(device), "threads": torch.get_num_threads(),
             "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
             "torch": torch.__version__, "python": platform.python_version(), "weights": "random (published sizes)",
@@ -312,4 +412,5 @@ def markdown(result: dict) -> str:
     return "\n".join(lines + ["", f"{memory}; {load}"])
 
 
-__all__ = ["BACKENDS", "diffusion_backend", "markdown", "run", "sd15_tokenizer", "stylegan2_backend"]
+__all__ = ["BACKENDS", "diffusion_backend", "markdown", "run", "sd15_modules", "sd15_tokenizer", "stylegan2_backend",
+           "wplus_backend"]

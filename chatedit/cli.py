@@ -437,11 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("speed", help="what one replica costs: a backend at its full published size (random "
                                       "weights; timing does not depend on their values), timed on this device")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    b.add_argument("--backend", required=True, choices=("stylegan2", "diffusion"))
+    b.add_argument("--backend", required=True, choices=("stylegan2", "diffusion", "wplus"))
     b.add_argument("--resolution", type=int, default=None,
-                   help="stylegan2: Talk-to-Edit's 128 or 1024 px generator (default 1024); diffusion: SD 1.5's 512")
+                   help="stylegan2: Talk-to-Edit's 128 or 1024 px generator (default 1024); diffusion and wplus: "
+                        "SD 1.5's 512")
     b.add_argument("--steps", type=int, default=30, metavar="N",
-                   help="diffusion: denoising steps of the inversion and of each pass (default 30, the backend's)")
+                   help="diffusion: denoising steps of the inversion and of each pass; wplus: of each pass "
+                        "(default 30, the backends')")
     b.add_argument("--inversion-steps", type=int, default=200, metavar="N",
                    help="stylegan2: optimisation steps of the timed inversion (default 200, the backend's)")
     b.add_argument("--repeats", type=int, default=3, help="timed calls per stage, after one warm-up call")

@@ -85,3 +85,30 @@ def test_bench_speed_refuses_a_size_nobody_published_before_building():
         bench_speed.run("stylegan2", resolution=256)
     with pytest.raises(ValueError, match="at least 1"):
         bench_speed.run("stylegan2", repeats=0)
+
+
+def test_bench_speed_times_the_wplus_backends_own_stages(monkeypatch, capsys, tmp_path):
+    from chatedit.tools.wplus.backend import WPlusBackend
+    from diffusion_fixtures import build_pipeline
+    from wplus_fixtures import build_wplus_files
+
+    model = build_pipeline(tmp_path / "sd", resolution=64)
+    files = build_wplus_files(tmp_path, model)
+
+    def tiny_wplus(device, steps):
+        backend = WPlusBackend.load(files["adapter"], files["e4e"], files["weights"], model=str(model),
+                                    steps=steps, device=str(device))
+        return backend, 1.0
+
+    monkeypatch.setattr(bench_speed, "wplus_backend", tiny_wplus)
+    assert main(["bench", "speed", "--backend", "wplus", "--steps", "2", "--repeats", "1", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert list(result["timings"]) == [
+        "inversion (e4e, one pass)", "SD pass with the W+ tokens (2 steps)", "VAE decode (each pass's last stage)",
+        "StyleGAN2 rendering (32 px)", "read degrees (rendering + predictor)", "read identity (dlib)", "field step",
+        "one-degree edit (2 passes + reads + identity)"]
+    assert all(t["ms"] > 0 for t in result["timings"].values())
+    per_pass = result["estimates"]["SD pass with the W+ tokens (30 steps, the default)"]
+    assert per_pass == pytest.approx((result["timings"]["VAE decode (each pass's last stage)"]["ms"]
+                                      + 30 * result["denoising_step_ms"]) / 1000, abs=0.1)
+    assert result["estimates"]["one-degree edit (30 steps)"] >= 2 * per_pass - 0.1

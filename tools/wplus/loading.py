@@ -190,14 +190,19 @@ def load_wplus_adapter(path: str | Path, unet, style_dim: int, rows: int, scale:
     if unexpected:
         raise CheckpointError(f"{path} has unexpected key 'wplus_adapter.{unexpected[0]}': this UNet's cross-attention "
                               f"processors are numbered {sorted(layout)}")
-    # 3. installed on the UNet, at its device and dtype
+    logger.info("loaded the W+ adapter %s: %d W+ rows in groups %s, %d cross-attention layers", path.name, rows,
+                groups, len(processors))
+    return install(unet, projection, processors)
+
+
+def install(unet, projection: WProjection, processors: dict[str, WPlusAttnProcessor]) -> WPlusAdapter:
+    """The adapter on ``unet``, at its device and dtype: ``processors`` replace the named attention processors
+    (the rest keep the UNet's own)."""
     parameter = next(unet.parameters())
     for processor in processors.values():
         processor.to(parameter.device, parameter.dtype).requires_grad_(False)
     current = dict(unet.attn_processors)
     unet.set_attn_processor({name: processors.get(name, current[name]) for name in current})
-    logger.info("loaded the W+ adapter %s: %d W+ rows in groups %s, %d cross-attention layers", path.name, rows,
-                groups, len(processors))
     return WPlusAdapter(projection.to(parameter.device, parameter.dtype).eval().requires_grad_(False), processors)
 
 
