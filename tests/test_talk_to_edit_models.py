@@ -262,18 +262,18 @@ def test_missing_key_names_the_file_and_the_key(tmp_path):
     state = random_state(predictor_layout(**TINY_PREDICTOR))
     del state["classifier25No_Beard.1.weight"]
     torch.save({"state_dict": state}, tmp_path / "p.pth.tar")
-    with pytest.raises(tte.CheckpointError, match=r"p\.pth\.tar lacks key 'classifier25No_Beard\.1\.weight'"):
+    with pytest.raises(tte.CheckpointError, match=r"p\.pth\.tar is missing key 'classifier25No_Beard\.1\.weight'"):
         tte.load_predictor(tmp_path / "p.pth.tar", **tiny_predictor_config())
 
 
 def test_shape_mismatch_names_the_file_the_key_and_both_shapes(tmp_path):
     # a 4-layer field (their default) where the published 8-layer one is expected … and a narrower one
     torch.save(random_state(field_layout(8, 512, 256)), tmp_path / "Smiling.pth")
-    with pytest.raises(tte.CheckpointError, match=r"Smiling\.pth: key 'field\.0\.Linear\.weight' has shape "
-                                                  r"\(256, 512\), FieldNetwork\(.*\) expects \(512, 512\)"):
+    with pytest.raises(tte.CheckpointError, match=r"Smiling\.pth: 'field\.0\.Linear\.weight' has shape "
+                                                  r"\(256, 512\), but FieldNetwork\(.*\) needs \(512, 512\)"):
         tte.load_field(tmp_path / "Smiling.pth")
     torch.save(random_state(field_layout(4)), tmp_path / "Young.pth")
-    with pytest.raises(tte.CheckpointError, match=r"Young\.pth lacks key 'field\.4\.Linear\.weight'"):
+    with pytest.raises(tte.CheckpointError, match=r"Young\.pth is missing key 'field\.4\.Linear\.weight'"):
         tte.load_field(tmp_path / "Young.pth")
 
 
@@ -282,7 +282,7 @@ def test_unexpected_key_is_refused(tmp_path):
     state = random_state(arcface_layout(**TINY_ARCFACE))
     state["layer1.0.se.fc.0.weight"] = torch.zeros(1, 4)
     torch.save(state, tmp_path / "a.pth")
-    with pytest.raises(tte.CheckpointError, match=r"a\.pth has key 'layer1\.0\.se\.fc\.0\.weight'"):
+    with pytest.raises(tte.CheckpointError, match=r"a\.pth has unexpected key 'layer1\.0\.se\.fc\.0\.weight'"):
         tte.load_arcface(tmp_path / "a.pth", **tiny_arcface_config())
 
 

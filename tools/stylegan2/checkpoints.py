@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,3 +46,30 @@ def safe_load(path: str | Path):
     allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     with allow(list(allowed_globals())) if allow else contextlib.nullcontext():
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read, or whose tensors do not fit the model."""
+
+
+def check_state(expected: Mapping[str, torch.Tensor], got: Mapping, source: str, needs: str,
+                prefix: str = "") -> None:
+    """Raises a ``CheckpointError`` naming the first key of ``got`` (a state dict read from ``source``)
+    that is missing, not a tensor, misshapen or unexpected, against ``expected``: the state dict of
+    ``needs`` (the model the loader rebuilt, in words). ``prefix``: the keys' prefix in the file."""
+    missing = [key for key in expected if key not in got]
+    if missing:
+        more = f" ({len(missing)} missing in all)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{source} is missing key {prefix + missing[0]!r}{more}, which {needs} needs")
+    for key, tensor in expected.items():
+        value = got[key]
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: {prefix + key!r} should be a tensor but is a {type(value).__name__}")
+        if value.shape != tensor.shape:
+            raise CheckpointError(f"{source}: {prefix + key!r} has shape {tuple(value.shape)}, but {needs} needs "
+                                  f"{tuple(tensor.shape)}")
+    unexpected = [key for key in got if key not in expected]
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(f"{source} has unexpected key {prefix + unexpected[0]!r}{more}: {needs} has no such "
+                              f"weight")

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import safe_load
+from .checkpoints import check_state, safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -431,22 +431,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], source: str = "state di
 
 
 def check_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping, source: str = "state dict") -> None:
-    """Raise a ValueError naming the first missing, misshapen or unexpected key."""
+    """Raise a ``CheckpointError`` (a ValueError) naming the first missing, misshapen or unexpected key."""
     size = 2 ** (_count(expected, "to_rgbs.{}.conv.weight") + 2)
-    for key, tensor in expected.items():
-        if key not in got:
-            raise ValueError(f"{source} is missing key {key!r}, which a {size}px generator with these widths needs")
-        value = got[key]
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{source}: {key!r} should be a tensor but is a {type(value).__name__}")
-        if value.shape != tensor.shape:
-            raise ValueError(f"{source}: {key!r} has shape {tuple(value.shape)}, but a {size}px generator with "
-                             f"the widths read from the file needs {tuple(tensor.shape)}")
-    unexpected = [key for key in got if key not in expected]
-    if unexpected:
-        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise ValueError(f"{source} has unexpected key {unexpected[0]!r}{more}; "
-                         f"a rosinality {size}px generator has no such weight")
+    check_state(expected, got, source, f"a rosinality {size}px generator with the widths read from the file")
 
 
 def load_generator(path: str | Path, device: str | torch.device | None = None) -> Generator:

@@ -65,7 +65,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import safe_load
+from .checkpoints import CheckpointError, check_state, safe_load
 
 from chatedit.attributes import MAX_DEGREE, attribute_names
 
@@ -360,10 +360,6 @@ class ArcFaceResNet18(nn.Module):
 # ------------------------------------------------------------------------------ loading
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read, or whose tensors do not fit the model."""
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a published checkpoint, read safely (``weights_only``) onto the CPU.
 
@@ -405,17 +401,7 @@ def load_weights(model: nn.Module, path: str | Path, device: str | torch.device 
     state = read_state_dict(path)
     expected = model.state_dict()
     where = f"{type(model).__name__}({', '.join(f'{k}={v}' for k, v in model.config.items())})"
-    missing = [key for key in expected if key not in state]
-    if missing:
-        raise CheckpointError(f"{path} lacks key {missing[0]!r} ({len(missing)} missing in all) needed by {where}")
-    unexpected = [key for key in state if key not in expected]
-    if unexpected:
-        raise CheckpointError(f"{path} has key {unexpected[0]!r} ({len(unexpected)} unexpected in all) "
-                              f"that {where} does not")
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
-            raise CheckpointError(f"{path}: key {key!r} has shape {tuple(state[key].shape)}, "
-                                  f"{where} expects {tuple(tensor.shape)}")
+    check_state(expected, state, str(path), where)
     model.load_state_dict(state, strict=True)
     logger.info("loaded %s from %s", where, path)
     return model.to(device).eval().requires_grad_(False)

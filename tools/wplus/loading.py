@@ -20,9 +20,8 @@ from torch import nn
 
 from chatedit.attributes import attribute_names
 
-from ..stylegan2.checkpoints import safe_load
+from ..stylegan2.checkpoints import CheckpointError, check_state, safe_load
 from ..stylegan2.generator import Generator
-from ..stylegan2.talk_to_edit import CheckpointError
 from .adapter import NUM_TOKENS, WPlusAdapter, WPlusAttnProcessor, WProjection, processor_layout
 from .e4e import E4EEncoder, infer_config
 
@@ -52,22 +51,9 @@ def read_checkpoint(path: str | Path, what: str) -> dict:
     return obj
 
 
-def check_state(model: nn.Module, state: Mapping, source: str, prefix: str = "") -> None:
-    """Raise a ``CheckpointError`` naming the first missing, unexpected or misshapen key (with ``prefix``)."""
-    expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            raise CheckpointError(f"{source} is missing key {prefix + key!r}")
-        value = state[key]
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{source}: {prefix + key!r} should be a tensor but is a {type(value).__name__}")
-        if value.shape != tensor.shape:
-            raise CheckpointError(f"{source}: {prefix + key!r} has shape {tuple(value.shape)}, but the model rebuilt "
-                                  f"from the file's other shapes needs {tuple(tensor.shape)}")
-    unexpected = [key for key in state if key not in expected]
-    if unexpected:
-        raise CheckpointError(f"{source} has unexpected key {prefix + unexpected[0]!r}"
-                              + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+def check_model_state(model: nn.Module, state: Mapping, source: str, prefix: str = "") -> None:
+    """``check_state`` of ``state`` against ``model``, rebuilt from the file's other shapes."""
+    check_state(model.state_dict(), state, source, "the model rebuilt from the file's other shapes", prefix)
 
 
 # --------------------------------------------------------------------------- e4e
@@ -116,7 +102,7 @@ def load_e4e(path: str | Path, device: str | torch.device = "cpu") -> E4E:
     except ValueError as err:
         raise CheckpointError(str(err)) from err
     encoder = E4EEncoder(**config)
-    check_state(encoder, encoder_state, str(path), "encoder.")
+    check_model_state(encoder, encoder_state, str(path), "encoder.")
     encoder.load_state_dict(encoder_state, strict=True)
     # 3. the mean code pSp adds to every output
     rows, style = encoder.rows, encoder.style_dim
@@ -173,7 +159,7 @@ def load_wplus_adapter(path: str | Path, unet, style_dim: int, rows: int, scale:
         raise CheckpointError(f"{path}: the projection reads {sum(groups)} W+ rows (groups {groups}) but the codes "
                               f"have {rows}")
     projection = WProjection(tuple(groups), style_dim, cross)
-    check_state(projection, w_proj, str(path), "w_proj.")
+    check_model_state(projection, w_proj, str(path), "w_proj.")
     projection.load_state_dict(w_proj, strict=True)
     # 2. the processors, numbered by their place in the UNet's attention processors
     layout, adapter_state = processor_layout(unet), parts["wplus_adapter"]
@@ -182,7 +168,7 @@ def load_wplus_adapter(path: str | Path, unet, style_dim: int, rows: int, scale:
         processor = WPlusAttnProcessor(inner, cross_in, scale)
         state = {key[len(f"{number}."):]: value for key, value in adapter_state.items()
                  if key.startswith(f"{number}.")}
-        check_state(processor, state, str(path), f"wplus_adapter.{number}.")
+        check_model_state(processor, state, str(path), f"wplus_adapter.{number}.")
         processor.load_state_dict(state, strict=True)
         processors[name] = processor
     numbered = {f"{n}." for n in layout}
