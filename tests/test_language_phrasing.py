@@ -1,7 +1,7 @@
 """Issue #33: phrasing the built-in parser had no structure for, one test per kind.
 
 The sentences are written fresh for these tests: none is in the Talk-to-Edit set or in
-benchmarks/dev_requests.jsonl or dev2_requests.jsonl (a test below checks), and none was taken from the
+benchmarks/dev_requests.jsonl, dev2_requests.jsonl or dev3_requests.jsonl (a test below checks), and none was taken from the
 held-out set.
 """
 
@@ -24,6 +24,7 @@ from chatedit.language.vocabulary import verb_forms
 
 DEV = Path(__file__).resolve().parents[1] / "benchmarks" / "dev_requests.jsonl"
 DEV2 = DEV.with_name("dev2_requests.jsonl")
+DEV3 = DEV.with_name("dev3_requests.jsonl")
 
 
 def edit(attribute, target=None, change=None):
@@ -213,8 +214,86 @@ AMOUNTS = [
     ("He must not wear the specs", [edit("eyeglasses", target=0)]),
 ]
 
+# 9. constructions of the third round (docs/language.md), each a sentence the parser read wrong before it
+THIRD_ROUND = [
+    # a word known only inside a longer phrase is still read as made from one
+    ("Put him at the youngest age this tool allows.", [edit("age", target=0)]),
+    # none at all: a negation before the least there could be of a thing
+    ("Not even a trace of stubble on him.", [edit("beard", target=0)]),
+    ("not a whisper of a grin", [edit("smiling", target=0)]),
+    ("Not one strand of fringe, please.", [edit("bangs", target=0)]),
+    ("Not a speck of stubble anywhere.", [edit("beard", target=0)]),
+    ("Not even the tiniest bit of beard.", [edit("beard", target=0)]),
+    # a complaint that it is not so asks for it
+    ("How come he never smiles?", [edit("smiling", target=2)]),
+    ("Why isn't she wearing her glasses?", [edit("eyeglasses", target=2)]),
+    ("Why is she so grumpy?", [edit("smiling", change=2)]),
+    # what goes, ending the clause; "X out, Y in"; "X: gone"
+    ("Can the goatee go?", [edit("beard", target=0)]),
+    ("Goatee out, full beard in.", [edit("beard", target=5)]),
+    ("Beard: gone.", [edit("beard", target=0)]),
+    ("Never want to see a fringe on her again.", [edit("bangs", target=0)]),
+    # remarks: after an opinion, continued after "and", or saying what the face lacks
+    ("My dad reckons she looks sullen here, lighten her up a notch", [edit("smiling", change=1)]),
+    ("He looks grumpy and sullen, so cheer him up a little.", [edit("smiling", change=1)]),
+    ("She has no glasses. Give her some.", [edit("eyeglasses", target=2)]),
+    ("Just curious, what would he look like at seventy-two?", [edit("age", target=5)]),
+    # how much, said again after the change
+    ("Grow the fringe out, say three notches longer.", [edit("bangs", change=3)]),
+    ("Make him cheerier, but only a touch", [edit("smiling", change=1)]),
+    ("Make him jolly, way jollier than he is right now", [edit("smiling", change=3)]),   # than the face as it is
+    # questions: a choice with a yes or a no, "enough" asked, a measure asked
+    ("Young or no?", [describe("age")]),
+    ("Cheerful or not, would you say?", [describe("smiling")]),
+    ("Are her bangs short enough?", [describe("bangs")]),
+    ("Glasses thick enough?", [describe("eyeglasses")]),
+    ("Fringe length?", [describe("bangs")]),
+    ("Smile intensity?", [describe("smiling")]),
+    # an age in years and a famous face win over plain degree words
+    ("Make him a sixteen-year-old student", [edit("age", target=1)]),
+    ("a beard like Santa's, nice and bushy", [edit("beard", target=5)]),
+    # a dash parts clauses
+    ("The glasses — could they go?", [edit("eyeglasses", target=0)]),
+    # years with no number of them; "not ... this" is less
+    ("Could you shave some years off him?", [edit("age", change=-2)]),
+    ("Put a few years on him", [edit("age", change=2)]),
+    ("We don't need her fringe to be this long", [edit("bangs", change=-2)]),
+    ("He shouldn't have such a long beard", [edit("beard", change=-2)]),
+    # "would X suit her"; a swap whose old state is a pronoun; "enough that"
+    ("Would a beard suit him?", [edit("beard", target=3)]),
+    ("Her fringe covers her brows; could it be swapped for one that stops at the top of her forehead?",
+     [edit("bangs", target=2)]),
+    ("a smile wide enough that we see her teeth", [edit("smiling", target=4)]),
+    ("bangs so long they cover her eyes", [edit("bangs", target=5)]),
+    ("a smile showing her teeth", [edit("smiling", target=4)]),   # attributes.yaml: "a big smile showing teeth"
+    ("a totally blank face", [edit("smiling", target=0)]),
+    ("looking like a college kid", [edit("age", target=2)]),
+    # learner's frames and words of the vocabulary
+    ("Is possible that he has a short beard?", [edit("beard", target=2)]),
+    ("Bulk up his beard a little", [edit("beard", change=1)]),
+    ("He should grow up a lot", [edit("age", change=3)]),
+    ("turn the clock back on her a little", [edit("age", change=-1)]),
+    ("upgrade his stubble to a full beard", [edit("beard", target=5)]),
+    ("Push the smile to its upper extreme", [edit("smiling", target=5)]),
+    ("beard at its lowest non-zero level", [edit("beard", target=1)]),
+    ("her forehead should stay bare", [edit("bangs", target=0)]),
+    ("just a couple of sparse strands over her forehead", [edit("bangs", target=1)]),
+    ("Could his beard be half as long?", [edit("beard", change=-2)]),
+    ("Twice the beard", [edit("beard", change=2)]),
+    ("quite a lot older", [edit("age", change=3)]),
+    ("Render her bespectacled", [edit("eyeglasses", target=2)]),
+    ("Trim his tache a little", [edit("beard", change=-1)]),
+    ("Show her with her mouth open big", [edit("smiling", target=5)]),
+    ("make her bangs hang lower", [edit("bangs", change=2)]),
+    ("her fringe should sit a bit higher", [edit("bangs", change=-1)]),
+    ("Can he look a bit less like a grandpa?", [edit("age", change=-1)]),
+    ("Reduce the displayed positive affect marginally.", [edit("smiling", change=-1)]),
+    ("Could you grey him up a bit?", [edit("age", change=1)]),
+]
+
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,
-         "extreme": EXTREMES, "swap": SWAPS, "face_question": FACE_QUESTIONS, "amount": AMOUNTS}
+         "extreme": EXTREMES, "swap": SWAPS, "face_question": FACE_QUESTIONS, "amount": AMOUNTS,
+         "third_round": THIRD_ROUND}
 CASES = [(kind, text, expected) for kind, items in KINDS.items() for text, expected in items]
 
 
@@ -224,7 +303,8 @@ def test_each_kind_of_phrasing_becomes_the_expected_calls(kind, text, expected):
 
 
 @pytest.mark.parametrize("text", ["make the background blue", "it looks nice, thanks", "please don't touch the glasses",
-                                  "have a nice day", "she looks fine"])
+                                  "have a nice day", "she looks fine", "the glasses are fine, leave them",
+                                  "add some wrinkles to his forehead", "The beard can stay."])
 def test_what_is_no_request_stays_none(text):
     assert not [c for c in calls(text) if c["name"] == "edit_attribute"]
 
@@ -343,7 +423,7 @@ def test_these_sentences_are_in_neither_request_set():
     def key(text):
         return " ".join(w for w in normalise(text) if w.replace(":", "").isalnum())
 
-    sets = [DEFAULT_PATH, DEV, DEV2]
+    sets = [DEFAULT_PATH, DEV, DEV2] + [DEV3] * DEV3.is_file()
     taken = {key(json.loads(line)["text"]) for path in sets for line in path.read_text().splitlines() if line.strip()}
     assert [t for _, t, _ in CASES if key(t) in taken] == []
 

@@ -19,7 +19,8 @@ from chatedit.attributes import load_attributes
 
 from .vocabulary import Vocabulary
 
-STOP = frozenset({"a", "an", "the", "of", "with", "to", "in", "their", "or", "and", "over", "down", "whole"})
+STOP = frozenset({"a", "an", "the", "of", "with", "to", "in", "their", "or", "and", "over", "down", "whole",
+                  "very"})   # "very" is an intensity, said of any degree ("forehead very free")
 MIN_SCORE = 0.5   # below this the words say too little about a degree (log(6/5) ~ 0.18 for a common word)
 
 

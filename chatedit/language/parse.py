@@ -10,8 +10,10 @@ How a message is read (docs/language.md):
    the rewrites of ``phrasing.py`` (word formation, superlatives, phrasal verbs);
 2. take out questions of the form "is he old or young?" ("should he be old or young?" only the
    person can settle: unclear); split into clauses at punctuation and conjunctions ("older and with
-   a beard"); drop question and wish frames ("could you", "i would love to see"); note remarks on
-   the face beside a request ("she looks so glum, ...");
+   a beard"); read a complaint as the order it implies ("why doesn't she smile?" -> "make she
+   smile"); drop question and wish frames ("could you", "i would love to see"); note remarks on
+   the face beside a request ("she looks so glum, ...", "my mum reckons he looks like a baby", "she
+   has no glasses"), which go on after "and" ("she looks moody and unfriendly");
 3. a leading "yes"/"no" answers the system's pending suggestion;
 4. each clause is a command (undo, reset, ...), a question about the face, or is scanned for cues:
    degree phrases, described looks, superlatives, swaps, comparatives, add/remove verbs, intensity
@@ -41,7 +43,7 @@ from .reading import (
     Reading,
     read_clause,
 )
-from .text import Clause, normalise, split_clauses
+from .text import VERB_KINDS, Clause, normalise, split_clauses
 from .vocabulary import Vocabulary, lens_degree, load_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,23 @@ def _unframed(words: list[str], vocab: Vocabulary) -> list[str]:
     return words[size:]
 
 
+def _uncomplained(words: list[str], vocab: Vocabulary) -> list[str]:
+    """ "why doesn't she smile?", "how come he is never smiling?": a complaint that it is not so is an order
+    that it be so: "make she does smile"; "why is he so serious?": one that it is so much, an order for
+    less of it: "make less serious"."""
+    complaint = vocab.phrasing.complaint
+    size = next((n for n in (2, 1) if tuple(words[:n]) in complaint["open"]), 0)
+    if not size:
+        return words
+    if set(words[size:]) & complaint["negations"]:
+        return [complaint["read_as"], *(w for w in words[size:] if w not in complaint["negations"])]
+    much = next((k for k in range(size, len(words) - 1)
+                 if words[k] in complaint["measures"] and _has(vocab, words[k + 1], "polar")), None)
+    if much is not None:
+        return [complaint["read_as"], complaint["less"], *words[much + 1:]]
+    return words
+
+
 def _coordinated(clauses: list[Clause], vocab: Vocabulary) -> list[Clause]:
     """ "a thick, long beard", "the thinnest, most barely-there fringe": adjectives that need a name,
     either side of a comma, describe the same thing; the two clauses are one."""
@@ -140,15 +159,29 @@ def _coordinated(clauses: list[Clause], vocab: Vocabulary) -> list[Clause]:
 
 
 def _remark(clause: Clause, vocab: Vocabulary) -> bool:
-    """ "she looks so glum": a subject and a verb of being, saying how the face is, with no complaint word."""
+    """ "she looks so glum": a subject and a verb of being, saying how the face is, with no complaint word
+    ("a bit old"); "my mum reckons he looks like a baby": an opinion of it. A framed clause ("what would
+    he look like at 85") is a request."""
     subjects, verbs = vocab.phrasing.observe
     words = [w for w in clause.words if w not in vocab.skipped]
     while words and words[0] in vocab.phrasing.question_lead:   # "honestly, he looks miserable"
         words = words[1:]
+    opinion = next((k for k, w in enumerate(words[:4]) if w in vocab.phrasing.observe_opinion), None)
+    if opinion is not None and len(words) > opinion + 1 and words[opinion + 1] in subjects:
+        words = words[opinion + 1:]   # "i think she looks grumpy", "my mum reckons he looks like a baby"
     subject = words[0] in subjects or _has(vocab, words[0], "name") if words else False   # "her expression is flat"
-    mild = any(_has(vocab, w, "intensity") and _has(vocab, x, "polar") for w, x in zip(words, words[1:]))
-    return len(words) > 2 and subject and words[1] in verbs and not mild and not any(
-        _has(vocab, w, "too", "more", "less", "enough", "cmp", "add", "remove", "negation") for w in words)
+    mild = any(w.value < vocab.amounts["full_remove"] and _has(vocab, x, "polar")
+               for w0, x in zip(words, words[1:]) for w in vocab.lexicon.get((w0,), ()) if w.kind == "intensity")
+    lacking = next((n for n in (3, 2) if tuple(words[1:1 + n]) in vocab.phrasing.observe_lacking), 0)
+    rest = words[1 + lacking:] if lacking else words[2:]   # after the verb; "she has no glasses": what it lacks
+    return len(words) > 2 and subject and not clause.framed and (lacking or words[1] in verbs) and not mild \
+        and not any(_has(vocab, w, "too", "more", "less", "enough", "cmp", "add", "remove", "negation") for w in rest)
+
+
+def _adjectives(clause: Clause, vocab: Vocabulary) -> bool:
+    """Whether a clause is nothing but words that say how a face is ("unfriendly", "a bit tired"): no
+    name, no verb, no comparison."""
+    return all(not _has(vocab, w, "name", "cmp", "more", "less", "too", *VERB_KINDS) for w in clause.words)
 
 
 def _closest(clauses: list[Clause], vocab: Vocabulary) -> str | None:
@@ -187,10 +220,14 @@ def _topic(question: Intent, topic: Reading, clause: int, slots: list, cues: dic
     return question
 
 
-def _restate_amount(reading: Reading, previous: Reading, vocab: Vocabulary) -> bool:
+def _restate_amount(reading: Reading, previous: Reading, vocab: Vocabulary, joined: bool = False) -> bool:
     """Whether a clause that only says how much ("a lot less", "maybe two steps") sets the amount of the
     change the clause before asked for ("younger, a lot more": more of it); a "less" only after a change down."""
     follow = reading.cues[0] if len(reading.cues) == 1 and not reading.names else None
+    if joined and (follow is None or follow.word != "intensity"):
+        return False   # "older, but only a touch": an amount alone may follow a conjunction
+    if follow is not None and follow.level == CHANGE and follow.scope == "named" and reading.intensity is not None:
+        return _restate_comparative(follow, previous)   # "grow the beard out, maybe two steps longer"
     if follow is None or follow.level != RELATIVE or reading.intensity is None:
         return False
     comparing = _has(vocab, follow.word, "more", "less")
@@ -202,6 +239,21 @@ def _restate_amount(reading: Reading, previous: Reading, vocab: Vocabulary) -> b
         return False
     for cue in changes:
         cue.options = {a: (1 if v > 0 else -1) * follow.amount for a, v in cue.options.items()}
+    return True
+
+
+def _restate_comparative(follow: Cue, previous: Reading) -> bool:
+    """Whether a comparative that needs a name and says how much ("maybe two steps longer") only sets the
+    amount of the change the clause before asked for with none ("grow the beard out"), the same way."""
+    changes = [c for c in previous.cues if c.level == CHANGE and c.options]
+    if previous.intensity is not None or not changes:
+        return False
+    signs = {a: v for c in changes for a, v in c.options.items() if a in previous.names}
+    said = {a: v for a, v in follow.options.items() if a in signs and v * signs[a] > 0}
+    if not said:
+        return False
+    for cue in changes:
+        cue.options = {a: said.get(a, v) for a, v in cue.options.items()}
     return True
 
 
@@ -272,6 +324,7 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
     composed = _composed(attribute, cues, vocab)
     if composed is not None:
         return Intent("edit", attribute, target=composed)
+    cues = [c for c in cues if c.now] or cues   # "delighted, like loads happier than now": the change from now
     level = min(c.level for c in cues)
     chosen = [c for c in cues if c.level == level]
     values = [c.options[attribute] for c in chosen]
@@ -280,6 +333,10 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
         if far:   # "the least smile she can, while still smiling": the faintest that still is one
             still = far[-1].options[attribute] == 0 and any(c.level == ADD and c.clause != far[-1].clause for c in cues)
             return Intent("edit", attribute, target=1 if still else far[-1].options[attribute])
+        vivid = [c for c in chosen if c.vivid]
+        if vivid:   # "a beard like Santa's, long and bushy", "an eighty-year-old pensioner": the vivid one
+            chosen = vivid[-1:]
+            values = [c.options[attribute] for c in chosen]
         if any(not c.detail for c in chosen):   # "like a grandfather with white hair, retired": a detail
             chosen = [c for c in chosen if not c.detail]
             values = [c.options[attribute] for c in chosen]
@@ -336,13 +393,18 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         return slots or [Intent("unknown")]
 
     for clause in clauses:   # "could you ...", "i would love to see ...": the request inside the frame
-        clause.words = _unframed(clause.words, vocab)
+        words = _unframed(_uncomplained(clause.words, vocab), vocab)
+        clause.words, clause.framed = words, len(words) < len(clause.words)
     clauses = _coordinated([c for c in clauses if c.words], vocab)
     if not clauses:
         return slots or [Intent("unknown")]
-    remarks = {i for i, c in enumerate(clauses) if _remark(c, vocab)}
-    if len(remarks) == len(clauses):
-        remarks = set()   # "she looks sad": alone, a remark is the request
+    remarks = set()
+    for i, clause in enumerate(clauses):   # "she looks moody and unfriendly": the remark goes on after "and"
+        if _remark(clause, vocab) or (i - 1 in remarks and clause.joined and _adjectives(clause, vocab)):
+            remarks.add(i)
+    if remarks and all(i in remarks or not (r.cues or r.names or r.blocked)
+                       for i, r in enumerate(read_clause(c, vocab) for c in clauses)):
+        remarks = set()   # "she looks sad" (", is that possible?"): with nothing else asked, a remark is the request
 
     for before, clause in zip(clauses, clauses[1:]):   # "too old and serious": too serious as well
         if clause.joined and len(before.words) >= 2 and _has(vocab, before.words[-2], "too", "more", "less") \
@@ -426,7 +488,10 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         elif reading.names and not reading.cues and not reading.bare and not reading.blocked and not reading.things:
             slots.append(Intent("unclear", attribute=reading.names[0]))   # "make the glasses fancier"
         moderate |= reading.moderate
-        if previous and not clause.joined and _restate_amount(reading, previous, vocab):
+        if reading.replaced:   # "those bangs feel heavy, could they be swapped for ...": the old state
+            for attribute in [a for a in reading.names or earlier[:1] if a in cues]:
+                cues[attribute] = [c for c in cues[attribute] if c.clause >= index]
+        if previous and _restate_amount(reading, previous, vocab, clause.joined):
             continue   # "less bangs, a lot less", "older, maybe two steps": how much, said again
         if reading.bare:   # "... and the beard": the previous verb; alone, "glasses please" adds
             verb = previous.verb if (clause.joined and previous and previous.verb) else "add"

@@ -6,12 +6,17 @@ Run on normalised tokens, before clauses are split:
    someone else says nothing of the face: "my grandma wears thick glasses" -> "my person wears ...";
 1. word formation: an unknown word made from a known one ("cheerier" -> "more cheery", "thickest"
    -> "most thick", "merriness" -> "smile", "trimmed" -> "trim"; "no rims" -> "rimless"; "de-beard",
-   "glasses-less" -> "without beard", "without glasses");
+   "glasses-less" -> "without beard", "without glasses"); then intensity words that only are one
+   before a comparative ("way perkier" -> "much more perky"); years with no number of them ("take
+   away some years" -> "younger some"); a negation before "this old" ("i don't want him to look
+   this old" -> "... less old"); "lower" after a verb of hanging ("bangs that come down lower") ->
+   "longer";
 2. superlatives said with "as": "as old as it gets", "as young as he can possibly be" -> "most old";
 3. phrasal verbs, the particle next to the verb or after its object: "tone the smile down" ->
    "decrease the smile", "crack up" -> "laugh"; not where the pair ends a phrase the lexicon knows
    ("corners turned up");
-4. the faintest of a thing: "barely a whisper of a smile" -> "tiny smile".
+4. the faintest of a thing: "barely a whisper of a smile" -> "tiny smile"; none of it at all: "not
+   even a hint of a smile", "not a single strand of fringe" -> "without smile", "without fringe".
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from .vocabulary import Vocabulary
 ARTICLES = frozenset({"a", "an", "the"})
 STOPS = frozenset({",", ".", ";", "!", "?", ":"})
 SENTENCE_ENDS = frozenset({".", ";", "!", "?"})
-HAIR_REACH = 5   # words between hair and the forehead: "hair falling down over her forehead"
+HAIR_REACH = 7   # words between hair and the forehead: "hair falling down over her forehead"
+YEARS_REACH = 5   # words between a verb and the years it takes away: "take away from him some years"
 PARTICLE_REACH = 5   # words between a verb and its particle: "turn [the big grin on her face] down"
 
 
@@ -48,7 +54,8 @@ def _stems(word: str, suffix: str) -> list[str]:
 
 def formed(word: str, vocab: Vocabulary) -> list[str] | None:
     """The words an unknown ``word`` is made from, or None when it is known or not made from one. A
-    common word ("happiness") is only read as the noun of a mood."""
+    common word ("happiness") is only read as the noun of a mood; a word known only inside a longer
+    phrase ("youngest" of "youngest possible") is still read as made from one ("most young")."""
     if not word.isalpha() or len(word) < 4 or _known(vocab, word):
         return None
     sfx = vocab.phrasing.suffixes
@@ -62,7 +69,9 @@ def formed(word: str, vocab: Vocabulary) -> list[str] | None:
         named = next((w for w in (stem, stem + "s") if _names(vocab, w)), None)
         if named:   # "debeard", "glassesless", "spectaclefree"
             return [without, named]
-    kinds = ("noun",) if word in vocab.known else ("superlative", "comparative", "noun", "adverb", "inflection")
+    inner = word in vocab.known   # known only inside a phrase: read only as "more X" / "most X" of a scale's word
+    kinds = ("noun",) if word in vocab.common else ("superlative", "comparative") if inner else (
+        "superlative", "comparative", "noun", "adverb", "inflection")
     for kind in kinds:
         for suffix in sfx.get(kind, ()):
             if not word.endswith(suffix):
@@ -72,7 +81,7 @@ def formed(word: str, vocab: Vocabulary) -> list[str] | None:
                     stem = vocab.phrasing.description_words.get(stem, stem)   # "slimmer": "more thin"
                 if kind == "superlative" and polar(stem):
                     return ["most", stem]
-                if kind == "superlative" and stem in vocab.known and stem in vocab.keywords:
+                if kind == "superlative" and not inner and stem in vocab.known and stem in vocab.keywords:
                     return [stem]   # "the faintest smile": a faint smile, already the scale's faint end
                 if kind == "comparative" and polar(stem):
                     return ["more", stem]
@@ -183,11 +192,34 @@ def _phrasal(tokens: list[str], vocab: Vocabulary) -> list[str]:
     return out
 
 
+def _none_of(tokens: list[str], i: int, vocab: Vocabulary) -> int:
+    """The end of "not even a hint of a smile", "not a single strand of fringe", "not one whisker" starting at
+    ``i`` (a negation, then the least there could be of a thing the vocabulary names), or 0."""
+    negations, skip, _ = vocab.phrasing.faint_none
+    if tokens[i] not in negations:
+        return 0
+    j, least = i + 1, False
+    while j < len(tokens) and tokens[j] in ARTICLES | skip:
+        least |= tokens[j] in skip - {"even"}
+        j += 1
+    if j + 1 < len(tokens) and tokens[j] in vocab.phrasing.faint_nouns and tokens[j + 1] == "of":
+        j, least = j + 2, True
+        while j < len(tokens) and tokens[j] in ARTICLES | vocab.skipped:
+            j += 1
+    return j + 1 if least and j < len(tokens) and _names(vocab, tokens[j]) else 0
+
+
 def _faint(tokens: list[str], vocab: Vocabulary) -> list[str]:
-    """ "a whisper of a smile", "barely a smile", "hint of stubble": "tiny <name>", the faintest degree."""
+    """ "a whisper of a smile", "barely a smile", "hint of stubble": "tiny <name>", the faintest degree;
+    negated ("not even a hint of a smile", "not a single strand of fringe"): "without <name>"."""
     out, i = [], 0
     words = sorted(vocab.phrasing.faint_words, key=len, reverse=True)
     while i < len(tokens):
+        end = _none_of(tokens, i, vocab)
+        if end:
+            out += [vocab.phrasing.faint_none[2], tokens[end - 1]]
+            i = end
+            continue
         j = i
         word = next((w for w in words if tuple(tokens[j:j + len(w)]) == w), None)
         if word:
@@ -257,9 +289,67 @@ def _intensity(tokens: list[str], vocab: Vocabulary) -> list[str]:
         r.kind == "polar" for r in _roles(vocab, out[i + 1])))]
 
 
+def _clause_at(tokens: list[str], i: int) -> tuple[int, int]:
+    """(start, end) of the clause around position ``i``: the tokens between stops."""
+    start = next((k + 1 for k in range(i - 1, -1, -1) if tokens[k] in STOPS), 0)
+    end = next((k for k in range(i, len(tokens)) if tokens[k] in STOPS), len(tokens))
+    return start, end
+
+
+def _unnumbered_years(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "take away from him some years" -> "younger from him some", "add a few years to her" -> "older a few
+    to her": years with no number of them, after a verb that takes them away or adds them, in the same clause."""
+    entry = vocab.phrasing.years_unnumbered
+    out = list(tokens)
+    for i, tok in enumerate(tokens):
+        before = tokens[i - 1] if i else ""
+        numbered = (before.isdigit() or before in vocab.numbers) and before not in entry["vague"]
+        if tok not in entry["years"] or numbered or before in entry["not_after"]:
+            continue
+        start, end = _clause_at(tokens, i)
+        start = max(start, i - YEARS_REACH)
+        verb = next(((k, way) for k in range(i - 1, start - 1, -1) for way in ("off", "on")
+                     if tokens[k] in entry[way]), None)
+        if verb:
+            out[verb[0]], out[i] = entry["read_as"][verb[1]], ""
+            particle = next((k for k in range(verb[0] + 1, end) if tokens[k] in entry["particles"]), None)
+            if particle is not None:   # "shave some years off him": the particle is the verb's
+                out[particle] = ""
+    return [t for t in out if t]
+
+
+def _hanging(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "make her bangs come down much lower", "a fringe that sits higher": after a verb of hanging in the
+    same clause, "lower" is longer and "higher" shorter."""
+    verbs, read_as = vocab.phrasing.hanging
+    out = list(tokens)
+    for i, tok in enumerate(tokens):
+        if tok in read_as and any(t in verbs for t in tokens[_clause_at(tokens, i)[0]:i]):
+            out[i] = read_as[tok]
+    return out
+
+
+def _negated_measure(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "i don't want him to look this old" -> "i do want him to look less old": a negation, then "this" or
+    "so" right before a word of a scale in the same clause, is less of it."""
+    negations, measures, less = vocab.phrasing.negated_measure
+    out = list(tokens)
+    for i in range(1, len(tokens) - 1):
+        following = next((t for t in tokens[i + 1:] if t not in ARTICLES), "")   # "such a long beard"
+        if tokens[i] not in measures or not any(r.kind == "polar" for r in _roles(vocab, following)):
+            continue
+        start, _ = _clause_at(tokens, i)
+        negation = next((k for k in range(i - 1, start - 1, -1) if out[k] in negations), None)
+        if negation is not None:
+            out[negation], out[i] = "", less
+    return [t for t in out if t]
+
+
 def rewrite(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """The rewrites above, in order, and intensity words that only are one before a comparative."""
     words = []
-    for tok in _someone_else(_hair_at(_intensity(tokens, vocab), vocab), vocab):
+    for tok in _someone_else(_hair_at(tokens, vocab), vocab):
         words.extend(formed(tok, vocab) or [tok])
+    words = _intensity(words, vocab)   # after word formation: "way perkier" is "much more perky"
+    words = _hanging(_negated_measure(_unnumbered_years(words, vocab), vocab), vocab)
     return _faint(_phrasal(_as_superlative(_privative(words, vocab), vocab), vocab), vocab)

@@ -23,6 +23,10 @@ def _starts(words: list[str], phrases: frozenset[tuple[str, ...]]) -> int:
     return next((n for n in range(min(len(words), 4), 0, -1) if tuple(words[:n]) in phrases), 0)
 
 
+def _is(vocab: Vocabulary, word: str, *kinds: str) -> bool:
+    return any(r.kind in kinds for r in vocab.lexicon.get((word,), ()))
+
+
 def _attributes(vocab: Vocabulary, word: str, kinds=("name", "degree", "polar", "look", "cmp")) -> set[str]:
     return {r.attribute for r in vocab.lexicon.get((word,), ()) if r.attribute and r.kind in kinds}
 
@@ -39,6 +43,12 @@ def face_question(clause: Clause, reading: Reading, vocab: Vocabulary) -> tuple[
     if not words or reading.things or reading.blocked or changing:
         return False, None   # "what does he look like without his beard": a change asked as a question
     report = _report(words, vocab)
+    if clause.asked and about and len(words) > 1 and words[1] in q.question_measures and _is(vocab, words[0], "name") \
+            and not any(w.isdigit() for w in words):
+        return True, about   # "beard length?", "age estimate for him?": its measure asked
+    if clause.asked and about and len(words) > 2 and _is(vocab, words[-1], "enough") and all(
+            _is(vocab, w, "name", "degree", "polar", "look") for w in words[:-1]):
+        return True, about   # "glasses thick enough?": whether it is, asked without a verb
     if report or _starts(words, q.question_verbs):   # "describe his expression", "give me a rundown of the face"
         return bool(about or face or report or len(words) <= 2), about
     raw = [w for w in clause.words if w not in q.question_lead]
@@ -49,7 +59,8 @@ def face_question(clause: Clause, reading: Reading, vocab: Vocabulary) -> tuple[
     if adding and ((words[0],) not in q.question_open
                    or (any(c.word in markers for c in adding) and looking & set(words))):
         return False, None   # "what does she look like with a beard?": a look asked for
-    if (words[0],) in q.question_open and not any(w in q.question_wishes for w in _unsaid(words, q.question_opinion)):
+    wishes = q.question_wishes - ({"enough"} if words[0] in q.enough_asked else set())   # "is it long enough?"
+    if (words[0],) in q.question_open and not any(w in wishes for w in _unsaid(words, q.question_opinion)):
         return bool(about or face), about
     return False, None
 
@@ -107,6 +118,9 @@ def _choice(words: list[str], vocab: Vocabulary) -> tuple[str | None, list[str]]
         choices = [next((x for x in side[:CHOICE_REACH] if x in either or _attributes(vocab, x)), "")
                    for side in (words[k - 1::-1], words[k + 1:])]
         sides = [named if x in either else _attributes(vocab, x) for x in choices]
+        if not named and len(set(choices) & either) == 1:   # "happy or no?": a yes or a no about the other choice
+            other = next(side for x, side in zip(choices, sides) if x not in either)
+            sides = [other, other]
         common = sides[0] & sides[1] if not set(choices) <= either else set(named)
         if len(named) == 1 and named & (sides[0] | sides[1]):
             common = set(named)   # "the beard is long or short?", "is his beard thick or thin?": the one named

@@ -13,6 +13,7 @@ from .vocabulary import TINT, Role, Vocabulary
 # Cue levels, strongest first: a degree phrase beats a described look ("a fringe that ends at the
 # eyebrows"), which beats "remove", which beats a comparative, ...
 DEGREE, LOOK, REMOVE, CHANGE, RELATIVE, ADD, WEAK = range(7)
+THAN_REACH = 4   # words between "than" and "now": "than she does right now"
 
 # --------------------------------------------------------------------------- reading one clause
 
@@ -38,6 +39,8 @@ class Cue:
     restore: bool = False   # "put the beard back": the degree it had before, when there was one
     lens: int = 0           # "tint them" (1), "remove the tint" (-1): a degree that depends on the frame
     far: bool = False       # a superlative ("the darkest sunglasses"): wins over the degree it qualifies
+    vivid: bool = False     # a famous face or an age in years ("like Santa", "an 80-year-old"): wins over degree words
+    now: bool = False       # a comparison with the face as it is ("happier than she does now"): wins over degrees
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Reading:
     verb: str | None = None        # "add" | "remove" | "reduce" | "blocked": inherited by "... and the beard"
     bare: bool = False             # only attribute names ("the beard", "glasses please")
     intensity: int | None = None   # "a lot", "two steps": how much, when said
+    replaced: bool = False         # "could they be swapped for ...": what the clauses before said is the old state
 
 
 def _options(roles: list[Role], value=None) -> tuple[dict[str, int], str]:
@@ -92,8 +96,9 @@ def _comparisons(spans: list[Span], amount: int, step: int, vocab: Vocabulary) -
     for i, s in enumerate(spans):
         roles = s.get("polar") or s.get("name")
         prev = spans[i - 1] if i else None
-        if prev and not prev.roles and prev.words[0] in vocab.fillers and i > 1 and spans[i - 2].has("more", "less"):
-            prev = spans[i - 2]   # "less of a sourpuss"
+        if prev and not prev.roles and prev.words[0] in vocab.fillers | vocab.phrasing.simile and i > 1 \
+                and spans[i - 2].has("more", "less"):
+            prev = spans[i - 2]   # "less of a sourpuss", "a bit less like a grandpa"
         after = spans[i + 1] if i + 1 < len(spans) else None
         if after and after.has("most") and s.get("name") and not s.used and not (
                 i + 2 < len(spans) and spans[i + 2].has("polar", "degree", "look", "name")):
@@ -181,6 +186,19 @@ def _swapped(spans: list[Span], vocab: Vocabulary) -> list[Span]:
     return spans
 
 
+def _swapped_back(spans: list[Span], vocab: Vocabulary) -> bool:
+    """ "could they be swapped for a lighter fringe", "replace them with thin ones": a swap whose old state is
+    only a pronoun, so what the clauses before it described is the old state."""
+    for i, s in enumerate(spans):
+        if s.text not in vocab.phrasing.swap_verbs or s.has("name"):
+            continue
+        to = next((j for j in range(i + 1, len(spans)) if spans[j].text in vocab.phrasing.swap_to), None)
+        old = spans[:to] if to is not None else []
+        return bool(old) and any(x.has("pronoun") for x in old) and not any(
+            x.has("name", "degree", "look") for x in old)
+    return False
+
+
 def _simile(spans: list[Span], vocab: Vocabulary) -> list[Span]:
     """ "a beard like an old sea captain's": after one attribute's name, a degree word of another that
     describes a noun the vocabulary does not know ("old sea captain") is about that noun, not the face,
@@ -198,6 +216,30 @@ def _simile(spans: list[Span], vocab: Vocabulary) -> list[Span]:
             return spans[:i] + spans[k:] if other and k > j + 1 else spans
         named |= {r.attribute for r in s.get("name")}
     return spans
+
+
+def _enough_that(spans: list[Span], cues: list[Cue], vocab: Vocabulary) -> list[Cue]:
+    """ "smiling wide enough that you can see her teeth", "bangs so long they cover her eyes": the look the
+    clause describes after it says the degree, not the word "so" or "enough" measures."""
+    before, after = vocab.phrasing.measured
+    measured = {spans[i - 1].text for i, s in enumerate(spans) if i and s.text in after} \
+        | {spans[i + 1].text for i, s in enumerate(spans[:-1]) if s.text in before}
+    if not measured or not any(c.level in (DEGREE, LOOK) and c.word not in measured for c in cues):
+        return cues
+    return [c for c in cues if not (c.level == DEGREE and c.word in measured)]
+
+
+def _than_now(spans: list[Span], vocab: Vocabulary) -> bool:
+    """Whether the clause compares with the face as it is: "than she does now", "than before"."""
+    return any(s.has("than") and any(x.text in vocab.phrasing.than_now for x in spans[i + 1:i + 1 + THAN_REACH])
+               for i, s in enumerate(spans))
+
+
+def _refers(spans: list[Span]) -> bool:
+    """Whether the clause refers back: a pronoun ("remove it"), or "some" with nothing after it that it
+    is some of ("give her some")."""
+    return any(s.has("pronoun") or (s.has("some") and not (
+        i + 1 < len(spans) and spans[i + 1].has("name", "degree", "look", "intensity"))) for i, s in enumerate(spans))
 
 
 def _fits(span: Span, kind: str, names: list[str]) -> bool:
@@ -250,11 +292,12 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     # 1. things; "change the poker face to a smile": drop the old state; intensity; "keep"
     things = list(dict.fromkeys(role.thing for s in spans for role in s.get("oos")))
     r.things = [t for t in things if t not in vocab.generic_things] or things   # "hair blonde": hair colour
+    r.replaced = _swapped_back(spans, vocab)
     spans = _simile(_swapped(spans, vocab), vocab)
     intensity = r.intensity = next((role.value for s in spans for role in s.get("intensity")), None)
     amount = intensity or vocab.amounts["plain"]
     r.moderate = any(s.has("moderate") for s in spans)
-    r.pronoun = any(s.has("pronoun") for s in spans)
+    r.pronoun = _refers(spans)
     keep = any(s.has("keep") for s in spans)
 
     # 2. comparisons and anchored degrees; then a negated or "keep" clause asks for nothing
@@ -271,6 +314,11 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             spans[i + 1].used = True
         elif s.has("name", "degree") and spans[i + 1].has("remove") and i + 2 == len(spans):
             s.used = True   # "could his stubble go away": what goes comes before the verb that ends the clause
+        elif s.has("name", "degree", "pronoun") and spans[i + 1].text in vocab.phrasing.going and i + 2 == len(spans) \
+                and not any(x.roles for x in spans[:i]):
+            r.cues.append(Cue(REMOVE, dict(every), "verb", spans[i + 1].text))   # "could the specs go?", "stubble out"
+            r.verb = "remove"
+            s.used = spans[i + 1].used = True
         elif s.has("negation") and not s.used and spans[i + 1].has("name"):   # "don't smile"
             r.cues.append(Cue(REMOVE, dict(every), "verb", s.text))
             s.used = spans[i + 1].used = True
@@ -292,7 +340,7 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
                 r.cues.append(Cue(DEGREE, dict.fromkeys(every, int(s.words[0])), "named", s.text))
         elif s.get("degree") and _fits(s, "degree", r.names):
             options, scope = _options(s.get("degree"))
-            (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text))
+            (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text, vivid=s.has("vivid")))
             s.used = True   # "shave" is then no longer a verb
         elif s.get("look") and _fits(s, "look", r.names):   # "a fringe that ends at the eyebrows"
             options, scope = _options(s.get("look"))
@@ -329,6 +377,10 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
         else:
             r.cues.append(Cue(RELATIVE, dict.fromkeys(every, sign), "followup", s.text,
                               intensity or vocab.amounts["followup"]))
+    r.cues = _enough_that(spans, r.cues, vocab)
+    if _than_now(spans, vocab):   # "loads happier than she does now": a change from the face as it is
+        for cue in r.cues:
+            cue.now = cue.level == CHANGE
     comparing = any(c.level in (CHANGE, WEAK) for c in r.cues)
     r.cues.extend(c for c in nominal if c.lens or not comparing)
 

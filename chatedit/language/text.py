@@ -101,7 +101,8 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
             degree = value is not None and value <= MAX_DEGREE and out and out[-1] == vocab.years_attribute
             if degree and nxt not in vocab.age_after:
                 pass   # "age 4", as "smile 2": a degree of the scale, not a four-year-old
-            elif value is not None and nxt not in vocab.phrasing.steps | vocab.phrasing.durations and (
+            elif value is not None and tok not in vocab.phrasing.years_unnumbered["vague"] \
+                    and nxt not in vocab.phrasing.steps | vocab.phrasing.durations and (
                     nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
                 years = value
             elif value is not None and value >= 10 and out and (
@@ -164,6 +165,12 @@ def _instead(tokens: list[str], vocab: Vocabulary) -> list[str]:
     return out
 
 
+def _labelled(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "beard: gone", "smile: bigger": a name, a colon and what it should be are one clause."""
+    return [t for i, t in enumerate(tokens) if not (t == ":" and i and any(
+        r.kind == "name" for r in vocab.lexicon.get((tokens[i - 1],), ())))]
+
+
 def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     """Lower-case tokens with contractions expanded, typos fixed and canonical phrases applied."""
     vocab = vocab or load_vocabulary()
@@ -174,11 +181,12 @@ def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     text = _SIGNED.sub(lambda m: f" {'more' if m[1] == '+' else 'less'} amount:{m[2]} ", text)
     suffixes = "|".join(vocab.phrasing.without[1])
     text = re.sub(rf"(?<=[a-z])-(?=(?:{suffixes})\b)", "", text)   # "glasses-less": one word, "glassesless"
+    text = re.sub(r"\s*[\u2014\u2013]\s*|\s+--?\s+", " , ", text)   # a dash between words parts clauses as a comma does
     text = re.sub(r"[-_/]", " ", text)
     tokens, bare = [], vocab.contractions.get("bare", {})   # "dont": a contraction typed without its apostrophe
     for tok in _TOKEN.findall(text):
         tokens.extend(_expand(tok, vocab.contractions) if "'" in tok else bare.get(tok, [tok]))
-    tokens = _instead([_correct(t, vocab) for t in tokens], vocab)
+    tokens = _instead(_labelled([_correct(t, vocab) for t in tokens], vocab), vocab)
     return rewrite(_age_numbers(replace_phrases(tokens, vocab.canonical), vocab), vocab)
 
 
@@ -191,6 +199,7 @@ class Clause:
     joined: bool = False        # follows a conjunction ("and", "or"): may inherit the previous verb
     question: bool = False
     asked: bool = False         # in a sentence that ends with a question mark: "his age, roughly?"
+    framed: bool = False        # opened with a question or wish frame ("what would ..."): a request, never a remark
     sentence: int = 0
 
     @property
@@ -267,7 +276,7 @@ def scan(words: list[str], vocab: Vocabulary) -> list[Span]:
         if words[i].startswith("age:"):
             years = int(words[i][4:])
             degree = next((d for lo, hi, d in vocab.age_years if lo <= years <= hi), MAX_DEGREE)
-            spans.append(Span((words[i],), (Role("degree", vocab.years_attribute, degree),)))
+            spans.append(Span((words[i],), (Role("degree", vocab.years_attribute, degree), Role("vivid"))))
             i += 1
             continue
         count = int(words[i]) if words[i].isdigit() else vocab.numbers.get(words[i])

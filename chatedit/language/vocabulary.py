@@ -26,6 +26,7 @@ class Role:
     """One meaning of a phrase: ``kind`` plus, for attribute roles, the attribute and a value."""
 
     kind: str                  # "name" | "degree" | "look" (a described degree) | "cmp" | "polar" | "lens"
+    #                            | "vivid" (a degree said by a famous face or an age in years)
     #                            | "intensity" | "followup" | "oos" | "most" | "extreme" | grammar key
     attribute: str | None = None
     value: int = 0             # degree, sign or amount
@@ -39,7 +40,10 @@ class Phrasing:
     superlatives, swaps, composition, questions about the face and what to ask when unsure."""
 
     frame_open: frozenset[tuple[str, ...]]     # "could you", "i would love to see": a wish, not a question
+    complaint: dict   # "why doesn't she smile", "why is he so serious": lexicon.yaml's `frames.complaint`
     observe: tuple[frozenset[str], frozenset[str]]   # "she looks so glum": (subjects, verbs) of a remark
+    observe_opinion: frozenset[str]            # "my mum reckons he looks ...": a verb of opinion before a remark
+    observe_lacking: frozenset[tuple[str, ...]]   # "she has no glasses": what the face lacks, said of it
     phrasal: dict[str, dict[str, tuple[str, ...]]]   # verb form -> particle -> the words it is read as
     suffixes: dict[str, tuple[str, ...]]       # word formation: kind -> suffixes, longest first
     privative: frozenset[tuple[str, ...]]      # "no rims" -> "rimless"
@@ -51,6 +55,7 @@ class Phrasing:
     corrections: frozenset[str]                # "thin glasses, thick ones actually": a correction
     description_words: dict[str, str]          # "slender" -> "thin": read as a word of attributes.yaml's looks
     faint_words: frozenset[tuple[str, ...]]    # "barely a smile"
+    faint_none: tuple[frozenset[str], frozenset[str], str]   # "not even a hint of a smile": (negations, words skipped, read as)
     someone_else: tuple[frozenset[str], str]   # "my grandma wears thick glasses": (the words before, read as)
     simile: frozenset[str]                     # "a beard like an old sea captain's"
     swap_verbs: frozenset[str]
@@ -62,7 +67,13 @@ class Phrasing:
     inner_adverbs: frozenset[str]              # "forehead completely uncovered": adverbs a phrase may hold
     fringe_hair: tuple[frozenset[str], frozenset[str], str]   # (hair words, forehead words, the fringe)
     durations: frozenset[str]                  # "three days unshaven": a number of these is no age
+    going: frozenset[str]                      # "could the specs go?": ending a clause after a name, it goes
+    than_now: frozenset[str]                   # "happier than she does now": a change from the face as it is
+    measured: tuple[frozenset[str], frozenset[str]]   # "so long (they cover her eyes)", "wide enough (that ...)"
+    hanging: tuple[frozenset[str], dict[str, str]]   # "bangs that come down lower": (verbs, lower/higher read as)
     years_after: frozenset[str]                # "wind the age back a decade": a number of years after these is a change
+    years_unnumbered: dict[str, frozenset[str] | dict[str, str]]   # "take away some years": lexicon.yaml's entry
+    negated_measure: tuple[frozenset[str], frozenset[str], str]   # "not ... this old": (negations, measures, read as)
     by: frozenset[str]                         # "decrement age by 2": a number after these is an amount
     steps: frozenset[str]                      # "two steps", "a couple of notches": an amount of degrees
     question_open: frozenset[tuple[str, ...]]
@@ -70,7 +81,9 @@ class Phrasing:
     report_verbs: frozenset[str]              # "give me a rundown of the face": a verb and a noun of a report
     report_nouns: frozenset[str]
     report_not_to: frozenset[str]             # "give her a ...": to the face, so an edit
+    question_measures: frozenset[str]         # "beard length?": a name and its measure, asked
     question_wishes: frozenset[str]
+    enough_asked: frozenset[str]              # "is the beard long enough?": "enough" after these asks, no wish
     question_face: frozenset[tuple[str, ...]]
     question_lead: frozenset[str]
     question_hypothetical: tuple[frozenset[str], frozenset[str]]   # (markers, words of looking)
@@ -114,6 +127,7 @@ class Vocabulary:
     generic_things: frozenset[str]   # out-of-scope things that yield to a more specific one
     keywords: frozenset[str]   # typo-correction targets
     known: frozenset[str]      # words never corrected
+    common: frozenset[str]     # known words that are never read as made from another (``phrasing.formed``)
     phrasing: Phrasing
 
 
@@ -174,7 +188,12 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
             phrasal.setdefault(form, {}).update({p: tuple(str(w).split()) for p, w in particles.items()})
     return Phrasing(
         frame_open=frozenset(_phrases(frames["open"])),
+        complaint={**frames["complaint"], "open": frozenset(_phrases(frames["complaint"]["open"])),
+                   "negations": frozenset(frames["complaint"]["negations"]),
+                   "measures": frozenset(frames["complaint"]["measures"])},
         observe=(frozenset(frames["observe"]["subjects"]), frozenset(frames["observe"]["verbs"])),
+        observe_opinion=frozenset(frames["observe"].get("opinion", [])),
+        observe_lacking=frozenset(_phrases(frames["observe"].get("lacking", []))),
         phrasal=phrasal,
         suffixes={k: tuple(sorted(v, key=len, reverse=True)) for k, v in data["word_formation"].items()
                   if k not in ("privative", "without")},
@@ -188,6 +207,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         corrections=frozenset(data["corrections"]),
         description_words={**((derived or {}).get("description_words") or {}), **data["description_words"]},
         faint_words=frozenset(_phrases(sup["faint_words"])),
+        faint_none=(frozenset(sup["none"]["before"]), frozenset(sup["none"]["skip"]), sup["none"]["read_as"]),
         simile=frozenset(data["simile"]),
         someone_else=(frozenset(data["someone_else"]["before"]), data["someone_else"]["read_as"]),
         swap_verbs=frozenset(data["swaps"]["verbs"]),
@@ -203,7 +223,14 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         steps=frozenset(data["steps"]),
         by=frozenset(data["by"]),
         years_after=frozenset(data["years_after"]),
+        years_unnumbered={k: dict(v) if isinstance(v, dict) else frozenset(v) for k, v in data["years_unnumbered"].items()},
+        negated_measure=(frozenset(data["negated_measure"]["negations"]), frozenset(data["negated_measure"]["measures"]),
+                         data["negated_measure"]["read_as"]),
         durations=frozenset(data["durations"]),
+        going=frozenset(data["going"]),
+        than_now=frozenset(data["than_now"]),
+        measured=(frozenset(data["measured"]["before"]), frozenset(data["measured"]["after"])),
+        hanging=(frozenset(data["hanging"]["verbs"]), dict(data["hanging"]["read_as"])),
         fringe_hair=(frozenset(data["fringe_hair"]["hair"]), frozenset(data["fringe_hair"]["near"]),
                      data["fringe_hair"]["read_as"]),
         question_open=frozenset(_phrases(faces["open"])),
@@ -211,7 +238,9 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         report_verbs=frozenset(faces["report"]["verbs"]),
         report_nouns=frozenset(faces["report"]["nouns"]),
         report_not_to=frozenset(faces["report"]["not_to"]),
+        question_measures=frozenset(faces["measures"]),
         question_wishes=frozenset(faces["wishes"]),
+        enough_asked=frozenset(faces["enough_asked"]),
         question_face=frozenset(_phrases(faces["face"])),
         question_lead=frozenset(faces["lead"]),
         question_hypothetical=(frozenset(faces["hypothetical"]), frozenset(faces["looks"])),
@@ -297,6 +326,7 @@ def load_vocabulary() -> Vocabulary:
     for name, degrees in extra["extremes"].items():
         for degree, items in degrees.items():
             add_canon(items, Role("degree", name, int(degree)))
+            add_canon(items, Role("vivid"))   # a famous face wins over plain degree words ("like Santa, long")
     for name, items in extra["parts"].items():
         add_canon(items, Role("name", name))
     for name, degrees in extra["descriptions"].items():
@@ -317,9 +347,18 @@ def load_vocabulary() -> Vocabulary:
     add_canon(sup["least"], Role("most", value=-1))
     add_canon(sup["top"], Role("extreme", value=MAX_DEGREE))
     add_canon(sup["bottom"], Role("extreme", value=0))
+    add_canon(sup.get("faintest", []), Role("extreme", value=1))
 
     phrasing = _phrasing(extra, derived)
     single = {w for phrase in lexicon for w in phrase} | {w for phrase in canonical for w in phrase}
+    # a word only seen inside a longer phrase ("youngest" of "youngest possible") is not common by that alone
+    inner = {w for phrase in [*lexicon, *canonical] if len(phrase) > 1 for w in phrase} \
+        - {p[0] for p in [*lexicon, *canonical] if len(p) == 1}
+    listed = set(extra.get("known_words", [])) | set(extra["moods"].get("wordnet_skip", [])) \
+        | set(phrasing.description_words) | {w for p in _phrases(data["known_words"]) for w in p} | set(data["numbers"]) \
+        | set(data["skipped"]) | set(phrasing.phrasal)
+    known = single | listed | {w for v in data["answers"].values() for p in _phrases(v) for w in p}
+    known |= phrasing.faint_nouns | phrasing.question_measures   # "a speck of stubble" is no typo of "specs"
     keyword_source = [p for p, roles in lexicon.items()
                       if any(r.attribute or r.kind in ("add", "remove", "increase", "decrease") for r in roles)]
     # mood words are read when typed, never guessed from a typo ("curious" is not "furious", "peckish"
@@ -358,10 +397,8 @@ def load_vocabulary() -> Vocabulary:
         relative_years=frozenset(p[0] for p, roles in lexicon.items() if len(p) == 1 and any(
             r.kind == "cmp" and r.attribute == data["years_attribute"] and not r.named for r in roles)),
         phrasing=phrasing,
-        known=frozenset(single | set(phrasing.phrasal) | set(extra.get("known_words", []))
-                        | set(extra["moods"].get("wordnet_skip", [])) | set(phrasing.description_words)
-                        | {w for p in _phrases(data["known_words"]) for w in p} | set(data["numbers"])
-                        | set(data["skipped"]) | {w for v in data["answers"].values() for p in _phrases(v) for w in p}),
+        known=frozenset(known),
+        common=frozenset(known - (inner - listed)),
     )
 
 
