@@ -47,3 +47,17 @@ def test_new_face_with_a_seed_is_the_same_face_every_time(agent):
     b, _ = agent.open("b")
     agent.respond("b", "show me a new face with seed 5")
     assert torch.equal(a.state.current.latent, b.state.current.latent)
+
+
+@pytest.mark.parametrize("lead_in", ["", "ok now ", "alright, now ", "great, next "])
+def test_a_leading_ok_before_a_request_of_its_own_neither_says_yes_nor_changes_the_request(agent, lead_in):
+    """After "Shall I make the smile bigger?", "ok now add glasses to him, not too dark" over dark sunglasses
+    is plain glasses (the add's typical degree), and the smile stays as it is."""
+    session_id = f"lead-in-{lead_in.strip(' ,')}"
+    agent.open(session_id, seed=first_seed(agent, eyeglasses=0))
+    assert agent.respond(session_id, "give him thin-framed sunglasses").degrees["eyeglasses"] == 4
+    asked = agent.respond(session_id, "make him smile a little more")
+    assert "?" in asked.text
+    reply = agent.respond(session_id, f"{lead_in}add glasses to him, not too dark")
+    assert reply.degrees["eyeglasses"] == 2
+    assert reply.degrees["smiling"] == asked.degrees["smiling"]

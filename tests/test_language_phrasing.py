@@ -25,6 +25,7 @@ from chatedit.language.vocabulary import verb_forms
 DEV = Path(__file__).resolve().parents[1] / "benchmarks" / "dev_requests.jsonl"
 DEV2 = DEV.with_name("dev2_requests.jsonl")
 DEV3 = DEV.with_name("dev3_requests.jsonl")
+DEV4 = DEV.with_name("dev4_requests.jsonl")
 
 
 def edit(attribute, target=None, change=None):
@@ -100,7 +101,7 @@ PHRASAL = [
     ("Trim her fringe back a little", [edit("bangs", change=-1)]),
     ("pump her smile up", [edit("smiling", change=2)]),
     ("Make him moustache-free", [edit("beard", target=0)]),   # -free, -less, de-: without the attribute
-    ("De-fringe her", [edit("bangs", target=0)]),
+    ("De-fringe the girl", [edit("bangs", target=0)]),
     ("Youthen her a little", [edit("age", change=-1)]),
     ("Lift her spirits a bit", [edit("smiling", change=1)]),
     ("Snip the fringe back a lot", [edit("bangs", change=-3)]),
@@ -291,9 +292,31 @@ THIRD_ROUND = [
     ("Could you grey him up a bit?", [edit("age", change=1)]),
 ]
 
+FOURTH_ROUND = [
+    # "as X as the slider goes": the scale itself as the far end
+    ("make her as young as the dial allows", [edit("age", target=0)]),
+    ("make him as old as the setting lets you", [edit("age", target=5)]),
+    # "every single strand of the fringe": all of it, said by its smallest part
+    ("snip off every single strand of her fringe", [edit("bangs", target=0)]),
+    # a remark of praise in a sentence of its own, then a request: the request is read as it is
+    ("Cool, that is lovely! Now can he have a beard too?", [edit("beard", target=3)]),
+    ("Lovely, that is perfect! Now give her some glasses.", [edit("eyeglasses", target=2)]),
+    # a famous face in a clause of its own beside another request only illustrates it
+    ("Make her grin widely, just like Santa Claus.", [edit("smiling", target=2)]),
+    ("Make him laugh, mouth dropped open, like Father Christmas.", [edit("smiling", target=5)]),
+    # "X out, Y in": a swap of one attribute's old state for a new one
+    ("Long beard out, light stubble in.", [edit("beard", target=1)]),
+    # a name that is also a degree, as the object of a verb of change, only names
+    ("Please play down the sunglasses a little.", [edit("eyeglasses", change=-1)]),
+    ("dial the shades back a touch", [edit("eyeglasses", change=-1)]),
+    # the one a relation is of is someone else: "the dad of a teenager" says nothing of the face's age
+    ("Put him in his fifties, he plays the father of a teenager.", [edit("age", target=4)]),
+    ("Make her in her forties; she should look like the mum of a toddler.", [edit("age", target=3)]),
+]
+
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,
          "extreme": EXTREMES, "swap": SWAPS, "face_question": FACE_QUESTIONS, "amount": AMOUNTS,
-         "third_round": THIRD_ROUND}
+         "third_round": THIRD_ROUND, "fourth_round": FOURTH_ROUND}
 CASES = [(kind, text, expected) for kind, items in KINDS.items() for text, expected in items]
 
 
@@ -313,6 +336,20 @@ def test_what_is_no_request_stays_none(text):
                                            ("blunt bangs", [edit("bangs", target=3)])])
 def test_a_kind_with_no_word_for_it_is_the_attribute_added(text, expected):
     assert calls(text) == expected
+
+
+@pytest.mark.parametrize("text,change", [("soften that a touch", -1), ("crank this up", 2), ("dial those back a bit", -1)])
+def test_a_demonstrative_after_a_verb_is_the_attribute_in_focus(text, change):
+    """ "tone that down a notch" after a smile edit: "that" is the smile, as "it" would be."""
+    context = DialogContext(focus="smiling", last_change=1, degrees={"smiling": 3})
+    assert intents_to_calls(parse(text, context)) == [edit("smiling", change=change)]
+
+
+def test_nothing_too_heavy_limits_an_added_thing_over_a_heavier_one():
+    """Over dark sunglasses, "put glasses on him, nothing too heavy" is plain glasses, not one step more."""
+    context = DialogContext(focus="eyeglasses", last_change=2, degrees={"eyeglasses": 4})
+    assert intents_to_calls(parse("ok now give him some glasses, nothing too heavy", context)) == [
+        edit("eyeglasses", target=2)]
 
 
 def test_a_remark_beside_a_request_is_not_one():
@@ -423,7 +460,7 @@ def test_these_sentences_are_in_neither_request_set():
     def key(text):
         return " ".join(w for w in normalise(text) if w.replace(":", "").isalnum())
 
-    sets = [DEFAULT_PATH, DEV, DEV2] + [DEV3] * DEV3.is_file()
+    sets = [DEFAULT_PATH, DEV, DEV2] + [DEV3] * DEV3.is_file() + [DEV4] * DEV4.is_file()
     taken = {key(json.loads(line)["text"]) for path in sets for line in path.read_text().splitlines() if line.strip()}
     assert [t for _, t, _ in CASES if key(t) in taken] == []
 

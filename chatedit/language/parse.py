@@ -317,8 +317,19 @@ def _composed(attribute: str, cues: list[Cue], vocab: Vocabulary) -> int | None:
     return None
 
 
+def _illustrates(slot, cues: dict[str, list[Cue]]) -> bool:
+    """ "make him laugh very hard, like Santa Claus", "no glasses at all, bare as a newborn's": a famous face
+    or figure in a clause of its own, beside a request about something else, only illustrates that request;
+    the attribute it alone implies is not edited."""
+    if not isinstance(slot, str) or not cues[slot] or not all(c.vivid for c in cues[slot]):
+        return False
+    here = {c.clause for c in cues[slot]}
+    return len(here) == 1 and any(a != slot and any(not c.vivid and c.clause not in here for c in cs)
+                                  for a, cs in cues.items())
+
+
 def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Vocabulary,
-             moderate: bool) -> Intent | None:
+             moderate: bool, limited: bool = False) -> Intent | None:
     """Merge one attribute's cues: degree phrase > described look > remove > comparatives > follow-ups
     > add > complaints."""
     composed = _composed(attribute, cues, vocab)
@@ -353,6 +364,8 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
             return Intent("edit", attribute, target=before)   # "put the beard back": as it was
         default = vocab.add_degree.get(attribute)
         amount = max(c.amount for c in chosen)
+        if limited and default is not None and (current or 0) > default:
+            return Intent("edit", attribute, target=default)   # "put glasses on her, nothing too heavy": plain ones
         if amount or current or default is None:
             return Intent("edit", attribute, change=amount or 1)
         return Intent("edit", attribute, target=default)
@@ -412,6 +425,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
             clause.words.insert(0, before.words[-2])
 
     # 2. a hello is answered; a leading "yes" / "no" answers the pending suggestion
+    counted = len(clauses)
     first = [w for w in clauses[0].words if w not in vocab.skipped]
     greeting = next((n for n in range(len(first), 0, -1) if tuple(first[:n]) in vocab.answers["greeting"]), 0)
     if greeting:
@@ -442,11 +456,15 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         clauses = clauses[1:]
         slots.append(Intent("content"))
 
+    shift = counted - len(clauses)   # "that's great! now could she have bangs?": the remarks after an answer
+    remarks = {i - shift for i in remarks if i >= shift}
+
     # 3. read each clause: a command, or cues bound to attributes
     cues: dict[str, list[Cue]] = defaultdict(list)
     earlier: list[str] = []          # attributes named so far, most recent first
     previous: Reading | None = None
     moderate = False
+    limited = False                  # "..., nothing too heavy"
     undoing = False                  # the clause before undid named attributes
     now, before = context.degrees or {}, context.earlier or {}
     for index, clause in enumerate(clauses):
@@ -488,6 +506,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         elif reading.names and not reading.cues and not reading.bare and not reading.blocked and not reading.things:
             slots.append(Intent("unclear", attribute=reading.names[0]))   # "make the glasses fancier"
         moderate |= reading.moderate
+        limited |= reading.limited
         if reading.replaced:   # "those bangs feel heavy, could they be swapped for ...": the old state
             for attribute in [a for a in reading.names or earlier[:1] if a in cues]:
                 cues[attribute] = [c for c in cues[attribute] if c.clause >= index]
@@ -515,10 +534,12 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         earlier = [*reversed(reading.names), *[a for a in earlier if a not in reading.names]]
         previous = reading
 
+    slots = [s for s in slots if not _illustrates(s, cues)]
+
     # 4. one edit per attribute
     intents: list[Intent] = []
     for slot in slots:
-        intent = _resolve(slot, cues[slot], context, vocab, moderate) if isinstance(slot, str) else slot
+        intent = _resolve(slot, cues[slot], context, vocab, moderate, limited) if isinstance(slot, str) else slot
         if intent is not None and intent not in intents:
             intents.append(intent)
     if any(i.kind == "describe" and i.attribute for i in intents):   # "quick check, how are her bangs?"

@@ -140,7 +140,8 @@ def _as_superlative(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 and any(r.kind in ("polar", "cmp", "name") for r in _roles(vocab, tokens[i + 1])):
             between = [t for t in tokens[i + 2:k] if t not in ARTICLES]
             j = k + 1
-            while j < len(tokens) and tokens[j] in endings:
+            while j < len(tokens) and (tokens[j] in endings or (   # "as young as the slider goes"
+                    tokens[j] in ARTICLES and j + 1 < len(tokens) and tokens[j + 1] in endings)):
                 j += 1
             if j > k + 1:   # something after the second "as" that only says "the far end"
                 out += ["most", tokens[i + 1], *between]
@@ -209,12 +210,32 @@ def _none_of(tokens: list[str], i: int, vocab: Vocabulary) -> int:
     return j + 1 if least and j < len(tokens) and _names(vocab, tokens[j]) else 0
 
 
+def _every_of(tokens: list[str], i: int, vocab: Vocabulary) -> int:
+    """The end of "every single hair of the fringe", "every last whisker" starting at ``i``: all of a thing,
+    said by its smallest part; the index of the thing's name, or 0."""
+    before, skip = vocab.phrasing.every
+    if tokens[i] not in before:
+        return 0
+    j = i + 1
+    while j < len(tokens) and tokens[j] in skip:
+        j += 1
+    if j + 1 < len(tokens) and tokens[j] in vocab.phrasing.faint_nouns and tokens[j + 1] == "of":
+        j += 2
+        while j < len(tokens) and tokens[j] in ARTICLES | vocab.skipped:
+            j += 1
+    return j if j > i + 1 and j < len(tokens) and _names(vocab, tokens[j]) else 0
+
+
 def _faint(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """ "a whisper of a smile", "barely a smile", "hint of stubble": "tiny <name>", the faintest degree;
     negated ("not even a hint of a smile", "not a single strand of fringe"): "without <name>"."""
     out, i = [], 0
     words = sorted(vocab.phrasing.faint_words, key=len, reverse=True)
     while i < len(tokens):
+        every = _every_of(tokens, i, vocab)
+        if every:   # "every last whisker": the beard itself
+            i = every
+            continue
         end = _none_of(tokens, i, vocab)
         if end:
             out += [vocab.phrasing.faint_none[2], tokens[end - 1]]
@@ -260,11 +281,17 @@ def _hair_at(tokens: list[str], vocab: Vocabulary) -> list[str]:
 
 def _someone_else(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """ "my grandma wears thick glasses, give her those": a person who is someone else ("my grandma") says
-    nothing of the face; "make her look like my grandma" compares with them and stays."""
+    nothing of the face, nor does the one a relation is of ("the dad of a teenager"); "make her look like
+    my grandma" compares with them and stays."""
     before, person = vocab.phrasing.someone_else
+    kin, joins = vocab.phrasing.kin
     out = list(tokens)
     for i in range(1, len(tokens)):
-        if tokens[i - 1] not in before or (i > 1 and tokens[i - 2] in vocab.phrasing.simile):
+        j = i - 1
+        while j > 0 and tokens[j] in ARTICLES:
+            j -= 1
+        related = j > 0 and tokens[j] in joins and tokens[j - 1] in kin   # "the dad of a teenager"
+        if not related and (tokens[i - 1] not in before or (i > 1 and tokens[i - 2] in vocab.phrasing.simile)):
             continue
         for size in (2, 1):
             roles = vocab.lexicon.get(tuple(tokens[i:i + size]), ())
@@ -345,6 +372,24 @@ def _negated_measure(tokens: list[str], vocab: Vocabulary) -> list[str]:
     return [t for t in out if t]
 
 
+def _out_in(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "clear lenses out, dark thick shades in": "swap clear lenses for dark thick shades", when the old
+    part names an attribute, the new one is about it too ("beard off, bangs on" is two edits) and the two
+    parts are the whole sentence."""
+    outs, ins, (verb, to) = vocab.phrasing.swap_out_in
+    stops = {",", ";", "-"}
+    if "," not in tokens:
+        return tokens
+    end = len(tokens) - (tokens[-1] in STOPS)
+    comma = tokens.index(",")
+    old, new = tokens[:comma], tokens[comma + 1:end]
+    named = {r.attribute for t in old[:-1] for r in _roles(vocab, t) if r.kind == "name"}
+    if len(old) > 1 and len(new) > 1 and old[-1] in outs and new[-1] in ins and not stops & set(new) \
+            and named & {r.attribute for t in new[:-1] for r in _roles(vocab, t)}:   # of one attribute
+        return [verb, *old[:-1], to, *new[:-1], *tokens[end:]]
+    return tokens
+
+
 def rewrite(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """The rewrites above, in order, and intensity words that only are one before a comparative."""
     words = []
@@ -352,4 +397,5 @@ def rewrite(tokens: list[str], vocab: Vocabulary) -> list[str]:
         words.extend(formed(tok, vocab) or [tok])
     words = _intensity(words, vocab)   # after word formation: "way perkier" is "much more perky"
     words = _hanging(_negated_measure(_unnumbered_years(words, vocab), vocab), vocab)
+    words = _out_in(words, vocab)
     return _faint(_phrasal(_as_superlative(_privative(words, vocab), vocab), vocab), vocab)

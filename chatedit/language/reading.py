@@ -51,6 +51,7 @@ class Reading:
     pronoun: bool = False
     blocked: bool = False          # negated ("don't add glasses") or "keep the beard"
     moderate: bool = False         # "..., but not too much"
+    limited: bool = False          # "..., nothing too heavy": an added thing of its typical degree, no more
     verb: str | None = None        # "add" | "remove" | "reduce" | "blocked": inherited by "... and the beard"
     bare: bool = False             # only attribute names ("the beard", "glasses please")
     intensity: int | None = None   # "a lot", "two steps": how much, when said
@@ -235,11 +236,24 @@ def _than_now(spans: list[Span], vocab: Vocabulary) -> bool:
                for i, s in enumerate(spans))
 
 
-def _refers(spans: list[Span]) -> bool:
-    """Whether the clause refers back: a pronoun ("remove it"), or "some" with nothing after it that it
-    is some of ("give her some")."""
-    return any(s.has("pronoun") or (s.has("some") and not (
-        i + 1 < len(spans) and spans[i + 1].has("name", "degree", "look", "intensity"))) for i, s in enumerate(spans))
+def _refers(spans: list[Span], vocab: Vocabulary) -> bool:
+    """Whether the clause refers back: a pronoun ("remove it"), a demonstrative as a verb's object
+    ("tone that down", "dial that back"), or "some" with nothing after it that it is some of ("give her some")."""
+    def before(i: int, *kinds: str) -> bool:
+        return i + 1 < len(spans) and spans[i + 1].has(*kinds)
+
+    verbs = ("action", "add", "remove", "reduce", "increase", "decrease")
+    return any(s.has("pronoun")
+               or (s.has("some") and not before(i, "name", "degree", "look", "intensity"))
+               or (i > 0 and s.text in vocab.demonstratives and spans[i - 1].has(*verbs) and not before(i, "name"))
+               for i, s in enumerate(spans))
+
+
+def _limited(spans: list[Span]) -> bool:
+    """ "nothing too heavy", "not too dark": a negated "too" before a word for more of the thing limits
+    what is added to its typical degree."""
+    return any(a.has("negation") and b.has("too") and any(r.value > 0 for r in c.get("polar"))
+               for a, b, c in zip(spans, spans[1:], spans[2:]))
 
 
 def _fits(span: Span, kind: str, names: list[str]) -> bool:
@@ -297,7 +311,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     intensity = r.intensity = next((role.value for s in spans for role in s.get("intensity")), None)
     amount = intensity or vocab.amounts["plain"]
     r.moderate = any(s.has("moderate") for s in spans)
-    r.pronoun = _refers(spans)
+    r.pronoun = _refers(spans, vocab)
+    r.limited = _limited(spans)
     keep = any(s.has("keep") for s in spans)
 
     # 2. comparisons and anchored degrees; then a negated or "keep" clause asks for nothing
@@ -381,7 +396,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     if _than_now(spans, vocab):   # "loads happier than she does now": a change from the face as it is
         for cue in r.cues:
             cue.now = cue.level == CHANGE
-    comparing = any(c.level in (CHANGE, WEAK) for c in r.cues)
+    # "make the sunglasses lighter", "tone down the shades": a name that is also a degree only names
+    comparing = any(c.level in (CHANGE, WEAK) for c in r.cues) or any(s.has("increase", "decrease") for s in spans)
     r.cues.extend(c for c in nominal if c.lens or not comparing)
 
     # 6. verbs; "make her smile" adds only when nothing else in the clause wants the verb

@@ -50,6 +50,7 @@ class Phrasing:
     without: tuple[frozenset[str], tuple[str, ...], str]   # "de-beard", "glasses-less": (prefixes, suffixes, read as)
     as_endings: frozenset[str]                 # "as old as it gets"
     faint_nouns: frozenset[str]                # "a whisper of a smile"
+    every: tuple[frozenset[str], frozenset[str]]   # "every last whisker": (words before, words skipped)
     before_comparatives: dict[str, str]        # "way older": "much older"
     word_top: dict[str, dict[str, int]]        # "the heaviest frames": the top degree a superlative of a word reaches
     corrections: frozenset[str]                # "thin glasses, thick ones actually": a correction
@@ -57,11 +58,13 @@ class Phrasing:
     faint_words: frozenset[tuple[str, ...]]    # "barely a smile"
     faint_none: tuple[frozenset[str], frozenset[str], str]   # "not even a hint of a smile": (negations, words skipped, read as)
     someone_else: tuple[frozenset[str], str]   # "my grandma wears thick glasses": (the words before, read as)
+    kin: tuple[frozenset[str], frozenset[str]]  # "the dad of a teenager": (relational nouns, words joining them)
     simile: frozenset[str]                     # "a beard like an old sea captain's"
     swap_verbs: frozenset[str]
     swap_to: frozenset[str]
     swap_reversed: dict[str, frozenset[str]]   # "substitute the new for the old": verb -> the words after which the old comes
     swap_instead: frozenset[tuple[str, ...]]   # "instead of the old, the new"
+    swap_out_in: tuple[frozenset[str], frozenset[str], tuple[str, str]]   # "X out, Y in": (out, in, read as)
     swap_instead_verb: str                     # the verb such a sentence is read with: "swap the old for the new"
     compose: dict[str, dict]                   # attribute -> {"base", "base_words", "with_degrees", "with_words"}
     inner_adverbs: frozenset[str]              # "forehead completely uncovered": adverbs a phrase may hold
@@ -120,6 +123,7 @@ class Vocabulary:
     contractions: dict          # {"whole": {...}, "suffixes": {...}, "is_after": [...]}
     skipped: frozenset[str]     # articles and possessives, ignored when matching phrases
     fillers: frozenset[str]     # words that leave "glasses please" a bare name
+    demonstratives: frozenset[str]   # "tone that down": the object of a verb, as "it"
     not_ages: frozenset[str]
     relative_years: frozenset[str]   # "5 years younger": comparatives of the years attribute
     add_degree: dict[str, int | None]
@@ -202,6 +206,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
                  tuple(data["word_formation"]["without"]["suffixes"]), data["word_formation"]["without"]["read_as"]),
         as_endings=frozenset(w for p in _phrases(sup["as_endings"]) for w in p),
         faint_nouns=frozenset(sup["faint_nouns"]),
+        every=(frozenset(sup.get("every", {}).get("before", [])), frozenset(sup.get("every", {}).get("skip", []))),
         before_comparatives=dict(data["before_comparatives"]),
         word_top={a: {w: int(d) for w, d in words.items()} for a, words in sup.get("word_top", {}).items()},
         corrections=frozenset(data["corrections"]),
@@ -210,11 +215,14 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         faint_none=(frozenset(sup["none"]["before"]), frozenset(sup["none"]["skip"]), sup["none"]["read_as"]),
         simile=frozenset(data["simile"]),
         someone_else=(frozenset(data["someone_else"]["before"]), data["someone_else"]["read_as"]),
+        kin=(frozenset(data["someone_else"].get("kin", [])), frozenset(data["someone_else"].get("kin_joins", []))),
         swap_verbs=frozenset(data["swaps"]["verbs"]),
         swap_to=frozenset(data["swaps"]["to"]),
         swap_reversed={v: frozenset(w) for v, w in data["swaps"]["reversed"].items()},
         swap_instead=frozenset(_phrases(data["swaps"]["instead"]["phrases"])),
         swap_instead_verb=data["swaps"]["instead"]["read_as"],
+        swap_out_in=(frozenset(data["swaps"]["out_in"]["out"]), frozenset(data["swaps"]["out_in"]["in"]),
+                     tuple(data["swaps"]["out_in"]["read_as"])),
         compose={a: {"base": {int(k): int(v) for k, v in c["base"].items()},
                      "base_words": frozenset(c.get("base_words", [])),
                      "with_degrees": frozenset(c.get("with_degrees", [])),
@@ -393,6 +401,7 @@ def load_vocabulary() -> Vocabulary:
         contractions=data["contractions"],
         skipped=skipped,
         fillers=frozenset(data["fillers"]) | frozenset(extra.get("fillers", [])),
+        demonstratives=frozenset(extra.get("demonstratives", [])),
         not_ages=frozenset(data["not_ages"]),
         relative_years=frozenset(p[0] for p, roles in lexicon.items() if len(p) == 1 and any(
             r.kind == "cmp" and r.attribute == data["years_attribute"] and not r.named for r in roles)),
