@@ -387,7 +387,8 @@ class Generator(nn.Module):
         names the file in error messages.
         """
         model = cls(**infer_config(state_dict, source))
-        check_state_dict(model.state_dict(), state_dict, source)
+        check_state(model.state_dict(), state_dict, source,
+                    f"a rosinality {model.size}px generator with the widths read from the file")
         model.load_state_dict(state_dict, strict=True)
         if latent_avg is not None:
             if not isinstance(latent_avg, torch.Tensor) or latent_avg.numel() != model.style_dim:
@@ -428,12 +429,6 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], source: str = "state di
     # each block's width is the output width of its upsampling conv: weight (1, out, in, 3, 3)
     channels += [_tensor(state_dict, f"convs.{2 * k}.conv.weight", 5, source).shape[1] for k in range(n_blocks)]
     return dict(size=2 ** (n_blocks + 2), style_dim=style_dim, n_mlp=n_mlp, channels=channels)
-
-
-def check_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping, source: str = "state dict") -> None:
-    """Raise a ``CheckpointError`` (a ValueError) naming the first missing, misshapen or unexpected key."""
-    size = 2 ** (_count(expected, "to_rgbs.{}.conv.weight") + 2)
-    check_state(expected, got, source, f"a rosinality {size}px generator with the widths read from the file")
 
 
 def load_generator(path: str | Path, device: str | torch.device | None = None) -> Generator:
