@@ -314,9 +314,52 @@ FOURTH_ROUND = [
     ("Make her in her forties; she should look like the mum of a toddler.", [edit("age", target=3)]),
 ]
 
+
+FIFTH_ROUND = [
+    # "since"/"for" a number of years: a span of time, not an age
+    ("Give him a beard like a castaway stranded there for twenty years, long and bushy.", [edit("beard", target=5)]),
+    # a simile whose person is itself a look of the attribute named: the degree word before it is that person's
+    ("give her husband a beard like an old wizard", [edit("beard", target=5)]),
+    # coined verbs of change
+    ("youthify him a little", [edit("age", change=-1)]),
+    # "age him up, way up": the particle said again with "way" makes the change a big one
+    ("age him up, way up please", [edit("age", change=3)]),
+    # a decade's birthday as an age
+    ("make her look like she just had her seventieth birthday", [edit("age", target=5)]),
+    # "how many years is she": her age asked
+    ("how many years is she?", [describe("age")]),
+    # "glasses on her face" is where they are, not "put them on"
+    ("not even a hint of glasses on his face", [edit("eyeglasses", target=0)]),
+    # bangs described by where they end: the brow line, the top of the brows, the brows buried
+    ("bangs that end at the brow line", [edit("bangs", target=4)]),
+    ("a fringe brushing the top of his brows", [edit("bangs", target=4)]),
+    ("bangs so thick they bury her brows", [edit("bangs", target=5)]),
+    ("bangs sitting high on her forehead", [edit("bangs", target=2)]),
+    ("trade the fringe for only some hairs", [edit("bangs", target=1)]),
+    # rimless said as nothing around the lenses
+    ("glasses with nothing around the lenses", [edit("eyeglasses", target=1)]),
+    # the faintest frame with a tint: thin sunglasses; a bulky frame with a tint: thick sunglasses
+    ("the thinnest wire frames with the darkest tint", [edit("eyeglasses", target=4)]),
+    ("huge bulky sunglasses", [edit("eyeglasses", target=5)]),
+    # size and fullness joined by a conjunction before the name: the full kind of that size
+    ("give him a short but dense beard", [edit("beard", target=3)]),
+    # a broad smile that shows its teeth is the toothy one
+    ("a broad smile with the top teeth showing", [edit("smiling", target=4)]),
+    # "bristle" names the beard as stubble
+    ("give him a faint hint of bristle", [edit("beard", target=1)]),
+    # smooth like a baby's skin is a likeness of smoothness, not an age
+    ("shave him so his cheeks are like baby skin", [edit("beard", target=0)]),
+    # a remark on how the face is, then "fix that": a complaint, an order for less of it
+    ("he looks really old here, can you fix that?", [edit("age", change=-2)]),
+    ("She looks so sad. Fix it, please.", [edit("smiling", change=2)]),
+    # a one-word look that also names the attribute ("scruff"), beside a comparison, only names
+    ("could his scruff grow in a little more", [edit("beard", change=1)]),
+]
+
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,
          "extreme": EXTREMES, "swap": SWAPS, "face_question": FACE_QUESTIONS, "amount": AMOUNTS,
-         "third_round": THIRD_ROUND, "fourth_round": FOURTH_ROUND}
+         "third_round": THIRD_ROUND, "fourth_round": FOURTH_ROUND,
+         "fifth_round": FIFTH_ROUND}
 CASES = [(kind, text, expected) for kind, items in KINDS.items() for text, expected in items]
 
 

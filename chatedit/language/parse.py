@@ -152,8 +152,37 @@ def _coordinated(clauses: list[Clause], vocab: Vocabulary) -> list[Clause]:
     out: list[Clause] = []
     for clause in clauses:
         first = next((w for w in clause.words if w not in vocab.skipped), "")
-        if out and not clause.joined and not out[-1].question and adjective(out[-1].words[-1]) and adjective(first):
+        # "a cropped but full beard", "short and dense stubble": joined by a conjunction, when the first
+        # clause names nothing and the noun they both describe comes after the second
+        tied = not clause.joined or (out and not any(_has(vocab, w, "name") for w in out[-1].words)
+                                     and any(_has(vocab, w, "name") for w in clause.words))
+        if out and tied and not out[-1].question and adjective(out[-1].words[-1]) and adjective(first):
             clause.words = out.pop().words + clause.words
+        out.append(clause)
+    return out
+
+
+def _fixed_remarks(clauses: list[Clause], vocab: Vocabulary) -> list[Clause]:
+    """ "She's so grumpy in this pic! Could you fix that?": a remark on how the face is, then a request to
+    fix it, is a complaint: an order for less of what the remark says ("make less grumpy")."""
+    fix = vocab.phrasing.fix_remark
+    subjects, verbs = vocab.phrasing.observe
+    out: list[Clause] = []
+    skip = False
+    for i, clause in enumerate(clauses):
+        if skip:
+            skip = False
+            continue
+        nxt = clauses[i + 1].words if i + 1 < len(clauses) else []
+        asks = any(tuple(nxt[k:k + n]) in fix["verbs"] and set(nxt[k + n:k + n + 2]) & fix["objects"]
+                   for k in range(min(len(nxt), 3)) for n in (1, 2, 3))
+        if asks and _remark(clause, vocab):
+            words = [w for w in clause.words if w not in vocab.skipped]
+            at = next((k for k, w in enumerate(words) if w in verbs), None)
+            if at is not None and at + 1 < len(words):
+                rest = [w for w in words[at + 1:] if w not in vocab.phrasing.complaint["measures"]]
+                clause.words = [vocab.phrasing.complaint["read_as"], vocab.phrasing.complaint["less"], *rest]
+                skip = True
         out.append(clause)
     return out
 
@@ -411,6 +440,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     clauses = _coordinated([c for c in clauses if c.words], vocab)
     if not clauses:
         return slots or [Intent("unknown")]
+    clauses = _fixed_remarks(clauses, vocab)
     remarks = set()
     for i, clause in enumerate(clauses):   # "she looks moody and unfriendly": the remark goes on after "and"
         if _remark(clause, vocab) or (i - 1 in remarks and clause.joined and _adjectives(clause, vocab)):

@@ -214,6 +214,12 @@ def _simile(spans: list[Span], vocab: Vocabulary) -> list[Span]:
                 k += 1
             other = j < len(spans) and len(spans[j].words) == 1 and any(
                 r.attribute not in named for r in spans[j].get("degree") + spans[j].get("polar"))
+            if other and k == j + 1 and k < len(spans) and any(
+                    r.attribute in named for r in spans[k].roles) and all(
+                    r.attribute in named | {None} for r in spans[k].roles):
+                # "a beard like an old hermit's": the noun is itself a look of the attribute named, kept;
+                # the degree word before it describes that person only
+                return spans[:i] + spans[k:]
             return spans[:i] + spans[k:] if other and k > j + 1 else spans
         named |= {r.attribute for r in s.get("name")}
     return spans
@@ -359,7 +365,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             s.used = True   # "shave" is then no longer a verb
         elif s.get("look") and _fits(s, "look", r.names):   # "a fringe that ends at the eyebrows"
             options, scope = _options(s.get("look"))
-            r.cues.append(Cue(LOOK, options, scope, s.text))
+            # "let his scruff fill in a little more": a look that also names, beside a comparison, only names
+            (nominal if s.has("name") and len(s.words) == 1 else r.cues).append(Cue(LOOK, options, scope, s.text))
             s.used = True
         elif s.get("extreme"):   # "set the glasses to the highest degree"
             r.cues.append(Cue(DEGREE, dict.fromkeys(every, s.get("extreme")[0].value), "named", s.text))

@@ -99,7 +99,9 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 i += 2
                 continue
             degree = value is not None and value <= MAX_DEGREE and out and out[-1] == vocab.years_attribute
-            if degree and nxt not in vocab.age_after:
+            if value is not None and nxt in vocab.age_after and out and out[-1] in vocab.phrasing.duration_before:
+                pass   # "a hermit living there since forty years": a span of time, not an age
+            elif degree and nxt not in vocab.age_after:
                 pass   # "age 4", as "smile 2": a degree of the scale, not a four-year-old
             elif value is not None and tok not in vocab.phrasing.years_unnumbered["vague"] \
                     and nxt not in vocab.phrasing.steps | vocab.phrasing.durations and (

@@ -70,6 +70,8 @@ class Phrasing:
     inner_adverbs: frozenset[str]              # "forehead completely uncovered": adverbs a phrase may hold
     fringe_hair: tuple[frozenset[str], frozenset[str], str]   # (hair words, forehead words, the fringe)
     durations: frozenset[str]                  # "three days unshaven": a number of these is no age
+    fix_remark: dict                           # "she's so grumpy, fix that": the remark is a complaint
+    duration_before: frozenset[str]            # "living there since forty years": years after these are a span
     going: frozenset[str]                      # "could the specs go?": ending a clause after a name, it goes
     than_now: frozenset[str]                   # "happier than she does now": a change from the face as it is
     measured: tuple[frozenset[str], frozenset[str]]   # "so long (they cover her eyes)", "wide enough (that ...)"
@@ -235,6 +237,9 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         negated_measure=(frozenset(data["negated_measure"]["negations"]), frozenset(data["negated_measure"]["measures"]),
                          data["negated_measure"]["read_as"]),
         durations=frozenset(data["durations"]),
+        duration_before=frozenset(data.get("duration_before", ())),
+        fix_remark={"verbs": frozenset(tuple(p.split()) for p in frames["fix_remark"]["verbs"]),
+                    "objects": frozenset(frames["fix_remark"]["objects"])},
         going=frozenset(data["going"]),
         than_now=frozenset(data["than_now"]),
         measured=(frozenset(data["measured"]["before"]), frozenset(data["measured"]["after"])),
