@@ -400,6 +400,10 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
         return Intent("edit", attribute, target=default)
     if level == CHANGE:   # one change per clause; clauses add up: "thicker frame and darker colour"
         per_clause: dict[int, tuple[str, int]] = {}
+        stated = {1 if v > 0 else -1 for c, v in zip(chosen, values) if c.stated and v}
+        if len(stated) == 1:   # "older by one step, age him up": the plain one says it again, it adds nothing
+            kept = [(c, v) for c, v in zip(chosen, values) if c.stated or (1 if v > 0 else -1) not in stated]
+            chosen, values = [c for c, _ in kept], [v for _, v in kept]
         for cue, value in zip(chosen, values):
             if abs(value) > abs(per_clause.get(cue.clause, ("", 0))[1]):
                 per_clause[cue.clause] = (cue.word, value)
@@ -496,6 +500,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     moderate = False
     limited = False                  # "..., nothing too heavy"
     undoing = False                  # the clause before undid named attributes
+    described = None                 # the sentence of a question about the face, while its clauses go on
     now, before = context.degrees or {}, context.earlier or {}
     for index, clause in enumerate(clauses):
         command = _command(clause, vocab)
@@ -523,10 +528,13 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
                 undoing = True
                 continue
         undoing = False
+        if described == clause.sentence and not command and not reading.cues and (reading.bare or reading.things):
+            continue   # "tell me what you see, glasses, hair, expression": what the question covers, no edit
         if command and command.kind == "new_face" and slots and slots[-1] == Intent("new_face"):
             slots.pop()   # "a new face, seed 7"
         if command:
             slots.append(command)
+            described = clause.sentence if command.kind == "describe" else None
             if command.attribute:   # "her glasses? remove them": what was asked about is what "them" is
                 earlier = [command.attribute, *[a for a in earlier if a != command.attribute]]
             if command.kind != "new_face":
@@ -556,6 +564,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
                 and not set(clause.words) & vocab.phrasing.corrections
             for cue in reading.cues:
                 cue.clause = index
+                cue.stated = reading.intensity is not None
                 cue.detail = detail and cue.level in (DEGREE, LOOK)
                 for attribute in _bind(cue, reading, earlier, context.focus, now.get(context.focus) == 0):
                     if attribute not in cues:

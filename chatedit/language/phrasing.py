@@ -155,6 +155,11 @@ def _as_superlative(tokens: list[str], vocab: Vocabulary) -> list[str]:
             out += ["most", tokens[i]]
             i = j
             continue
+        if tokens[i] == "maximum" and i + 1 < len(tokens) and any(   # "bangs maximum long": the longest
+                r.kind == "polar" for r in _roles(vocab, tokens[i + 1])):
+            out += ["most", tokens[i + 1]]
+            i += 2
+            continue
         out.append(tokens[i])
         i += 1
     return out

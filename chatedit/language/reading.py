@@ -13,6 +13,7 @@ from .vocabulary import TINT, Role, Vocabulary
 # Cue levels, strongest first: a degree phrase beats a described look ("a fringe that ends at the
 # eyebrows"), which beats "remove", which beats a comparative, ...
 DEGREE, LOOK, REMOVE, CHANGE, RELATIVE, ADD, WEAK = range(7)
+DEGREE_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5}   # "set the smile to three"
 THAN_REACH = 4   # words between "than" and "now": "than she does right now"
 
 # --------------------------------------------------------------------------- reading one clause
@@ -41,6 +42,7 @@ class Cue:
     far: bool = False       # a superlative ("the darkest sunglasses"): wins over the degree it qualifies
     vivid: bool = False     # a famous face or an age in years ("like Santa", "an 80-year-old"): wins over degree words
     now: bool = False       # a comparison with the face as it is ("happier than she does now"): wins over degrees
+    stated: bool = False    # its clause says how much ("older by one step"): a plain one beside it only repeats it
 
 
 @dataclass
@@ -141,6 +143,17 @@ def _comparisons(spans: list[Span], amount: int, step: int, vocab: Vocabulary) -
         for x in [s, *used]:
             x.used = True
     return cues
+
+
+def _moderated(degree: int, before: Span, vocab: Vocabulary) -> int:
+    """A mood's degree after an intensity word: a mild one ("slightly", "a bit") a step towards the calm end
+    but still that mood, a strong one ("very", "extremely") a step further; the calm end itself stays."""
+    strength = next((r.value for r in before.get("intensity")), None)
+    if strength is None or degree == 0:
+        return degree
+    if strength <= vocab.amounts["followup"]:
+        return max(1, degree - 1)
+    return min(MAX_DEGREE, degree + 1) if vocab.amounts["full_remove"] <= strength < MAX_DEGREE else degree
 
 
 def _mild_complaint(spans: list[Span], i: int, vocab: Vocabulary) -> bool:
@@ -355,12 +368,18 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     for i, s in enumerate(spans):
         if s.used:
             continue
-        if s.words[0].isdigit() and i and (spans[i - 1].has("degree_number") or (
-                spans[i - 1].has("name") and i == len(spans) - 1)):   # "to 4", "level 4"; "bangs 0" to end a clause
-            if int(s.words[0]) <= MAX_DEGREE:
-                r.cues.append(Cue(DEGREE, dict.fromkeys(every, int(s.words[0])), "named", s.text))
+        value = int(s.words[0]) if s.words[0].isdigit() else None
+        after = spans[i + 1].words[0] if i + 1 < len(spans) else ""
+        if len(s.words) == 1 and after not in DEGREE_WORDS.keys() | {"hundred"} | vocab.age_after:
+            value = DEGREE_WORDS.get(s.words[0], value)   # "to three", but not "at one hundred", "at five years"
+        if value is not None and i and (spans[i - 1].has("degree_number") or (
+                spans[i - 1].has("name") and i == len(spans) - 1)):   # "to 4", "level three"; "bangs 0" to end a clause
+            if value <= MAX_DEGREE:
+                r.cues.append(Cue(DEGREE, dict.fromkeys(every, value), "named", s.text))
         elif s.get("degree") and _fits(s, "degree", r.names):
             options, scope = _options(s.get("degree"))
+            if s.has("mood") and i:   # "slightly amused" is a faint smile, "extremely cheerful" a big one
+                options = {a: _moderated(d, spans[i - 1], vocab) for a, d in options.items()}
             (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text, vivid=s.has("vivid")))
             s.used = True   # "shave" is then no longer a verb
         elif s.get("look") and _fits(s, "look", r.names):   # "a fringe that ends at the eyebrows"

@@ -21,6 +21,10 @@ PUNCTUATION = frozenset({",", ".", ";", "!", "?", ":"})
 _TOKEN = re.compile(r"amount:[0-9]+|[a-z0-9]+(?:'[a-z]+)?|[,.;!?:]")
 _PERCENT = re.compile(r"\b(\d{1,3})\s*(?:%|percent\b|per cent\b)")
 _SIGNED = re.compile(r"(?<![\w.])([+-])\s?([1-5])\b(?!\s*(?:%|years?\b|yrs\b))")
+# "on the zero-to-five scale", "on a scale of 0 to 5", "3 out of 5": the scale's own range names no degree
+_RANGE = r"(?:0|1|5|zero|one|five)[\s-]*(?:to|through|-)[\s-]*(?:0|1|5|zero|one|five)"
+_SCALE = re.compile(rf"\b(?:on|in|using)\s+(?:a|the|this|that|our|your)\s+(?:{_RANGE}\s+(?:point\s+)?(?:scale|range)"
+                    rf"|(?:scale|range)\s+(?:of|from)\s+{_RANGE})\b|\bout\s+of\s+(?:5|five)\b")
 
 
 def _expand(token: str, rules: dict) -> list[str]:
@@ -178,6 +182,7 @@ def normalise(text: str, vocab: Vocabulary | None = None) -> list[str]:
     vocab = vocab or load_vocabulary()
     text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     # "a 60% smile": that share of the scale, as a degree; "smile +2", "-1 age": a change of so many degrees
+    text = _SCALE.sub(" ", text)
     text = _PERCENT.sub(lambda m: f" level {min(MAX_DEGREE, int(int(m[1]) * MAX_DEGREE / 100 + 0.5))} ", text)
     text = re.sub(r"\s*[=:]\s*(?=\d)", " level ", text)   # "beard=3", "smile: 3"
     text = _SIGNED.sub(lambda m: f" {'more' if m[1] == '+' else 'less'} amount:{m[2]} ", text)

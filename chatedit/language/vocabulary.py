@@ -27,7 +27,7 @@ class Role:
 
     kind: str                  # "name" | "degree" | "look" (a described degree) | "cmp" | "polar" | "lens"
     #                            | "vivid" (a degree said by a famous face or an age in years)
-    #                            | "intensity" | "followup" | "oos" | "most" | "extreme" | grammar key
+    #                            | "intensity" | "followup" | "oos" | "most" | "extreme" | "mood" | grammar key
     attribute: str | None = None
     value: int = 0             # degree, sign or amount
     named: bool = False        # only meaningful when the attribute is named (e.g. "short", "longer")
@@ -336,6 +336,7 @@ def load_vocabulary() -> Vocabulary:
     for degree, words in mood_degrees.items():
         add_canon(words, Role("degree", moods["attribute"], degree))
         add_canon(words, Role("polar", moods["attribute"], 1 if degree > 0 else -1))
+        add_canon(words, Role("mood"))   # "slightly amused": an intensity before it moves its degree
     for name, degrees in extra["extremes"].items():
         for degree, items in degrees.items():
             add_canon(items, Role("degree", name, int(degree)))
