@@ -7,9 +7,11 @@ held-out set.
 
 import json
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 
 from chatedit.bench_parse import DEFAULT_PATH
 from chatedit.language import (
@@ -354,6 +356,36 @@ FIFTH_ROUND = [
     ("She looks so sad. Fix it, please.", [edit("smiling", change=2)]),
     # a one-word look that also names the attribute ("scruff"), beside a comparison, only names
     ("could his scruff grow in a little more", [edit("beard", change=1)]),
+    # degree numbers said as words; the scale's own range names no degree
+    ("bring the beard to four", [edit("beard", target=4)]),
+    ("what is her smile at the moment on a 0-5 scale?", [describe("smiling")]),
+    ("how broad is his smile, out of five?", [describe("smiling")]),
+    # an intensity before a mood word moves its degree a step; the calm end stays
+    ("faintly pleased", [edit("smiling", target=1)]),
+    ("make him look extremely jolly", [edit("smiling", target=4)]),
+    # bare parts listed after a question about the face are what it covers, not edits
+    ("could you describe what you see right now, the beard, the specs and all?", [describe()]),
+    # "than anyone": the most there is; "maximum" before an adjective is its superlative
+    ("I want her smile bigger than anyone's", [edit("smiling", change=5)]),
+    ("spectacles maximum dark", [edit("eyeglasses", target=5)]),
+    # bangs past the brows
+    ("bangs longer than her eyebrows", [edit("bangs", target=5)]),
+    # a plain change beside a stated one only repeats it; "age her down" is younger
+    ("make him older by one step, age him up", [edit("age", change=1)]),
+    ("could you age them down just a touch", [edit("age", change=-1)]),
+    # not wanting it gone keeps it
+    ("soften the stubble a little but I do not want it gone", [edit("beard", change=-1)]),
+    # a learner's "instead" right after the verb
+    ("remove the stubble and give instead a full short beard", [edit("beard", target=3)]),
+    # move / nudge / step with a particle; "a level" is one step
+    ("move his grin up the scale", [edit("smiling", change=2)]),
+    ("could you step the fringe down a level?", [edit("bangs", change=-1)]),
+    # a smile's look wins over a mood word; "old" of a friend is no age
+    ("beaming, with teeth showing", [edit("smiling", target=4)]),
+    ("give him a big grin, like he just ran into an old buddy", [edit("smiling", target=4)]),
+    # hair measured in units; days without a razor
+    ("a beard about 2 cm long", [edit("beard", target=2)]),
+    ("the shadow of two days without a razor", [edit("beard", target=1)]),
 ]
 
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,
@@ -533,3 +565,20 @@ def test_scene_requests_are_split_from_the_edits(text, scene, rest):
     from chatedit.language.scenes import split_scene
 
     assert split_scene(text) == (scene, rest)
+
+
+def _no_repeated_keys(loader, node, deep=False):
+    keys = [str(loader.construct_object(k, deep=deep)) for k, _ in node.value]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    assert not repeated, f"{node.start_mark.name} line {node.start_mark.line + 1}: {repeated} given twice"
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+@pytest.mark.parametrize("name", ["language.yaml", "lexicon.yaml", "lexicon_wordnet.yaml", "attributes.yaml"])
+def test_no_vocabulary_key_is_given_twice(name):
+    """A key given twice in a mapping silently drops the first list ("age her down" was read as older
+    because a second `younger:` replaced the first)."""
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_repeated_keys)
+    yaml.load(resources.files("chatedit.prompts").joinpath(name).read_text(), Loader)

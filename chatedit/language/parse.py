@@ -365,6 +365,9 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
     if composed is not None:
         return Intent("edit", attribute, target=composed)
     cues = [c for c in cues if c.now] or cues   # "delighted, like loads happier than now": the change from now
+    looks = [c for c in cues if c.level in (DEGREE, LOOK) and not c.mood]
+    if looks and len(looks) < len(cues) and any(c.mood for c in cues):
+        cues = [c for c in cues if not c.mood]   # "beaming, teeth and all": the look said, not the mood's degree
     level = min(c.level for c in cues)
     chosen = [c for c in cues if c.level == level]
     values = [c.options[attribute] for c in chosen]

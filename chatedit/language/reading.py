@@ -42,6 +42,7 @@ class Cue:
     far: bool = False       # a superlative ("the darkest sunglasses"): wins over the degree it qualifies
     vivid: bool = False     # a famous face or an age in years ("like Santa", "an 80-year-old"): wins over degree words
     now: bool = False       # a comparison with the face as it is ("happier than she does now"): wins over degrees
+    mood: bool = False      # a mood word ("delighted"): a smile said by its look ("teeth and all") wins over it
     stated: bool = False    # its clause says how much ("older by one step"): a plain one beside it only repeats it
 
 
@@ -286,6 +287,9 @@ def _negated(spans: list[Span]) -> bool:
     blocking = ("action", "add", "remove", "reduce", "increase", "decrease", "cmp", "degree", "lens")
     if spans and spans[-1].has("action") and not spans[-1].has("remove") and any(s.has("remove") for s in spans[:-1]):
         return True   # a refusal ending in a verb: "... the beard to change"
+    unwanted = [i for i, s in enumerate(spans) if s.has("remove") and {"not", "never"} & set(s.words)]
+    if any(x.has("remove") for i in unwanted[:1] for x in spans[i + 1:]):
+        return True   # "I don't want the beard gone": not wanting it to go keeps it
     return any(s.has("negation") and not s.used and any(x.has(*blocking) for x in spans[i + 1:i + 3])
                for i, s in enumerate(spans))
 
@@ -380,7 +384,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             options, scope = _options(s.get("degree"))
             if s.has("mood") and i:   # "slightly amused" is a faint smile, "extremely cheerful" a big one
                 options = {a: _moderated(d, spans[i - 1], vocab) for a, d in options.items()}
-            (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text, vivid=s.has("vivid")))
+            (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text, vivid=s.has("vivid"),
+                                                              mood=s.has("mood")))
             s.used = True   # "shave" is then no longer a verb
         elif s.get("look") and _fits(s, "look", r.names):   # "a fringe that ends at the eyebrows"
             options, scope = _options(s.get("look"))

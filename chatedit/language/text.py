@@ -148,6 +148,9 @@ def _instead(tokens: list[str], vocab: Vocabulary) -> list[str]:
     while i < len(tokens):
         cue = next((p for p in phrases if tuple(tokens[i:i + len(p)]) == p), ())
         opening = not out or out[-1] in PUNCTUATION
+        if len(cue) == 1 and not opening and _verb(out[-1], vocab):
+            i += 1   # "give instead a long beard": an adverb after the verb, the new state follows
+            continue
         start = end = i + len(cue)
         while cue and end < len(tokens) and tokens[end] not in PUNCTUATION and not (
                 opening and end > start and _verb(tokens[end], vocab)) \
