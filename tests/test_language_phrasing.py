@@ -383,6 +383,16 @@ FIFTH_ROUND = [
     # a smile's look wins over a mood word; "old" of a friend is no age
     ("beaming, with teeth showing", [edit("smiling", target=4)]),
     ("give him a big grin, like he just ran into an old buddy", [edit("smiling", target=4)]),
+    # the fewest strands of a fringe said by their number
+    ("just one or two strands hanging over her forehead", [edit("bangs", target=1)]),
+    ("a handful of strands on his forehead", [edit("bangs", target=1)]),
+    # what the edit would do, said beside it, is a reason, not another request
+    ("add some stubble, I feel like that would make him look older", [edit("beard", target=1)]),
+    ("put a fringe on her, it might stop her looking so severe", [edit("bangs", target=3)]),
+    # the smile's own verb after a subject and a modal, or "let", or in the past after "if"
+    ("honestly she should grin", [edit("smiling", target=2)]),
+    ("it would be lovely if he smiled", [edit("smiling", target=2)]),
+    ("he should grin like a maniac", [edit("smiling", target=4)]),
     # hair measured in units; days without a razor
     ("a beard about 2 cm long", [edit("beard", target=2)]),
     ("the shadow of two days without a razor", [edit("beard", target=1)]),

@@ -207,6 +207,17 @@ def _remark(clause: Clause, vocab: Vocabulary) -> bool:
         and not any(_has(vocab, w, "too", "more", "less", "enough", "cmp", "add", "remove", "negation") for w in rest)
 
 
+def _consequence(clause: Clause, vocab: Vocabulary) -> bool:
+    """ "I feel like it'd stop him resembling a schoolboy", "that would make her look younger": what the
+    edit asked beside it would do, a reason given for it."""
+    c = vocab.phrasing.consequence
+    words = [w for w in clause.words if w not in vocab.skipped]
+    at = next((k for k, w in enumerate(words[:5]) if w in c["subjects"]), None)
+    return not clause.framed and at is not None and len(words) > at + 2 and words[at + 1] in c["modals"] \
+        and words[at + 2] not in c["wishes"] and all(w in vocab.phrasing.question_lead or w in
+                                                     vocab.phrasing.observe_opinion or w in ("i", "we", "like") for w in words[:at])
+
+
 def _adjectives(clause: Clause, vocab: Vocabulary) -> bool:
     """Whether a clause is nothing but words that say how a face is ("unfriendly", "a bit tired"): no
     name, no verb, no comparison."""
@@ -450,7 +461,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     clauses = _fixed_remarks(clauses, vocab)
     remarks = set()
     for i, clause in enumerate(clauses):   # "she looks moody and unfriendly": the remark goes on after "and"
-        if _remark(clause, vocab) or (i - 1 in remarks and clause.joined and _adjectives(clause, vocab)):
+        if _remark(clause, vocab) or _consequence(clause, vocab) or (i - 1 in remarks and clause.joined and _adjectives(clause, vocab)):
             remarks.add(i)
     if remarks and all(i in remarks or not (r.cues or r.names or r.blocked)
                        for i, r in enumerate(read_clause(c, vocab) for c in clauses)):
