@@ -393,6 +393,17 @@ FIFTH_ROUND = [
     ("honestly she should grin", [edit("smiling", target=2)]),
     ("it would be lovely if he smiled", [edit("smiling", target=2)]),
     ("he should grin like a maniac", [edit("smiling", target=4)]),
+    # years taken or given with the person between or after: a change, not an age
+    ("please remove from him fifteen years", [edit("age", change=-1)]),
+    ("add her twenty years", [edit("age", change=1)]),
+    # a person after another attribute's name and "like" shows that attribute's look, not the face's age
+    ("give him a beard like an old man has", [edit("beard", target=3)]),
+    ("a fringe like a little girl's", [edit("bangs", target=3)]),
+    # a learner's words for sunglasses and aviators, "more little", and the person before the thing
+    ("she needs glasses against the sun", [edit("eyeglasses", target=4)]),
+    ("give her the pilot style glasses", [edit("eyeglasses", target=4)]),
+    ("make his grin more little", [edit("smiling", change=-2)]),
+    ("take away from her the shades", [edit("eyeglasses", target=0)]),
     # hair measured in units; days without a razor
     ("a beard about 2 cm long", [edit("beard", target=2)]),
     ("the shadow of two days without a razor", [edit("beard", target=1)]),

@@ -217,7 +217,7 @@ def _swapped_back(spans: list[Span], vocab: Vocabulary) -> bool:
 def _simile(spans: list[Span], vocab: Vocabulary) -> list[Span]:
     """ "a beard like an old sea captain's": after one attribute's name, a degree word of another that
     describes a noun the vocabulary does not know ("old sea captain") is about that noun, not the face,
-    and the comparison is left out; "like an old man" is a phrase of its own and stays."""
+    and the comparison is left out; so is a person said in one phrase ("like an old man")."""
     named: set[str] = set()
     for i, s in enumerate(spans):
         if s.text in vocab.phrasing.simile and named:
@@ -234,7 +234,15 @@ def _simile(spans: list[Span], vocab: Vocabulary) -> list[Span]:
                 # "a beard like an old hermit's": the noun is itself a look of the attribute named, kept;
                 # the degree word before it describes that person only
                 return spans[:i] + spans[k:]
-            return spans[:i] + spans[k:] if other and k > j + 1 else spans
+            if other and k > j + 1:
+                return spans[:i] + spans[k:]
+            # "a beard like an old man's", "bangs like a little girl", "glasses like a young student's": a
+            # person after another attribute's name shows that attribute's look, not the face's age
+            end = j
+            while end < len(spans) and spans[end].roles and all(
+                    r.attribute not in named and r.kind in ("degree", "polar", "vivid", "look") for r in spans[end].roles):
+                end += 1
+            return spans[:i] + spans[end:] if end > j else spans
         named |= {r.attribute for r in s.get("name")}
     return spans
 

@@ -86,6 +86,22 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
             after = tokens[i + 2] if i + 2 < len(tokens) else ""
             off_after = bool(out) and out[-1] in vocab.years_off and after == "off"   # "take 10 years off"
+            # "remove ten years from him", "remove him ten years", "take from her twenty years", "add him ten
+            # years": the verb before its object, the years after
+            k = len(out) - 1
+            while k > 0 and out[k] in ("him", "her", "them", "from") and len(out) - k <= 3:
+                k -= 1
+            taken = vocab.phrasing.years_unnumbered["off"]
+            apart = k < len(out) - 1 or after in ("from", "off") or (k >= 0 and out[k] in taken)
+            if value is not None and nxt in vocab.age_after and k >= 0 and apart:
+                if out[k] in taken:
+                    out[k:] = ["younger"]
+                elif out[k] in vocab.phrasing.years_unnumbered["on"]:
+                    out[k:] = ["older"]
+                if out and out[-1] in ("younger", "older") and k == len(out) - 1:
+                    out.append(f"years:{value}")
+                    i += 2 + (after == "off")
+                    continue
             off_before = len(out) >= 2 and out[-2] in vocab.years_off and out[-1] == "off"   # "take off 10 years"
             before = vocab.age_change_before | vocab.relative_years | vocab.phrasing.years_after
             relative = (out and out[-1] in before) or after in vocab.relative_years or off_after or off_before
