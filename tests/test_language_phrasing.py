@@ -404,6 +404,10 @@ FIFTH_ROUND = [
     ("give her the pilot style glasses", [edit("eyeglasses", target=4)]),
     ("make his grin more little", [edit("smiling", change=-2)]),
     ("take away from her the shades", [edit("eyeglasses", target=0)]),
+    # a bare forehead names the bangs by itself; a beard to the belt; "strip", "nix" remove
+    ("leave his forehead completely exposed", [edit("bangs", target=0)]),
+    ("a beard reaching down to his belt", [edit("beard", target=5)]),
+    ("nix the specs", [edit("eyeglasses", target=0)]),
     # hair measured in units; days without a razor
     ("a beard about 2 cm long", [edit("beard", target=2)]),
     ("the shadow of two days without a razor", [edit("beard", target=1)]),

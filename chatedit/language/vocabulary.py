@@ -345,6 +345,7 @@ def load_vocabulary() -> Vocabulary:
             add_canon(items, Role("vivid"))   # a famous face wins over plain degree words ("like Santa, long")
     for name, items in extra["parts"].items():
         add_canon(items, Role("name", name))
+    anchors = extra.get("description_anchors", {})
     for name, degrees in extra["descriptions"].items():
         named = degrees.get("named", True)
         for degree, items in ((k, v) for k, v in degrees.items() if k != "named"):
@@ -352,8 +353,8 @@ def load_vocabulary() -> Vocabulary:
             for phrase in _phrases(canon(items)):   # "short fringe", "big laugh" name the fringe and the smile as well
                 if any(Role("name", name) in lexicon.get((w,), ()) or len(phrase) > 1 and any(
                         r.kind == "degree" and r.attribute == name and not r.named for r in lexicon.get((w,), ()))
-                       for w in phrase):
-                    add([" ".join(phrase)], Role("name", name))
+                       for w in phrase) or set(phrase) & set(anchors.get(name, ())):
+                    add([" ".join(phrase)], Role("name", name))   # "forehead exposed": only bangs cover it
     for name, signs in extra.get("comparatives", {}).items():   # "youthened", "lifts her mood"
         for key, sign in (("up", 1), ("down", -1)):
             forms = {" ".join([f, *rest]) for verb, *rest in map(str.split, signs.get(key, [])) for f in verb_forms(verb)}
