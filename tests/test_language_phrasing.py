@@ -408,6 +408,10 @@ FIFTH_ROUND = [
     ("leave his forehead completely exposed", [edit("bangs", target=0)]),
     ("a beard reaching down to his belt", [edit("beard", target=5)]),
     ("nix the specs", [edit("eyeglasses", target=0)]),
+    # more years given, a thing not worn, a smile from one ear to the other
+    ("give her more years please", [edit("age", change=2)]),
+    ("can you make him not wear the specs?", [edit("eyeglasses", target=0)]),
+    ("a grin going from one ear to the other", [edit("smiling", target=4)]),
     # hair measured in units; days without a razor
     ("a beard about 2 cm long", [edit("beard", target=2)]),
     ("the shadow of two days without a razor", [edit("beard", target=1)]),
