@@ -412,6 +412,9 @@ FIFTH_ROUND = [
     ("give her more years please", [edit("age", change=2)]),
     ("can you make him not wear the specs?", [edit("eyeglasses", target=0)]),
     ("a grin going from one ear to the other", [edit("smiling", target=4)]),
+    # scenes that set a smile; "less like" before a whole clause
+    ("he should look like he just won the lottery", [edit("smiling", target=5)]),
+    ("make her less like she is attending a funeral", [edit("smiling", change=2)]),
     # hair measured in units; days without a razor
     ("a beard about 2 cm long", [edit("beard", target=2)]),
     ("the shadow of two days without a razor", [edit("beard", target=1)]),

@@ -103,6 +103,11 @@ def _comparisons(spans: list[Span], amount: int, step: int, vocab: Vocabulary) -
         if prev and not prev.roles and prev.words[0] in vocab.fillers | vocab.phrasing.simile and i > 1 \
                 and spans[i - 2].has("more", "less"):
             prev = spans[i - 2]   # "less of a sourpuss", "a bit less like a grandpa"
+        elif prev and not prev.roles and i > 2:   # "less like she is at a funeral": a clause after "like"
+            k = next((k for k in range(i - 1, max(0, i - 5), -1) if spans[k].roles
+                      or spans[k].words[0] in vocab.phrasing.simile), 0)
+            if k and not spans[k].roles and spans[k - 1].has("more", "less"):
+                prev = spans[k - 1]
         after = spans[i + 1] if i + 1 < len(spans) else None
         if after and after.has("most") and s.get("name") and not s.used and not (
                 i + 2 < len(spans) and spans[i + 2].has("polar", "degree", "look", "name")):
