@@ -415,6 +415,10 @@ FIFTH_ROUND = [
     # scenes that set a smile; "less like" before a whole clause
     ("he should look like he just won the lottery", [edit("smiling", target=5)]),
     ("make her less like she is attending a funeral", [edit("smiling", change=2)]),
+    # a beard's age in days or weeks is its growth, a teenager's beard is sparse, a beard to tuck in a belt
+    ("give him a scruffy two-week-old beard", [edit("beard", target=1)]),
+    ("he should have a patchy teen beard", [edit("beard", target=1)]),
+    ("a beard long enough to tuck into his belt", [edit("beard", target=5)]),
     # hair measured in units; days without a razor
     ("a beard about 2 cm long", [edit("beard", target=2)]),
     ("the shadow of two days without a razor", [edit("beard", target=1)]),
