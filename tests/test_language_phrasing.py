@@ -419,9 +419,46 @@ FIFTH_ROUND = [
     ("give him a scruffy two-week-old beard", [edit("beard", target=1)]),
     ("he should have a patchy teen beard", [edit("beard", target=1)]),
     ("a beard long enough to tuck into his belt", [edit("beard", target=5)]),
+    # round 6 (dev6): 'old' of a legend or a painting, a razor never owned, naked eyes, short wisps, fat frames,
+    # a high-school kid, well above the brows, an overview asked, never worn, white hair and deep wrinkles,
+    # a clause opening with 'like' only illustrates, 'maximum <name> length'
+    ("a beard like the wizards in old legends", [edit("beard", target=5)]),
+    ("he should look like a sailor who never owned a razor", [edit("beard", target=5)]),
+    ("trade his spectacles for naked eyes", [edit("eyeglasses", target=0)]),
+    ("replace her bangs with a few short wisps", [edit("bangs", target=1)]),
+    ("dark lenses in fat frames", [edit("eyeglasses", target=5)]),
+    ("she should have the face of a high school kid", [edit("age", target=1)]),
+    ("a fringe cut well above her brows", [edit("bangs", target=2)]),
+    ("a quick overview of the face, please", [describe()]),
+    ("he looks like he never wore glasses", [edit("eyeglasses", target=0)]),
+    ("snow white hair and deep wrinkles", [edit("age", target=5)]),
+    ("give him a thick long beard, like old monks in paintings", [edit("beard", target=5)]),
+    ("maximum beard length please", [edit("beard", change=5)]),
     # hair measured in units; days without a razor
     ("a beard about 2 cm long", [edit("beard", target=2)]),
     ("the shadow of two days without a razor", [edit("beard", target=1)]),
+    # a negation, maybe hedged ("not yet", "not quite"), before a described look: the degree just below it
+    ("bangs not quite reaching her eyebrows", [edit("bangs", target=3)]),
+    ("give him a beard, not yet down to his chest", [edit("beard", target=3)]),
+    ("a short beard that does not cover his entire jaw", [edit("beard", target=2)]),
+    ("a long beard, but not the enormous wizard type", [edit("beard", target=4)]),
+    ("a fringe, but not quite down to the brows", [edit("bangs", target=3)]),
+    # a number of a unit of length is the beard's degree for that length
+    ("a beard of 5 millimetres", [edit("beard", target=1)]),
+    ("make his beard 30 cm long", [edit("beard", target=5)]),
+    ("a beard two inches long", [edit("beard", target=3)]),
+    ("give him 3 mm of stubble", [edit("beard", target=1)]),
+    # the degree a verb of change acts on only names what it changes; hair moved forward is more fringe
+    ("could you pump up that short beard", [edit("beard", change=2)]),
+    ("bring a couple of strands forward", [edit("bangs", change=2)]),
+    ("grow out a long beard", [edit("beard", target=4)]),   # after "a": the goal, not what is there
+    ("comb some of his hair forwards", [edit("bangs", change=2)]),
+    ("not one wisp on his forehead", [edit("bangs", target=0)]),
+    ("a fringe falling farther down than his brows", [edit("bangs", target=5)]),
+    # lenses said with a frame compared: the frame moves a step within the clear or the tinted kind
+    ("clear lenses please, and make the frames a little bolder", [edit("eyeglasses", target=3)]),
+    ("tinted lenses, with thicker frames", [edit("eyeglasses", target=5)]),
+    ("tinted lenses but thinner frames", [edit("eyeglasses", target=4)]),
 ]
 
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,

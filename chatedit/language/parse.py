@@ -44,7 +44,7 @@ from .reading import (
     read_clause,
 )
 from .text import VERB_KINDS, Clause, normalise, split_clauses
-from .vocabulary import Vocabulary, lens_degree, load_vocabulary
+from .vocabulary import TINT, Vocabulary, lens_degree, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -361,10 +361,10 @@ def _illustrates(slot, cues: dict[str, list[Cue]]) -> bool:
     """ "make him laugh very hard, like Santa Claus", "no glasses at all, bare as a newborn's": a famous face
     or figure in a clause of its own, beside a request about something else, only illustrates that request;
     the attribute it alone implies is not edited."""
-    if not isinstance(slot, str) or not cues[slot] or not all(c.vivid for c in cues[slot]):
-        return False
+    if not isinstance(slot, str) or not cues[slot] or not all(c.vivid or c.likened for c in cues[slot]):
+        return False   # "..., like old philosopher from Greece": a clause opening with "like" illustrates too
     here = {c.clause for c in cues[slot]}
-    return len(here) == 1 and any(a != slot and any(not c.vivid and c.clause not in here for c in cs)
+    return len(here) == 1 and any(a != slot and any(not (c.vivid or c.likened) and c.clause not in here for c in cs)
                                   for a, cs in cues.items())
 
 
@@ -396,7 +396,14 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
             values = [c.options[attribute] for c in chosen]
         if chosen[-1].lens:   # "remove the tint": the same frame, with clear lenses
             current = (context.degrees or {}).get(attribute)
-            return Intent("edit", attribute, target=lens_degree(vocab, attribute, chosen[-1].lens, current))
+            degree = lens_degree(vocab, attribute, chosen[-1].lens, current)
+            # "frames thicker and bolder, but still with clear lenses": the frame moves a step within the kind
+            frame = sum(c.options[attribute] for c in cues if c.level == CHANGE and not c.lens)
+            if frame and chosen[-1].lens != -TINT:
+                _, tinted, _ = vocab.lenses[attribute]
+                low, high = (tinted, MAX_DEGREE) if degree >= tinted else (1, tinted - 1)
+                degree = min(high, max(low, degree + (1 if frame > 0 else -1)))
+            return Intent("edit", attribute, target=degree)
         return Intent("edit", attribute, target=values[-1])
     if level == REMOVE:
         return Intent("edit", attribute, target=0)
@@ -579,6 +586,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
             for cue in reading.cues:
                 cue.clause = index
                 cue.stated = reading.intensity is not None
+                cue.likened = clause.words[0] in ("like", "as")
                 cue.detail = detail and cue.level in (DEGREE, LOOK)
                 for attribute in _bind(cue, reading, earlier, context.focus, now.get(context.focus) == 0):
                     if attribute not in cues:

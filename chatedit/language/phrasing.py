@@ -21,6 +21,8 @@ Run on normalised tokens, before clauses are split:
 
 from __future__ import annotations
 
+import re
+
 from .vocabulary import Vocabulary
 
 ARTICLES = frozenset({"a", "an", "the"})
@@ -159,6 +161,11 @@ def _as_superlative(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 r.kind == "polar" for r in _roles(vocab, tokens[i + 1])):
             out += ["most", tokens[i + 1]]
             i += 2
+            continue
+        if tokens[i] == "maximum" and i + 2 < len(tokens) and tokens[i + 2] in vocab.phrasing.question_measures and any(
+                r.kind == "name" for r in _roles(vocab, tokens[i + 1])):   # "maximum fringe length": the fringe, maxed
+            out += [tokens[i + 1], "maximum"]
+            i += 3
             continue
         out.append(tokens[i])
         i += 1
@@ -350,6 +357,32 @@ def _unnumbered_years(tokens: list[str], vocab: Vocabulary) -> list[str]:
     return [t for t in out if t]
 
 
+def _measured_hair(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "a beard 10 cm long" -> "a beard long beard", "5 mm of stubble" -> "stubble of stubble": a number of a
+    unit of length, in a clause that names no other attribute, is the beard's degree for that length."""
+    entry = vocab.phrasing.measured_hair
+    out: list[str] = []
+    skip = 0
+    for i, tok in enumerate(tokens):
+        if skip:
+            skip -= 1
+            continue
+        glued = re.fullmatch(r"(\d+)([a-z]+)", tok)
+        number, unit = (glued.group(1), glued.group(2)) if glued else (tokens[i - 1] if i else "", tok)
+        count = int(number) if number.isdigit() else vocab.numbers.get(number)
+        start, end = _clause_at(tokens, i)
+        others = {r.attribute for t in tokens[start:end] for r in _roles(vocab, t) if r.kind == "name"} - {"beard"}
+        if unit not in entry["units"] or not count or others:
+            out.append(tok)
+            continue
+        length = count * entry["units"][unit]
+        if not glued:
+            out.pop()
+        out.extend(next(p for top, p in entry["read_as"] if length <= top))
+        skip = int(i + 1 < len(tokens) and tokens[i + 1] in entry["after"])
+    return out
+
+
 def _hanging(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """ "make her bangs come down much lower", "a fringe that sits higher": after a verb of hanging in the
     same clause, "lower" is longer and "higher" shorter."""
@@ -401,6 +434,6 @@ def rewrite(tokens: list[str], vocab: Vocabulary) -> list[str]:
     for tok in _someone_else(_hair_at(tokens, vocab), vocab):
         words.extend(formed(tok, vocab) or [tok])
     words = _intensity(words, vocab)   # after word formation: "way perkier" is "much more perky"
-    words = _hanging(_negated_measure(_unnumbered_years(words, vocab), vocab), vocab)
+    words = _hanging(_negated_measure(_unnumbered_years(_measured_hair(words, vocab), vocab), vocab), vocab)
     words = _out_in(words, vocab)
     return _faint(_phrasal(_as_superlative(_privative(words, vocab), vocab), vocab), vocab)

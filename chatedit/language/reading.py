@@ -43,6 +43,7 @@ class Cue:
     vivid: bool = False     # a famous face or an age in years ("like Santa", "an 80-year-old"): wins over degree words
     now: bool = False       # a comparison with the face as it is ("happier than she does now"): wins over degrees
     mood: bool = False      # a mood word ("delighted"): a smile said by its look ("teeth and all") wins over it
+    likened: bool = False   # from a clause that opens with "like" ("..., like old philosopher"): an illustration
     stated: bool = False    # its clause says how much ("older by one step"): a plain one beside it only repeats it
 
 
@@ -295,6 +296,41 @@ def _fits(span: Span, kind: str, names: list[str]) -> bool:
     return span.has("name") or not names or any(not r.named or r.attribute in names for r in span.get(kind))
 
 
+def _indefinite(words: list[str], phrase: tuple[str, ...]) -> bool:
+    """Whether the phrase comes right after "a"/"an" in the clause: a new state, not the thing there now."""
+    n = len(phrase)
+    return any(tuple(words[k:k + n]) == phrase and words[k - 1] in ("a", "an") for k in range(1, len(words)))
+
+
+def _short_of(spans: list[Span], vocab: Vocabulary) -> list[Cue]:
+    """ "a centimetre long, not yet covering the whole jaw", "bangs not quite down to the brows", "not yet a
+    full beard": a negation, maybe hedged, before a described look (a degree word only with a hedge) says the
+    degree just below it, as a detail that a degree said plainly wins over."""
+    hedges = vocab.phrasing.short_of
+    cues = []
+    for i, s in enumerate(spans):
+        if s.used or not s.has("negation"):
+            continue
+        j = i + 1
+        while j < len(spans) and not spans[j].used and spans[j].words[0] in hedges and not spans[j].has("name"):
+            j += 1
+        if j >= len(spans) or spans[j].used:
+            continue
+        kind = "look" if spans[j].get("look") else "degree" if spans[j].get("degree") and j > i + 1 else None
+        if kind is None or spans[j].has("remove", "add", "vivid", "mood"):
+            continue
+        options, scope = _options(spans[j].get(kind))
+        if not options or min(options.values()) < 1:
+            continue
+        cues.append(Cue(LOOK, {a: d - 1 for a, d in options.items()}, scope, "short of " + spans[j].text, detail=True))
+        k = j + 1   # "not the massive bushy kind": the words of the same look go with it
+        while k < len(spans) and not spans[k].has("name") and spans[k].has("degree", "look", "polar"):
+            k += 1
+        for x in spans[i:k]:
+            x.used = True
+    return cues
+
+
 def _negated(spans: list[Span]) -> bool:
     """ "don't add glasses", "never make her older", "I don't want the beard to change": nothing asked."""
     blocking = ("action", "add", "remove", "reduce", "increase", "decrease", "cmp", "degree", "lens")
@@ -353,7 +389,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
 
     # 2. comparisons and anchored degrees; then a negated or "keep" clause asks for nothing
     step = intensity or vocab.amounts["followup"]
-    r.cues = _comparisons(spans, amount, step, vocab) + _anchored(spans, intensity or 1)
+    short_of = _short_of(spans, vocab)
+    r.cues = _comparisons(spans, amount, step, vocab) + _anchored(spans, intensity or 1) + short_of
     r.names = _names(spans)
     if keep or _negated(spans):
         r.cues, r.blocked, r.verb = [], True, "blocked"
@@ -397,8 +434,13 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             options, scope = _options(s.get("degree"))
             if s.has("mood") and i:   # "slightly amused" is a faint smile, "extremely cheerful" a big one
                 options = {a: _moderated(d, spans[i - 1], vocab) for a, d in options.items()}
-            (nominal if s.has("name") else r.cues).append(Cue(DEGREE, options, scope, s.text, vivid=s.has("vivid"),
-                                                              mood=s.has("mood")))
+            # "sweep some strands forward" ("increase few strands"), "pump up the short beard": the degree
+            # a verb of change acts on is what it changes, a name
+            verb = i - 1 - (i > 1 and spans[i - 1].words[0] in vocab.demonstratives)   # "pump up that short beard"
+            acted_on = i and spans[verb].has("increase", "decrease") and not s.has("vivid", "mood") \
+                and not _indefinite(clause.words, s.words)   # "grow out a long beard": a goal
+            (nominal if s.has("name") or acted_on else r.cues).append(
+                Cue(DEGREE, options, scope, s.text, vivid=s.has("vivid"), mood=s.has("mood")))
             s.used = True   # "shave" is then no longer a verb
         elif s.get("look") and _fits(s, "look", r.names):   # "a fringe that ends at the eyebrows"
             options, scope = _options(s.get("look"))

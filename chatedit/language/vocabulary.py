@@ -80,6 +80,8 @@ class Phrasing:
     years_after: frozenset[str]                # "wind the age back a decade": a number of years after these is a change
     years_unnumbered: dict[str, frozenset[str] | dict[str, str]]   # "take away some years": lexicon.yaml's entry
     negated_measure: tuple[frozenset[str], frozenset[str], str]   # "not ... this old": (negations, measures, read as)
+    measured_hair: dict                        # "a beard 10 cm long": units, [(up to cm, read as)], words after
+    short_of: frozenset[str]                   # "not yet covering the whole jaw": hedges between a negation and a look
     by: frozenset[str]                         # "decrement age by 2": a number after these is an amount
     steps: frozenset[str]                      # "two steps", "a couple of notches": an amount of degrees
     question_open: frozenset[tuple[str, ...]]
@@ -237,6 +239,10 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         years_unnumbered={k: dict(v) if isinstance(v, dict) else frozenset(v) for k, v in data["years_unnumbered"].items()},
         negated_measure=(frozenset(data["negated_measure"]["negations"]), frozenset(data["negated_measure"]["measures"]),
                          data["negated_measure"]["read_as"]),
+        short_of=frozenset(data.get("short_of", ())),
+        measured_hair={"units": {k: float(v) for k, v in data["measured_hair"]["units"].items()},
+                       "read_as": [(float(n), str(p).split()) for n, p in data["measured_hair"]["read_as"]],
+                       "after": frozenset(data["measured_hair"]["after"])},
         durations=frozenset(data["durations"]),
         duration_before=frozenset(data.get("duration_before", ())),
         fix_remark={"verbs": frozenset(tuple(p.split()) for p in frames["fix_remark"]["verbs"]),
