@@ -434,6 +434,13 @@ FIFTH_ROUND = [
     ("snow white hair and deep wrinkles", [edit("age", target=5)]),
     ("give him a thick long beard, like old monks in paintings", [edit("beard", target=5)]),
     ("maximum beard length please", [edit("beard", change=5)]),
+    # round 7 (dev7): "calm him down" is the smile, a face summary asked, brows that vanish, sandpaper cheeks,
+    # parts listed after a colon are what a question about the face covers
+    ("calm him down a little", [edit("smiling", change=-1)]),
+    ("a quick face summary", [describe()]),
+    ("a fringe so heavy her eyebrows vanish", [edit("bangs", target=5)]),
+    ("cheeks rough like sandpaper", [edit("beard", target=1)]),
+    ("tell me about this face: specs, beard, smile", [describe()]),
     # hair measured in units; days without a razor
     ("a beard about 2 cm long", [edit("beard", target=2)]),
     ("the shadow of two days without a razor", [edit("beard", target=1)]),

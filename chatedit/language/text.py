@@ -244,7 +244,7 @@ def split_clauses(tokens: list[str], vocab: Vocabulary) -> list[Clause]:
             if tok == "?":
                 for clause in clauses[sentence:]:
                     clause.asked = True
-            if tok in PUNCTUATION - {","}:
+            if tok in PUNCTUATION - {",", ":"}:   # "describe this face: glasses, beard": one sentence
                 sentence = len(clauses)
             current, joined = [], tok in vocab.conjunctions
         else:
