@@ -662,3 +662,12 @@ def test_no_vocabulary_key_is_given_twice(name):
         pass
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_repeated_keys)
     yaml.load(resources.files("chatedit.prompts").joinpath(name).read_text(), Loader)
+
+
+@pytest.mark.parametrize("now,text,change", [(2, "actually I'd prefer chunkier frames", 1), (1, "bolder frames", 2),
+                                             (4, "heavier frames", 1), (3, "make the glasses darker", 2)])
+def test_a_frame_compared_stays_within_its_lenses(now, text, change):
+    """Over thin glasses "chunkier frames" is thick glasses, not sunglasses (the 30-turn conversation in the
+    browser found it); a darker tint may still cross into sunglasses."""
+    context = DialogContext(focus="eyeglasses", degrees={"eyeglasses": now})
+    assert intents_to_calls(parse(text, context)) == [edit("eyeglasses", change=change)]

@@ -429,6 +429,13 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
             if abs(value) > abs(per_clause.get(cue.clause, ("", 0))[1]):
                 per_clause[cue.clause] = (cue.word, value)
         change = sum(dict(per_clause.values()).values())
+        current = (context.degrees or {}).get(attribute)
+        if attribute in vocab.lenses and current and all(c.word in vocab.phrasing.frame_words for c in chosen):
+            _, tinted, _ = vocab.lenses[attribute]   # "chunkier frames" over thin glasses: thick glasses
+            low, high = (tinted, MAX_DEGREE) if current >= tinted else (1, tinted - 1)
+            change = min(high, max(low, current + change)) - current
+            if not change:
+                return None
     elif level == RELATIVE:
         direction = 1
         if attribute == context.focus and context.last_change:

@@ -72,6 +72,7 @@ class Phrasing:
     durations: frozenset[str]                  # "three days unshaven": a number of these is no age
     fix_remark: dict                           # "she's so grumpy, fix that": the remark is a complaint
     consequence: dict                          # "(add stubble,) it would make him look older": a reason
+    frame_words: frozenset[str]                # "chunkier frames": a change of the frame, within the lens kind
     duration_before: frozenset[str]            # "living there since forty years": years after these are a span
     going: frozenset[str]                      # "could the specs go?": ending a clause after a name, it goes
     than_now: frozenset[str]                   # "happier than she does now": a change from the face as it is
@@ -248,6 +249,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         fix_remark={"verbs": frozenset(tuple(p.split()) for p in frames["fix_remark"]["verbs"]),
                     "objects": frozenset(frames["fix_remark"]["objects"])},
         consequence={k: frozenset(v) for k, v in frames["consequence"].items()},
+        frame_words=frozenset(data.get("frame_words", ())),
         going=frozenset(data["going"]),
         than_now=frozenset(data["than_now"]),
         measured=(frozenset(data["measured"]["before"]), frozenset(data["measured"]["after"])),
