@@ -368,6 +368,14 @@ def _illustrates(slot, cues: dict[str, list[Cue]]) -> bool:
                                   for a, cs in cues.items())
 
 
+def _within_lenses(vocab: Vocabulary, attribute: str, now: int, wanted: int) -> int:
+    """``wanted`` kept among the degrees with the lenses ``now`` has (clear 1..3, tinted 4..5): a change of
+    the frame alone ("chunkier frames" over thin glasses) never turns glasses into sunglasses."""
+    _, tinted, _ = vocab.lenses[attribute]
+    low, high = (tinted, MAX_DEGREE) if now >= tinted else (1, tinted - 1)
+    return min(high, max(low, wanted))
+
+
 def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Vocabulary,
              moderate: bool, limited: bool = False) -> Intent | None:
     """Merge one attribute's cues: degree phrase > described look > remove > comparatives > follow-ups
@@ -400,9 +408,7 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
             # "frames thicker and bolder, but still with clear lenses": the frame moves a step within the kind
             frame = sum(c.options[attribute] for c in cues if c.level == CHANGE and not c.lens)
             if frame and chosen[-1].lens != -TINT:
-                _, tinted, _ = vocab.lenses[attribute]
-                low, high = (tinted, MAX_DEGREE) if degree >= tinted else (1, tinted - 1)
-                degree = min(high, max(low, degree + (1 if frame > 0 else -1)))
+                degree = _within_lenses(vocab, attribute, degree, degree + (1 if frame > 0 else -1))
             return Intent("edit", attribute, target=degree)
         return Intent("edit", attribute, target=values[-1])
     if level == REMOVE:
@@ -431,9 +437,7 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
         change = sum(dict(per_clause.values()).values())
         current = (context.degrees or {}).get(attribute)
         if attribute in vocab.lenses and current and all(c.word in vocab.phrasing.frame_words for c in chosen):
-            _, tinted, _ = vocab.lenses[attribute]   # "chunkier frames" over thin glasses: thick glasses
-            low, high = (tinted, MAX_DEGREE) if current >= tinted else (1, tinted - 1)
-            change = min(high, max(low, current + change)) - current
+            change = _within_lenses(vocab, attribute, current, current + change) - current   # "chunkier frames"
             if not change:
                 return None
     elif level == RELATIVE:

@@ -370,9 +370,11 @@ def _measured_hair(tokens: list[str], vocab: Vocabulary) -> list[str]:
         glued = re.fullmatch(r"(\d+)([a-z]+)", tok)
         number, unit = (glued.group(1), glued.group(2)) if glued else (tokens[i - 1] if i else "", tok)
         count = int(number) if number.isdigit() else vocab.numbers.get(number)
-        start, end = _clause_at(tokens, i)
-        others = {r.attribute for t in tokens[start:end] for r in _roles(vocab, t) if r.kind == "name"} - {"beard"}
-        if unit not in entry["units"] or not count or others:
+        if unit not in entry["units"] or not count:
+            out.append(tok)
+            continue
+        start, end = _clause_at(tokens, i)   # only for a unit: the clause must name no other attribute
+        if {r.attribute for t in tokens[start:end] for r in _roles(vocab, t) if r.kind == "name"} - {"beard"}:
             out.append(tok)
             continue
         length = count * entry["units"][unit]

@@ -158,9 +158,10 @@ def _moderated(degree: int, before: Span, vocab: Vocabulary) -> int:
     strength = next((r.value for r in before.get("intensity")), None)
     if strength is None or degree == 0:
         return degree
-    if strength <= vocab.amounts["followup"]:
+    level = {w: r.value for w in ("slightly", "very") for r in vocab.lexicon[(w,)] if r.kind == "intensity"}
+    if strength <= level["slightly"]:
         return max(1, degree - 1)
-    return min(MAX_DEGREE, degree + 1) if vocab.amounts["full_remove"] <= strength < MAX_DEGREE else degree
+    return min(MAX_DEGREE, degree + 1) if level["very"] <= strength < MAX_DEGREE else degree
 
 
 def _mild_complaint(spans: list[Span], i: int, vocab: Vocabulary) -> bool:

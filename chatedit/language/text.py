@@ -93,15 +93,12 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 k -= 1
             taken = vocab.phrasing.years_unnumbered["off"]
             apart = k < len(out) - 1 or after in ("from", "off") or (k >= 0 and out[k] in taken)
-            if value is not None and nxt in vocab.age_after and k >= 0 and apart:
-                if out[k] in taken:
-                    out[k:] = ["younger"]
-                elif out[k] in vocab.phrasing.years_unnumbered["on"]:
-                    out[k:] = ["older"]
-                if out and out[-1] in ("younger", "older") and k == len(out) - 1:
-                    out.append(f"years:{value}")
-                    i += 2 + (after == "off")
-                    continue
+            way = ("younger" if out[k] in taken else "older" if out[k] in vocab.phrasing.years_unnumbered["on"]
+                   else None) if k >= 0 else None
+            if value is not None and nxt in vocab.age_after and apart and way:
+                out[k:] = [way, f"years:{value}"]
+                i += 2 + (after == "off")
+                continue
             off_before = len(out) >= 2 and out[-2] in vocab.years_off and out[-1] == "off"   # "take off 10 years"
             before = vocab.age_change_before | vocab.relative_years | vocab.phrasing.years_after
             relative = (out and out[-1] in before) or after in vocab.relative_years or off_after or off_before
