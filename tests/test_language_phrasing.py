@@ -468,10 +468,42 @@ FIFTH_ROUND = [
     ("tinted lenses but thinner frames", [edit("eyeglasses", target=4)]),
 ]
 
+EIGHTH_ROUND = [
+    # more (less) of a look is a change, not the look: "so more of her teeth show"
+    ("stretch her smile a touch so more of her teeth show", [edit("smiling", change=1)]),
+    ("she should show less of her teeth", [edit("smiling", change=-2)]),
+    # a look of two words or more holding the teeth, the lips or the mouth names the smile on its own
+    ("lips apart and the top teeth visible", [edit("smiling", target=4)]),
+    ("make her look like she is still losing her milk teeth", [edit("age", target=0)]),   # one word names nothing
+    # a learner's "not too much bushy" is "not too bushy"
+    ("trade the stubble for a long beard, not too much bushy", [edit("beard", target=4)]),
+    # after "trimmed like", "cut like": the person compared is not the face
+    ("give him a short beard, cut like an old soldier's", [edit("beard", target=2)]),
+    # a remark on the old look, beside a swap, is a reason
+    ("swap the chunky frames for rimless ones, that heavy style looks so tired", [edit("eyeglasses", target=1)]),
+    # "max out" beside looks of the top: the most
+    ("max out his beard, long and thick", [edit("beard", target=5)]),
+    # a mood beside a stated change: how much, said
+    ("dial up the smile a lot, I want her looking delighted", [edit("smiling", change=3)]),
+    # the past participle "filled in" is a look, not "fill in"
+    ("short beard, but properly filled in", [edit("beard", target=3)]),
+    # a width measured in fingers
+    ("a beard about two fingers long", [edit("beard", target=3)]),
+    # occluded / obscured: covering; a fringe ending at a midpoint
+    ("bangs obscuring his brows completely", [edit("bangs", target=5)]),
+    ("bangs terminating midway down the forehead", [edit("bangs", target=3)]),
+    # swapped for nothing: removed
+    ("trade the beard for nothing", [edit("beard", target=0)]),
+    # "to what extent" asks how much
+    ("to what extent is his jaw covered by beard?", [describe("beard")]),
+    # "light up": happier
+    ("let her face light up a bit", [edit("smiling", change=1)]),
+]
+
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,
          "extreme": EXTREMES, "swap": SWAPS, "face_question": FACE_QUESTIONS, "amount": AMOUNTS,
          "third_round": THIRD_ROUND, "fourth_round": FOURTH_ROUND,
-         "fifth_round": FIFTH_ROUND}
+         "fifth_round": FIFTH_ROUND, "eighth_round": EIGHTH_ROUND}
 CASES = [(kind, text, expected) for kind, items in KINDS.items() for text, expected in items]
 
 

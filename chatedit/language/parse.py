@@ -198,6 +198,10 @@ def _remark(clause: Clause, vocab: Vocabulary) -> bool:
     opinion = next((k for k, w in enumerate(words[:4]) if w in vocab.phrasing.observe_opinion), None)
     if opinion is not None and len(words) > opinion + 1 and words[opinion + 1] in subjects:
         words = words[opinion + 1:]   # "i think she looks grumpy", "my mum reckons he looks like a baby"
+    look = next((k for k in range(1, min(len(words) - 1, 4)) if words[k] in vocab.phrasing.observe_things
+                 and words[k + 1] in verbs), None)
+    if look is not None:   # "the heavy look is so dated": what the look is like is said of it
+        words = ["it", *words[look + 1:]]
     subject = words[0] in subjects or _has(vocab, words[0], "name") if words else False   # "her expression is flat"
     mild = any(w.value < vocab.amounts["full_remove"] and _has(vocab, x, "polar")
                for w0, x in zip(words, words[1:]) for w in vocab.lexicon.get((w0,), ()) if w.kind == "intensity")
@@ -387,6 +391,12 @@ def _resolve(attribute: str, cues: list[Cue], context: DialogContext, vocab: Voc
     looks = [c for c in cues if c.level in (DEGREE, LOOK) and not c.mood]
     if looks and len(looks) < len(cues) and any(c.mood for c in cues):
         cues = [c for c in cues if not c.mood]   # "beaming, teeth and all": the look said, not the mood's degree
+    if any(c.level == CHANGE and c.stated for c in cues) and any(c.mood for c in cues) and not looks:
+        cues = [c for c in cues if not c.mood]   # "ramp up his smile loads, I want him thrilled": how much, said
+    said = [c for c in cues if c.level in (DEGREE, LOOK)]
+    if said and any(c.level == ADD and c.amount >= MAX_DEGREE for c in cues) \
+            and all(c.options[attribute] >= MAX_DEGREE - 1 for c in said):
+        return Intent("edit", attribute, target=MAX_DEGREE)   # "max out the beard, long and thick": the most
     level = min(c.level for c in cues)
     chosen = [c for c in cues if c.level == level]
     values = [c.options[attribute] for c in chosen]

@@ -430,6 +430,18 @@ def _out_in(tokens: list[str], vocab: Vocabulary) -> list[str]:
     return tokens
 
 
+def _capped_word(tokens: list[str], vocab: Vocabulary) -> list[str]:
+    """ "a long beard, not too much bushy": a learner's "not too bushy", not "not too much" of the edit."""
+    out = []
+    for i, tok in enumerate(tokens):
+        capped = any(r.kind == "moderate" for r in _roles(vocab, tok))
+        if capped and i + 1 < len(tokens) and any(r.kind in ("polar", "degree") for r in _roles(vocab, tokens[i + 1])):
+            out += ["not", "too"]
+        else:
+            out.append(tok)
+    return out
+
+
 def rewrite(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """The rewrites above, in order, and intensity words that only are one before a comparative."""
     words = []
@@ -437,5 +449,5 @@ def rewrite(tokens: list[str], vocab: Vocabulary) -> list[str]:
         words.extend(formed(tok, vocab) or [tok])
     words = _intensity(words, vocab)   # after word formation: "way perkier" is "much more perky"
     words = _hanging(_negated_measure(_unnumbered_years(_measured_hair(words, vocab), vocab), vocab), vocab)
-    words = _out_in(words, vocab)
+    words = _out_in(_capped_word(words, vocab), vocab)
     return _faint(_phrasal(_as_superlative(_privative(words, vocab), vocab), vocab), vocab)

@@ -227,7 +227,7 @@ def _simile(spans: list[Span], vocab: Vocabulary) -> list[Span]:
     and the comparison is left out; so is a person said in one phrase ("like an old man")."""
     named: set[str] = set()
     for i, s in enumerate(spans):
-        if s.text in vocab.phrasing.simile and named:
+        if s.text in vocab.phrasing.simile and (named or (i and spans[i - 1].words[-1] in vocab.phrasing.simile_verbs)):
             j = next((k for k in range(i + 1, len(spans)) if spans[k].roles), len(spans))   # the first word read
             k = j + 1   # then the noun it describes: no word for these attributes ("sea captain", "hipster")
             while k < len(spans) and spans[k].words[0] not in vocab.fillers and all(
@@ -445,6 +445,13 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             s.used = True   # "shave" is then no longer a verb
         elif s.get("look") and _fits(s, "look", r.names):   # "a fringe that ends at the eyebrows"
             options, scope = _options(s.get("look"))
+            before = i - 1 - (i > 1 and spans[i - 1].words == ("of",))
+            if i and spans[before].has("more", "less") and not spans[before].used:
+                # "so that more of the upper teeth show", "show less teeth": more (less) of the look, a change
+                sign = 1 if spans[before].has("more") else -1
+                r.cues.append(Cue(CHANGE, {a: sign * amount for a in options}, "self", s.text))
+                s.used = spans[before].used = True
+                continue
             # "let his scruff fill in a little more": a look that also names, beside a comparison, only names
             (nominal if s.has("name") and len(s.words) == 1 else r.cues).append(Cue(LOOK, options, scope, s.text))
             s.used = True

@@ -44,6 +44,7 @@ class Phrasing:
     observe: tuple[frozenset[str], frozenset[str]]   # "she looks so glum": (subjects, verbs) of a remark
     observe_opinion: frozenset[str]            # "my mum reckons he looks ...": a verb of opinion before a remark
     observe_lacking: frozenset[tuple[str, ...]]   # "she has no glasses": what the face lacks, said of it
+    observe_things: frozenset[str]             # "the heavy look is so dated": a look as the remark's subject
     phrasal: dict[str, dict[str, tuple[str, ...]]]   # verb form -> particle -> the words it is read as
     suffixes: dict[str, tuple[str, ...]]       # word formation: kind -> suffixes, longest first
     privative: frozenset[tuple[str, ...]]      # "no rims" -> "rimless"
@@ -60,6 +61,7 @@ class Phrasing:
     someone_else: tuple[frozenset[str], str]   # "my grandma wears thick glasses": (the words before, read as)
     kin: tuple[frozenset[str], frozenset[str]]  # "the dad of a teenager": (relational nouns, words joining them)
     simile: frozenset[str]                     # "a beard like an old sea captain's"
+    simile_verbs: frozenset[str]               # "trimmed like a young sailor's": a comparison of the look
     swap_verbs: frozenset[str]
     swap_to: frozenset[str]
     swap_reversed: dict[str, frozenset[str]]   # "substitute the new for the old": verb -> the words after which the old comes
@@ -204,6 +206,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         observe=(frozenset(frames["observe"]["subjects"]), frozenset(frames["observe"]["verbs"])),
         observe_opinion=frozenset(frames["observe"].get("opinion", [])),
         observe_lacking=frozenset(_phrases(frames["observe"].get("lacking", []))),
+        observe_things=frozenset(frames["observe"]["things"]),
         phrasal=phrasal,
         suffixes={k: tuple(sorted(v, key=len, reverse=True)) for k, v in data["word_formation"].items()
                   if k not in ("privative", "without")},
@@ -220,6 +223,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         faint_words=frozenset(_phrases(sup["faint_words"])),
         faint_none=(frozenset(sup["none"]["before"]), frozenset(sup["none"]["skip"]), sup["none"]["read_as"]),
         simile=frozenset(data["simile"]),
+        simile_verbs=frozenset(data["simile_verbs"]),
         someone_else=(frozenset(data["someone_else"]["before"]), data["someone_else"]["read_as"]),
         kin=(frozenset(data["someone_else"].get("kin", [])), frozenset(data["someone_else"].get("kin_joins", []))),
         swap_verbs=frozenset(data["swaps"]["verbs"]),
@@ -361,7 +365,7 @@ def load_vocabulary() -> Vocabulary:
             for phrase in _phrases(canon(items)):   # "short fringe", "big laugh" name the fringe and the smile as well
                 if any(Role("name", name) in lexicon.get((w,), ()) or len(phrase) > 1 and any(
                         r.kind == "degree" and r.attribute == name and not r.named for r in lexicon.get((w,), ()))
-                       for w in phrase) or set(phrase) & set(anchors.get(name, ())):
+                       for w in phrase) or (len(phrase) > 1 and set(phrase) & set(anchors.get(name, ()))):
                     add([" ".join(phrase)], Role("name", name))   # "forehead exposed": only bangs cover it
     for name, signs in extra.get("comparatives", {}).items():   # "youthened", "lifts her mood"
         for key, sign in (("up", 1), ("down", -1)):
