@@ -498,6 +498,11 @@ EIGHTH_ROUND = [
     ("to what extent is his jaw covered by beard?", [describe("beard")]),
     # "light up": happier
     ("let her face light up a bit", [edit("smiling", change=1)]),
+    # after "to" in a clause of change, the goal; the degree before it is the face now
+    ("cut the bangs back so they only cover half the forehead", [edit("bangs", target=3)]),
+    ("age the toddler up to a teenager", [edit("age", target=1)]),
+    ("shorten that long beard, down to stubble", [edit("beard", target=1)]),
+    ("make him a baby learning to walk", [edit("age", target=0)]),
 ]
 
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,

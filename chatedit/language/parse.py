@@ -603,7 +603,7 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
         if not reading.blocked:
             slots.extend(Intent("out_of_scope", thing=t) for t in reading.things)
             detail = index > 0 and not clause.joined and len(clause.words) <= 3 \
-                and not set(clause.words) & vocab.phrasing.corrections
+                and not set(clause.words) & vocab.phrasing.corrections and clause.words[0] not in vocab.phrasing.goal_openers
             for cue in reading.cues:
                 cue.clause = index
                 cue.stated = reading.intensity is not None

@@ -420,6 +420,12 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
         for s in removing:
             s.used = True
     nominal = []   # degree phrases that are also names: in "make the sunglasses lighter" only names
+    to = next((k for k, s in enumerate(spans) if s.has("change_to")), None)
+    if to is not None and any(s.has("cmp", "increase", "decrease") for s in spans[:to]):
+        goal = {r.attribute for s in spans[to + 1:] for r in s.get("degree")}
+        for s in spans[:to]:   # "grow the child up to adolescence": the degree before "to" is the face now
+            if s.get("degree") and all(r.attribute in goal for r in s.get("degree")):
+                s.used = True
     for i, s in enumerate(spans):
         if s.used:
             continue
@@ -440,7 +446,10 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
             verb = i - 1 - (i > 1 and spans[i - 1].words[0] in vocab.demonstratives)   # "pump up that short beard"
             acted_on = i and spans[verb].has("increase", "decrease") and not s.has("vivid", "mood") \
                 and not _indefinite(clause.words, s.words)   # "grow out a long beard": a goal
-            (nominal if s.has("name") or acted_on else r.cues).append(
+            # "trim the fringe back so that it covers half the forehead": after "to", the goal
+            goal = any(spans[k].has("change_to") or (spans[k].words == ("so",) and spans[k + 1].has("pronoun"))
+                       for k in range(max(0, i - 4), i))
+            (nominal if (s.has("name") and not goal) or acted_on else r.cues).append(
                 Cue(DEGREE, options, scope, s.text, vivid=s.has("vivid"), mood=s.has("mood")))
             s.used = True   # "shave" is then no longer a verb
         elif s.get("look") and _fits(s, "look", r.names):   # "a fringe that ends at the eyebrows"

@@ -55,6 +55,7 @@ class Phrasing:
     before_comparatives: dict[str, str]        # "way older": "much older"
     word_top: dict[str, dict[str, int]]        # "the heaviest frames": the top degree a superlative of a word reaches
     corrections: frozenset[str]                # "thin glasses, thick ones actually": a correction
+    goal_openers: frozenset[str]               # "..., down to stubble": where the change ends
     description_words: dict[str, str]          # "slender" -> "thin": read as a word of attributes.yaml's looks
     faint_words: frozenset[tuple[str, ...]]    # "barely a smile"
     faint_none: tuple[frozenset[str], frozenset[str], str]   # "not even a hint of a smile": (negations, words skipped, read as)
@@ -219,6 +220,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         before_comparatives=dict(data["before_comparatives"]),
         word_top={a: {w: int(d) for w, d in words.items()} for a, words in sup.get("word_top", {}).items()},
         corrections=frozenset(data["corrections"]),
+        goal_openers=frozenset(data["goal_openers"]),
         description_words={**((derived or {}).get("description_words") or {}), **data["description_words"]},
         faint_words=frozenset(_phrases(sup["faint_words"])),
         faint_none=(frozenset(sup["none"]["before"]), frozenset(sup["none"]["skip"]), sup["none"]["read_as"]),
