@@ -503,6 +503,18 @@ EIGHTH_ROUND = [
     ("age the toddler up to a teenager", [edit("age", target=1)]),
     ("shorten that long beard, down to stubble", [edit("beard", target=1)]),
     ("make him a baby learning to walk", [edit("age", target=0)]),
+    # strands counted near the forehead are a few strands, not a fringe
+    ("maybe three wispy strands falling on her forehead", [edit("bangs", target=1)]),
+    # what the real person did, with a time, is a report
+    ("give him a full beard again. he shaved his off yesterday", [edit("beard", target=5)]),
+    # years after leaving school or college are an age
+    ("make her look twenty years out of university", [edit("age", target=3)]),
+    # "should be a laugh": fun, no smile
+    ("make him look about seventy, it will be a laugh", [edit("age", target=5)]),
+    # an age said as a time is a look asked for; a count of strands is not an age
+    ("what does she look like at seventy", [edit("age", target=5)]),
+    ("show me what she looked like when she was fourteen or so", [edit("age", target=1)]),
+    ("does he look forty", [describe("age")]),
 ]
 
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,

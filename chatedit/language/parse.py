@@ -203,6 +203,9 @@ def _remark(clause: Clause, vocab: Vocabulary) -> bool:
     if look is not None:   # "the heavy look is so dated": what the look is like is said of it
         words = ["it", *words[look + 1:]]
     subject = words[0] in subjects or _has(vocab, words[0], "name") if words else False   # "her expression is flat"
+    if subject and words[0] in subjects and not clause.framed and any(
+            tuple(words[k:k + len(p)]) == p for p in vocab.phrasing.observe_past for k in range(len(words))):
+        return True   # "he shaved it in real life last week": what the real person did
     mild = any(w.value < vocab.amounts["full_remove"] and _has(vocab, x, "polar")
                for w0, x in zip(words, words[1:]) for w in vocab.lexicon.get((w0,), ()) if w.kind == "intensity")
     lacking = next((n for n in (3, 2) if tuple(words[1:1 + n]) in vocab.phrasing.observe_lacking), 0)

@@ -280,15 +280,18 @@ def _hair_at(tokens: list[str], vocab: Vocabulary) -> list[str]:
     """ "hair falling on the forehead", "her forehead, is it covered by hair?": hair said near the forehead
     is the fringe."""
     hair, near, fringe = vocab.phrasing.fringe_hair
-    out = list(tokens)
+    counted, counts, counted_as = vocab.phrasing.fringe_counted
+    out: list[list[str]] = [[t] for t in tokens]
     for i, tok in enumerate(tokens):
         if tok not in hair:
             continue
         window = [t for side in (tokens[i - 1::-1] if i else [], tokens[i + 1:])
                   for t in until(side, SENTENCE_ENDS)[:HAIR_REACH]]
-        if set(window) & near:
-            out[i] = fringe
-    return out
+        if set(window) & near:   # "two thin strands on her forehead": a few strands of fringe
+            out[i] = [fringe]
+            if tok in counted and set(tokens[max(0, i - 3):i]) & counts:
+                out[i] = list(counted_as[1:] if counted_as[0] in tokens[max(0, i - 3):i] else counted_as)
+    return [t for ts in out for t in ts]
 
 
 def _someone_else(tokens: list[str], vocab: Vocabulary) -> list[str]:

@@ -31,6 +31,14 @@ def _attributes(vocab: Vocabulary, word: str, kinds=("name", "degree", "polar", 
     return {r.attribute for r in vocab.lexicon.get((word,), ()) if r.attribute and r.kind in kinds}
 
 
+def _at_age(words: list[str], vocab: Vocabulary) -> bool:
+    """ "at seventy", "when he was fourteen": an age said as a time."""
+    at = vocab.phrasing.question_at_age
+    return any(w.startswith("age:") and j and (words[j - 1] in at["before"] or (
+               words[j - 1] in at["verbs"] and at["when"] & set(words[max(0, j - 4):j - 1])))
+               for j, w in enumerate(words))
+
+
 def face_question(clause: Clause, reading: Reading, vocab: Vocabulary) -> tuple[bool, str | None]:
     """(asked, attribute): whether the clause asks how the face is, and about which attribute (None: all)."""
     q = vocab.phrasing
@@ -59,6 +67,8 @@ def face_question(clause: Clause, reading: Reading, vocab: Vocabulary) -> tuple[
     if adding and ((words[0],) not in q.question_open
                    or (any(c.word in markers for c in adding) and looking & set(words))):
         return False, None   # "what does she look like with a beard?": a look asked for
+    if _at_age(words, vocab):
+        return False, None   # "what does she look like at seventy?": a look asked for
     wishes = q.question_wishes - ({"enough"} if words[0] in q.enough_asked else set())   # "is it long enough?"
     if (words[0],) in q.question_open and not any(w in wishes for w in _unsaid(words, q.question_opinion)):
         return bool(about or face), about

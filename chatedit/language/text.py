@@ -85,6 +85,11 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 value, i = value + vocab.numbers[nxt], i + 1   # "forty five"
                 nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
             after = tokens[i + 2] if i + 2 < len(tokens) else ""
+            left = tokens[i + 4] if i + 4 < len(tokens) and tokens[i + 3] == "of" else ""
+            if value is not None and nxt in vocab.age_after and after == "out" and left in vocab.phrasing.years_out_of:
+                out.append(f"age:{value + vocab.phrasing.years_out_of[left]}")   # "twenty years out of college": 42
+                i += 5
+                continue
             off_after = bool(out) and out[-1] in vocab.years_off and after == "off"   # "take 10 years off"
             # "remove ten years from him", "remove him ten years", "take from her twenty years", "add him ten
             # years": the verb before its object, the years after
@@ -122,7 +127,9 @@ def _age_numbers(tokens: list[str], vocab: Vocabulary) -> list[str]:
                 pass   # "age 4", as "smile 2": a degree of the scale, not a four-year-old
             elif value is not None and tok not in vocab.phrasing.years_unnumbered["vague"] \
                     and nxt not in vocab.phrasing.steps | vocab.phrasing.durations and (
-                    nxt in vocab.age_after or (out and out[-1] in vocab.age_before)):
+                    nxt in vocab.age_after or (out and out[-1] in vocab.age_before
+                                               and not any(r.attribute for r in vocab.lexicon.get((nxt,), ())))):
+                # "maybe three wispy strands": a count of what a word of the face names, not an age
                 years = value
             elif value is not None and value >= 10 and out and (
                     out[-1] in vocab.age_before_adult   # "show me him at 17"

@@ -45,6 +45,7 @@ class Phrasing:
     observe_opinion: frozenset[str]            # "my mum reckons he looks ...": a verb of opinion before a remark
     observe_lacking: frozenset[tuple[str, ...]]   # "she has no glasses": what the face lacks, said of it
     observe_things: frozenset[str]             # "the heavy look is so dated": a look as the remark's subject
+    observe_past: frozenset[tuple[str, ...]]   # "he shaved it last week": a report of the real person
     phrasal: dict[str, dict[str, tuple[str, ...]]]   # verb form -> particle -> the words it is read as
     suffixes: dict[str, tuple[str, ...]]       # word formation: kind -> suffixes, longest first
     privative: frozenset[tuple[str, ...]]      # "no rims" -> "rimless"
@@ -55,6 +56,7 @@ class Phrasing:
     before_comparatives: dict[str, str]        # "way older": "much older"
     word_top: dict[str, dict[str, int]]        # "the heaviest frames": the top degree a superlative of a word reaches
     corrections: frozenset[str]                # "thin glasses, thick ones actually": a correction
+    years_out_of: dict[str, int]               # "twenty years out of college": the age one leaves it at
     goal_openers: frozenset[str]               # "..., down to stubble": where the change ends
     description_words: dict[str, str]          # "slender" -> "thin": read as a word of attributes.yaml's looks
     faint_words: frozenset[tuple[str, ...]]    # "barely a smile"
@@ -72,6 +74,7 @@ class Phrasing:
     compose: dict[str, dict]                   # attribute -> {"base", "base_words", "with_degrees", "with_words"}
     inner_adverbs: frozenset[str]              # "forehead completely uncovered": adverbs a phrase may hold
     fringe_hair: tuple[frozenset[str], frozenset[str], str]   # (hair words, forehead words, the fringe)
+    fringe_counted: tuple[frozenset[str], frozenset[str], tuple[str, ...]]   # "two strands": (words, counts, read as)
     durations: frozenset[str]                  # "three days unshaven": a number of these is no age
     fix_remark: dict                           # "she's so grumpy, fix that": the remark is a complaint
     consequence: dict                          # "(add stubble,) it would make him look older": a reason
@@ -99,6 +102,7 @@ class Phrasing:
     question_face: frozenset[tuple[str, ...]]
     question_lead: frozenset[str]
     question_hypothetical: tuple[frozenset[str], frozenset[str]]   # (markers, words of looking)
+    question_at_age: dict[str, frozenset[str]]   # "before", "when", "verbs": an age said as a time
     question_causative: frozenset[str]
     question_objects: frozenset[str]
     question_alternative: frozenset[str]
@@ -208,6 +212,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         observe_opinion=frozenset(frames["observe"].get("opinion", [])),
         observe_lacking=frozenset(_phrases(frames["observe"].get("lacking", []))),
         observe_things=frozenset(frames["observe"]["things"]),
+        observe_past=frozenset(_phrases(frames["observe"]["past"])),
         phrasal=phrasal,
         suffixes={k: tuple(sorted(v, key=len, reverse=True)) for k, v in data["word_formation"].items()
                   if k not in ("privative", "without")},
@@ -220,6 +225,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         before_comparatives=dict(data["before_comparatives"]),
         word_top={a: {w: int(d) for w, d in words.items()} for a, words in sup.get("word_top", {}).items()},
         corrections=frozenset(data["corrections"]),
+        years_out_of={str(k): int(v) for k, v in data["years_out_of"].items()},
         goal_openers=frozenset(data["goal_openers"]),
         description_words={**((derived or {}).get("description_words") or {}), **data["description_words"]},
         faint_words=frozenset(_phrases(sup["faint_words"])),
@@ -262,6 +268,8 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         hanging=(frozenset(data["hanging"]["verbs"]), dict(data["hanging"]["read_as"])),
         fringe_hair=(frozenset(data["fringe_hair"]["hair"]), frozenset(data["fringe_hair"]["near"]),
                      data["fringe_hair"]["read_as"]),
+        fringe_counted=(frozenset(data["fringe_hair"]["counted"]), frozenset(map(str, data["fringe_hair"]["counts"])),
+                        tuple(data["fringe_hair"]["counted_as"])),
         question_open=frozenset(_phrases(faces["open"])),
         question_verbs=frozenset(_phrases(faces["verbs"])),
         report_verbs=frozenset(faces["report"]["verbs"]),
@@ -273,6 +281,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         question_face=frozenset(_phrases(faces["face"])),
         question_lead=frozenset(faces["lead"]),
         question_hypothetical=(frozenset(faces["hypothetical"]), frozenset(faces["looks"])),
+        question_at_age={k: frozenset(v) for k, v in faces["at_age"].items()},
         question_causative=frozenset(faces["causative"]),
         question_objects=frozenset(faces["objects"]),
         question_alternative=frozenset(faces["alternative"]),
