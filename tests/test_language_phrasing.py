@@ -515,6 +515,8 @@ EIGHTH_ROUND = [
     ("what does she look like at seventy", [edit("age", target=5)]),
     ("show me what she looked like when she was fourteen or so", [edit("age", target=1)]),
     ("does he look forty", [describe("age")]),
+    ("is she 30?", [describe("age")]),
+    ("is he over sixty", [describe("age")]),
 ]
 
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,
