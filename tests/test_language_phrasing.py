@@ -6,6 +6,7 @@ held-out set.
 """
 
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -519,10 +520,34 @@ EIGHTH_ROUND = [
     ("is he over sixty", [describe("age")]),
 ]
 
+NINTH_ROUND = [
+    # "any chance of" asks for it; a single step is one degree
+    ("any chance of some stubble?", [edit("beard", target=1)]),
+    ("age the person by a single step", [edit("age", change=1)]),
+    # a later clause with its "it" left out says why
+    ("he needs rimless glasses. is more modern for the website", [edit("eyeglasses", target=1)]),
+    # "so that her eyebrows are hidden": what the fringe is for, not where it ends
+    ("grow the fringe so that her eyebrows are hidden", [edit("bangs", target=5)]),
+    ("a closed-lip smile", [edit("smiling", target=2)]),
+    ("a courteous expression", [edit("smiling", target=2)]),
+    ("a quietly pleased look", [edit("smiling", target=1)]),
+    ("perk him up a bit", [edit("smiling", change=1)]),
+    # the look now, said of an attribute's name, is a remark
+    ("the thick fringe is covering her eyes, cut it to a few strands", [edit("bangs", target=1)]),
+    ("roll her age way back", [edit("age", change=-3)]),
+    ("make him calmer", [edit("smiling", change=-2)]),
+    # a look said to be too much is less of it, not that look
+    ("the laugh is too much", [edit("smiling", change=-2)]),
+    ("please characterize her expression", [describe("smiling")]),
+    # the face now set against an age: asked, a question; said, a remark
+    ("do you think she is older than fifty?", [describe("age")]),
+    ("she is younger than 40, make her older", [edit("age", change=2)]),
+]
+
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,
          "extreme": EXTREMES, "swap": SWAPS, "face_question": FACE_QUESTIONS, "amount": AMOUNTS,
          "third_round": THIRD_ROUND, "fourth_round": FOURTH_ROUND,
-         "fifth_round": FIFTH_ROUND, "eighth_round": EIGHTH_ROUND}
+         "fifth_round": FIFTH_ROUND, "eighth_round": EIGHTH_ROUND, "ninth_round": NINTH_ROUND}
 CASES = [(kind, text, expected) for kind, items in KINDS.items() for text, expected in items]
 
 
@@ -646,9 +671,13 @@ def test_the_lexicon_is_derived_from_wordnet_files_without_wordnet_installed(tmp
 WORDNET = Path("/usr/share/wordnet")
 
 
-@pytest.mark.skipif(not (WORDNET / "data.adj").is_file(), reason="WordNet 3.0 not installed (Debian: wordnet-base)")
 def test_the_committed_wordnet_lexicon_is_what_the_script_derives(tmp_path):
     from chatedit.language.build_lexicon import PROMPTS, main
+
+    if not (WORDNET / "data.adj").is_file():   # .ci/run installs it, so in CI this fails
+        if os.environ.get("CI") == "true":
+            pytest.fail("WordNet 3.0 is not installed, but .ci/run installs Debian's wordnet-base")
+        pytest.skip("WordNet 3.0 not installed (Debian: wordnet-base)")
 
     main(["--wordnet", str(WORDNET), "--out", str(tmp_path / "lexicon_wordnet.yaml")])
     assert (tmp_path / "lexicon_wordnet.yaml").read_text() == (PROMPTS / "lexicon_wordnet.yaml").read_text()

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from chatedit.attributes import MAX_DEGREE
 
-from .questions import alternatives, face_question, topic_question
+from .questions import alternatives, compared_with_age, face_question, topic_question
 from .reading import (
     ADD,
     CHANGE,
@@ -198,11 +198,13 @@ def _remark(clause: Clause, vocab: Vocabulary) -> bool:
     opinion = next((k for k, w in enumerate(words[:4]) if w in vocab.phrasing.observe_opinion), None)
     if opinion is not None and len(words) > opinion + 1 and words[opinion + 1] in subjects:
         words = words[opinion + 1:]   # "i think she looks grumpy", "my mum reckons he looks like a baby"
-    look = next((k for k in range(1, min(len(words) - 1, 4)) if words[k] in vocab.phrasing.observe_things
-                 and words[k + 1] in verbs), None)
-    if look is not None:   # "the heavy look is so dated": what the look is like is said of it
+    look = next((k for k in range(1, min(len(words) - 1, 4)) if (words[k] in vocab.phrasing.observe_things
+                 or _has(vocab, words[k], "name")) and words[k + 1] in verbs), None)
+    if look is not None:   # "the heavy look is so dated", "the heavy fringe is hiding her face": said of it
         words = ["it", *words[look + 1:]]
     subject = words[0] in subjects or _has(vocab, words[0], "name") if words else False   # "her expression is flat"
+    if not clause.framed and compared_with_age(words, vocab):
+        return True   # "he is younger than 30": the face now, set against an age
     if subject and words[0] in subjects and not clause.framed and any(
             tuple(words[k:k + len(p)]) == p for p in vocab.phrasing.observe_past for k in range(len(words))):
         return True   # "he shaved it in real life last week": what the real person did
@@ -492,7 +494,9 @@ def parse(text: str, context: DialogContext = DialogContext()) -> list[Intent]:
     clauses = _fixed_remarks(clauses, vocab)
     remarks = set()
     for i, clause in enumerate(clauses):   # "she looks moody and unfriendly": the remark goes on after "and"
-        if _remark(clause, vocab) or _consequence(clause, vocab) or (i - 1 in remarks and clause.joined and _adjectives(clause, vocab)):
+        unsaid = i and not clause.asked and clause.words[0] in vocab.phrasing.observe_unsaid   # "is more serious for work"
+        if unsaid or _remark(clause, vocab) or _consequence(clause, vocab) or (
+                i - 1 in remarks and clause.joined and _adjectives(clause, vocab)):
             remarks.add(i)
     if remarks and all(i in remarks or not (r.cues or r.names or r.blocked)
                        for i, r in enumerate(read_clause(c, vocab) for c in clauses)):

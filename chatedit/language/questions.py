@@ -39,6 +39,16 @@ def _at_age(words: list[str], vocab: Vocabulary) -> bool:
                for j, w in enumerate(words))
 
 
+def compared_with_age(words: list[str], vocab: Vocabulary) -> bool:
+    """ "(do you think) he is older than sixty", "he has more than sixty years": the face now set against an
+    age, said by a subject and a verb of being."""
+    c, subjects = vocab.phrasing.question_compared, vocab.phrasing.observe[0]
+    words = _unsaid(words, vocab.phrasing.question_opinion)
+    return len(words) > 3 and words[0] in subjects and words[1] in c["verbs"] and any(
+        w in c["than"] and (nxt.startswith("age:") or nxt.isdigit() or nxt in vocab.numbers)
+        for w, nxt in zip(words, words[1:]))
+
+
 def face_question(clause: Clause, reading: Reading, vocab: Vocabulary) -> tuple[bool, str | None]:
     """(asked, attribute): whether the clause asks how the face is, and about which attribute (None: all)."""
     q = vocab.phrasing
@@ -47,6 +57,8 @@ def face_question(clause: Clause, reading: Reading, vocab: Vocabulary) -> tuple[
         words = words[1:]
     about = reading.names[0] if len(reading.names) == 1 else None
     face = any(tuple(words[i:i + n]) in q.question_face for i in range(len(words)) for n in (1, 2))
+    if clause.asked and not clause.framed and compared_with_age(words, vocab):
+        return True, "age"   # "do you think he is older than sixty?"
     changing = any(c.level in (REMOVE, CHANGE, RELATIVE, WEAK) for c in reading.cues)
     if not words or reading.things or reading.blocked or changing:
         return False, None   # "what does he look like without his beard": a change asked as a question

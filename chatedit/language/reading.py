@@ -505,6 +505,8 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
 
     # 6. verbs; "make her smile" adds only when nothing else in the clause wants the verb
     r.cues += _verbs(spans, vocab, r, intensity)
+    if any(c.level == WEAK and c.scope == "verb" for c in r.cues):   # "the laugh is too much": less than it
+        r.cues = [c for c in r.cues if c.level not in (DEGREE, LOOK)]
     unclear |= any(not s.roles and s.words[0].endswith("er") and len(s.words[0]) > 4 and s.words[0] not in vocab.known
                    for s in spans)   # "make the glasses fancier": a comparison this vocabulary cannot read
     if unclear:   # "his beard needs to be more rugged": the verb only carries what could not be read

@@ -46,6 +46,7 @@ class Phrasing:
     observe_lacking: frozenset[tuple[str, ...]]   # "she has no glasses": what the face lacks, said of it
     observe_things: frozenset[str]             # "the heavy look is so dated": a look as the remark's subject
     observe_past: frozenset[tuple[str, ...]]   # "he shaved it last week": a report of the real person
+    observe_unsaid: frozenset[str]             # "is more serious for work": a later clause with its "it" left out
     phrasal: dict[str, dict[str, tuple[str, ...]]]   # verb form -> particle -> the words it is read as
     suffixes: dict[str, tuple[str, ...]]       # word formation: kind -> suffixes, longest first
     privative: frozenset[tuple[str, ...]]      # "no rims" -> "rimless"
@@ -103,6 +104,7 @@ class Phrasing:
     question_lead: frozenset[str]
     question_hypothetical: tuple[frozenset[str], frozenset[str]]   # (markers, words of looking)
     question_at_age: dict[str, frozenset[str]]   # "before", "when", "verbs": an age said as a time
+    question_compared: dict[str, frozenset[str]]   # "verbs", "than": "is he older than sixty?"
     question_causative: frozenset[str]
     question_objects: frozenset[str]
     question_alternative: frozenset[str]
@@ -213,6 +215,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         observe_lacking=frozenset(_phrases(frames["observe"].get("lacking", []))),
         observe_things=frozenset(frames["observe"]["things"]),
         observe_past=frozenset(_phrases(frames["observe"]["past"])),
+        observe_unsaid=frozenset(frames["observe"]["unsaid"]),
         phrasal=phrasal,
         suffixes={k: tuple(sorted(v, key=len, reverse=True)) for k, v in data["word_formation"].items()
                   if k not in ("privative", "without")},
@@ -282,6 +285,7 @@ def _phrasing(data: dict, derived: dict | None = None) -> Phrasing:
         question_lead=frozenset(faces["lead"]),
         question_hypothetical=(frozenset(faces["hypothetical"]), frozenset(faces["looks"])),
         question_at_age={k: frozenset(v) for k, v in faces["at_age"].items()},
+        question_compared={k: frozenset(v) for k, v in faces["compared"].items()},
         question_causative=frozenset(faces["causative"]),
         question_objects=frozenset(faces["objects"]),
         question_alternative=frozenset(faces["alternative"]),
