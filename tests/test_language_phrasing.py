@@ -542,6 +542,9 @@ NINTH_ROUND = [
     # the face now set against an age: asked, a question; said, a remark
     ("do you think she is older than fifty?", [describe("age")]),
     ("she is younger than 40, make her older", [edit("age", change=2)]),
+    # "keep it short" after a look says how it is to be; "keep the glasses" alone changes nothing
+    ("give him a thick beard, but keep it short", [edit("beard", target=3)]),
+    ("keep the smile gentle", [edit("smiling", target=2)]),
 ]
 
 KINDS = {"question_wish": QUESTIONS_AND_WISHES, "description": DESCRIPTIONS, "phrasal": PHRASAL, "mood": MOODS,

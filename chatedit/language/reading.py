@@ -387,6 +387,9 @@ def read_clause(clause: Clause, vocab: Vocabulary) -> Reading:
     r.pronoun = _refers(spans, vocab)
     r.limited = _limited(spans)
     keep = any(s.has("keep") for s in spans)
+    if keep and len(spans) > 2 and spans[0].has("keep") and spans[1].has("pronoun", "name") and all(
+            x.has("degree") for x in spans[2:]):
+        keep = False   # "a full beard, but keep it short": how it is to be, said as keeping it so
 
     # 2. comparisons and anchored degrees; then a negated or "keep" clause asks for nothing
     step = intensity or vocab.amounts["followup"]
