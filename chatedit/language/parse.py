@@ -205,7 +205,7 @@ def _remark(clause: Clause, vocab: Vocabulary) -> bool:
     subject = words[0] in subjects or _has(vocab, words[0], "name") if words else False   # "her expression is flat"
     if not clause.framed and compared_with_age(words, vocab):
         return True   # "he is younger than 30": the face now, set against an age
-    if subject and words[0] in subjects and not clause.framed and any(
+    if words and words[0] in subjects and not clause.framed and any(
             tuple(words[k:k + len(p)]) == p for p in vocab.phrasing.observe_past for k in range(len(words))):
         return True   # "he shaved it in real life last week": what the real person did
     mild = any(w.value < vocab.amounts["full_remove"] and _has(vocab, x, "polar")
